@@ -1,0 +1,91 @@
+//! ResNet50 at 32x32, batch 32, on each compiled CPU backend: inference, a full training step
+//! (forward, backward, Adam) and a head-only step with the backbone frozen.
+//!
+//! `cargo bench --bench model` reports images per second under the ids
+//! `model/<backend>/<infer|train|head>`. `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends
+//! (default: the compiled CPU backends).
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use resnet_transfer::{BackendKind, ResNet, ResNetConfig};
+
+const BATCH: usize = 32;
+const SIZE: usize = 32;
+
+fn backends() -> Vec<BackendKind> {
+    match std::env::var("RESNET_BENCH_BACKENDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|name| name.parse().expect("RESNET_BENCH_BACKENDS: a backend name"))
+            .collect(),
+        Err(_) => BackendKind::compiled()
+            .into_iter()
+            .filter(|b| *b != BackendKind::Wgpu)
+            .collect(),
+    }
+}
+
+fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let images = Tensor::random(
+        [BATCH, 3, SIZE, SIZE],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let targets = Tensor::<1, Int>::arange(0..BATCH as i64, device).remainder_scalar(10);
+    (images, targets)
+}
+
+/// Runs `step` on a model that each iteration hands back, as training does.
+fn train_loop(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: String,
+    model: ResNet,
+    device: &Device,
+) {
+    let (images, targets) = batch(device);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut optim = AdamConfig::new().init();
+    let mut slot = Some(model);
+    c.bench_function(id, |b| {
+        b.iter(|| {
+            let model = slot
+                .take()
+                .expect("the model is handed back every iteration");
+            let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            slot = Some(optim.step(1e-3, model, grads));
+        })
+    });
+}
+
+fn model_bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("model");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_secs(1));
+    for kind in backends() {
+        let device = kind.device().expect("a compiled backend");
+        let model = ResNetConfig::resnet50(10).init(&device).unwrap().valid();
+        let (images, _) = batch(&device);
+        group.bench_function(format!("{kind}/infer"), |b| {
+            b.iter(|| model.forward(images.clone()).into_data())
+        });
+
+        let train = device.autodiff();
+        let model = ResNetConfig::resnet50(10).init(&train).unwrap();
+        train_loop(&mut group, format!("{kind}/train"), model.clone(), &train);
+        train_loop(
+            &mut group,
+            format!("{kind}/head"),
+            model.freeze_backbone(),
+            &train,
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, model_bench);
+criterion_main!(benches);

@@ -1,0 +1,171 @@
+//! Batches for Burn: `images [N, 3, H, W]` float32 and `targets [N]`, on any device.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use crate::data::images::ImageSet;
+use crate::data::preprocess::{Augment, Preprocess, resize};
+
+/// A batch ready for the model.
+#[derive(Debug, Clone)]
+pub struct ImageBatch {
+    /// Preprocessed images, `[N, 3, H, W]`.
+    pub images: Tensor<4>,
+    /// Class indices, `[N]`.
+    pub targets: Tensor<1, Int>,
+}
+
+/// One labelled image, as Burn's datasets hand them out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageItem {
+    /// Planar RGB pixels.
+    pub pixels: Vec<u8>,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Class index.
+    pub label: usize,
+    /// Seed of this item's augmentation (ignored without augmentation).
+    pub seed: u64,
+}
+
+/// An [`ImageSet`] as a Burn [`Dataset`].
+#[derive(Debug, Clone)]
+pub struct ImageDataset(pub Arc<ImageSet>);
+
+impl Dataset<ImageItem> for ImageDataset {
+    /// The image at `index`; like every Burn dataset, panics when `index >= len()`.
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        Ok(ImageItem {
+            pixels: self.0.image(index).to_vec(),
+            height: self.0.height(),
+            width: self.0.width(),
+            label: self.0.label(index),
+            seed: index as u64,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Turns images into model inputs: augmentation (training only), resize, preprocessing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImageBatcher {
+    /// The preprocessing the weights want.
+    pub preprocess: Preprocess,
+    /// Square side to resize to; `None` keeps the images' size.
+    pub size: Option<usize>,
+    /// Training augmentation; `None` for evaluation and for the feature cache.
+    pub augment: Option<Augment>,
+}
+
+impl ImageBatcher {
+    /// A batcher without resizing or augmentation.
+    pub fn new(preprocess: Preprocess) -> Self {
+        Self {
+            preprocess,
+            size: None,
+            augment: None,
+        }
+    }
+
+    /// The side of the images this batcher produces, given the input side.
+    pub fn output_side(&self, height: usize) -> usize {
+        self.size.unwrap_or(height)
+    }
+
+    /// The model input for one image: augmented (with `seed`), resized and preprocessed.
+    pub fn prepare(&self, rgb: &[u8], height: usize, width: usize, seed: u64) -> Vec<f32> {
+        let augmented;
+        let mut pixels = rgb;
+        if let Some(augment) = &self.augment {
+            augmented = augment.apply(rgb, height, width, &mut StdRng::seed_from_u64(seed));
+            pixels = &augmented;
+        }
+        let resized;
+        if let Some(size) = self.size {
+            resized = resize(pixels, height, width, size);
+            pixels = &resized;
+        }
+        let mut out = vec![0.0; pixels.len()];
+        self.preprocess.apply(pixels, &mut out);
+        out
+    }
+
+    /// A batch of the images at `indices` of `set`, prepared in parallel on all cores.
+    /// `seed` varies the augmentation (use a different one each epoch).
+    pub fn batch_of(
+        &self,
+        set: &ImageSet,
+        indices: &[usize],
+        seed: u64,
+        device: &Device,
+    ) -> ImageBatch {
+        let (h, w) = (set.height(), set.width());
+        let side = self.output_side(h);
+        let per_image = 3 * side * self.size.unwrap_or(w);
+        let mut data = vec![0.0f32; indices.len() * per_image];
+        data.par_chunks_mut(per_image)
+            .zip(indices.par_iter())
+            .for_each(|(out, &i)| {
+                let item_seed = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                out.copy_from_slice(&self.prepare(set.image(i), h, w, item_seed));
+            });
+        let labels: Vec<i64> = indices.iter().map(|&i| set.label(i) as i64).collect();
+        make_batch(data, labels, [side, self.size.unwrap_or(w)], device)
+    }
+}
+
+fn make_batch(data: Vec<f32>, labels: Vec<i64>, hw: [usize; 2], device: &Device) -> ImageBatch {
+    let n = labels.len();
+    let images = Tensor::from_data(TensorData::new(data, [n, 3, hw[0], hw[1]]), device);
+    let targets = Tensor::from_data(TensorData::new(labels, [n]), device);
+    ImageBatch { images, targets }
+}
+
+impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
+    /// Batches items of one size (the first item's).
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+        let (h, w) = items.first().map(|i| (i.height, i.width)).unwrap_or((1, 1));
+        let data: Vec<f32> = items
+            .par_iter()
+            .flat_map_iter(|item| self.prepare(&item.pixels, item.height, item.width, item.seed))
+            .collect();
+        let labels = items.iter().map(|i| i.label as i64).collect();
+        let hw = self.size.map(|s| [s, s]).unwrap_or([h, w]);
+        make_batch(data, labels, hw, device)
+    }
+}
+
+/// The batches of one epoch over `set`, in a seeded random order (or in order when `shuffle`
+/// is `None`); the last batch may be smaller.
+pub fn epoch_batches<'a>(
+    set: &'a ImageSet,
+    batcher: &'a ImageBatcher,
+    batch_size: usize,
+    shuffle: Option<u64>,
+    device: &'a Device,
+) -> impl Iterator<Item = ImageBatch> + 'a {
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    if let Some(seed) = shuffle {
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+    }
+    let seed = shuffle.unwrap_or(0);
+    let chunks: Vec<Vec<usize>> = order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
+    chunks
+        .into_iter()
+        .map(move |indices| batcher.batch_of(set, &indices, seed, device))
+}

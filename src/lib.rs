@@ -1,0 +1,29 @@
+//! # resnet-transfer
+//!
+//! Photo recognition by transfer learning, in pure Rust on [Burn](https://burn.dev): an
+//! ImageNet-trained ResNet learns new classes (CIFAR-10's ten, or your own) in two phases, first
+//! a new head on a frozen backbone, then the released backbone at a low learning rate.
+//!
+//! ```
+//! use resnet_transfer::{BatchNormMode, Device, ResNetConfig};
+//!
+//! let device = Device::default();
+//! // A narrow ResNet50 (width 8 instead of 64) keeps this example fast.
+//! let model = ResNetConfig::resnet50(10).with_width(8).init(&device).unwrap();
+//! let logits = model.forward(burn::Tensor::<4>::zeros([1, 3, 32, 32], &device));
+//! assert_eq!(logits.dims(), [1, 10]);
+//!
+//! // Phase 1: only the head learns. Phase 2: stages 3 and 4 learn too, BatchNorm kept frozen.
+//! let model = model.freeze_backbone();
+//! let model = model.unfreeze_from(3, BatchNormMode::Inference).unwrap();
+//! ```
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod model;
+
+pub use burn::tensor::Device;
+pub use device::BackendKind;
+pub use error::{Error, Result};
+pub use model::{BatchNormMode, ResNet, ResNetConfig};

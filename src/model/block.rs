@@ -1,0 +1,175 @@
+//! The parts a ResNet is made of: conv+BatchNorm units, residual blocks, stages, stem and head.
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::model::config::{BlockKind, ResNetConfig, StridePlacement};
+
+/// A convolution followed by its BatchNorm: the unit every ResNet layer is built from, and the
+/// unit the ONNX importer fills.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// Its BatchNorm.
+    pub bn: BatchNorm,
+}
+
+impl ConvBn {
+    pub(crate) fn new(
+        config: &ResNetConfig,
+        channels: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
+        let pad = kernel / 2;
+        let conv = Conv2dConfig::new(channels, [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(config.conv_bias)
+            .init(device);
+        let bn = BatchNormConfig::new(channels[1])
+            .with_epsilon(config.batch_norm_epsilon)
+            .with_momentum(config.batch_norm_momentum)
+            .init(device);
+        Self { conv, bn }
+    }
+
+    /// `bn(conv(x))`, without activation.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// A residual block: two 3x3 convolutions (basic) or 1x1, 3x3, 1x1 (bottleneck), each with its
+/// BatchNorm, ReLU between them, and a shortcut added before the last ReLU.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// The block's convolutions in order: 2 for a basic block, 3 for a bottleneck.
+    pub convs: Vec<ConvBn>,
+    /// The projection shortcut (1x1 conv + BatchNorm) where the shape changes; identity otherwise.
+    pub shortcut: Option<ConvBn>,
+}
+
+impl Block {
+    pub(crate) fn new(
+        config: &ResNetConfig,
+        in_channels: usize,
+        inner: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
+        let kind = config.block_kind();
+        let out_channels = inner * kind.expansion();
+        let convs = match kind {
+            BlockKind::Basic => vec![
+                ConvBn::new(config, [in_channels, inner], 3, stride, device),
+                ConvBn::new(config, [inner, inner], 3, 1, device),
+            ],
+            BlockKind::Bottleneck => {
+                let (s1, s3) = match config.stride_placement {
+                    StridePlacement::FirstConv => (stride, 1),
+                    StridePlacement::MiddleConv => (1, stride),
+                };
+                vec![
+                    ConvBn::new(config, [in_channels, inner], 1, s1, device),
+                    ConvBn::new(config, [inner, inner], 3, s3, device),
+                    ConvBn::new(config, [inner, out_channels], 1, 1, device),
+                ]
+            }
+        };
+        let shortcut = (stride != 1 || in_channels != out_channels)
+            .then(|| ConvBn::new(config, [in_channels, out_channels], 1, stride, device));
+        Self { convs, shortcut }
+    }
+
+    /// Applies the block to `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.shortcut {
+            Some(shortcut) => shortcut.forward(x.clone()),
+            None => x.clone(),
+        };
+        let last = self.convs.len() - 1;
+        let mut y = x;
+        for (i, unit) in self.convs.iter().enumerate() {
+            y = unit.forward(y);
+            if i < last {
+                y = relu(y);
+            }
+        }
+        relu(y + identity)
+    }
+}
+
+/// A stage: blocks at one resolution, the first of which may downsample.
+#[derive(Module, Debug)]
+pub struct Stage {
+    /// The stage's residual blocks.
+    pub blocks: Vec<Block>,
+}
+
+impl Stage {
+    /// Applies every block in turn.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    }
+}
+
+/// The stem: 7x7 conv with stride 2, BatchNorm, ReLU, 3x3 max pool with stride 2.
+///
+/// Keras pads explicitly with zeros before the max pool; after a ReLU that is the same as
+/// padding with minus infinity, so one layout serves both frameworks.
+#[derive(Module, Debug)]
+pub struct Stem {
+    /// The 7x7 convolution and its BatchNorm.
+    pub conv: ConvBn,
+    /// The 3x3 max pool.
+    pub pool: MaxPool2d,
+}
+
+impl Stem {
+    pub(crate) fn new(config: &ResNetConfig, device: &Device) -> Self {
+        Self {
+            conv: ConvBn::new(config, [3, config.width], 7, 2, device),
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+        }
+    }
+
+    /// Applies the stem to `[N, 3, H, W]` images.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool.forward(relu(self.conv.forward(x)))
+    }
+}
+
+/// The classifier head on pooled features: Dropout, then Linear to the classes.
+#[derive(Module, Debug)]
+pub struct Head {
+    /// Dropout (active only while training).
+    pub dropout: Dropout,
+    /// The final Linear layer.
+    pub linear: Linear,
+}
+
+impl Head {
+    /// A new, randomly initialized head.
+    pub fn new(in_features: usize, num_classes: usize, dropout: f64, device: &Device) -> Self {
+        Self {
+            dropout: DropoutConfig::new(dropout).init(),
+            linear: LinearConfig::new(in_features, num_classes).init(device),
+        }
+    }
+
+    /// Logits `[N, classes]` from pooled features `[N, C]`.
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.linear.forward(self.dropout.forward(features))
+    }
+}

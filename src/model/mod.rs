@@ -1,0 +1,9 @@
+//! The ResNet family: configuration, blocks and the [`ResNet`] module with freezing by stage.
+
+mod block;
+mod config;
+mod resnet;
+
+pub use block::{Block, ConvBn, Head, Stage, Stem};
+pub use config::{BlockKind, DEPTHS, Pooling, ResNetConfig, StridePlacement};
+pub use resnet::{BatchNormMode, ParamCounts, ResNet};
