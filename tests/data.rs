@@ -1,0 +1,275 @@
+//! CIFAR-10 from files in the exact official formats (made by tests/fixtures/make_cifar10.py),
+//! the download path against a local HTTP server, and batches in NCHW.
+
+use std::path::{Path, PathBuf};
+
+use resnet_transfer::Error;
+use resnet_transfer::data::download::{self, Checksum};
+use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, Preprocess, stratified_split};
+
+const PER_FILE: usize = 8;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar10")
+}
+
+/// The generator's formula for file `k` (1..5 training, 6 test).
+fn expected_label(k: usize, i: usize) -> usize {
+    (3 * i + k) % 10
+}
+
+fn expected_pixel(k: usize, i: usize, c: usize, y: usize, x: usize) -> u8 {
+    ((7 * i + 50 * c + 3 * y + 5 * x + 11 * expected_label(k, i) + 13 * k) % 256) as u8
+}
+
+fn check(cifar: &Cifar10) {
+    assert_eq!(cifar.train.len(), 5 * PER_FILE);
+    assert_eq!(cifar.test.len(), PER_FILE);
+    assert_eq!(cifar.class_names[1], "automobile");
+    assert_eq!(cifar.class_names.len(), 10);
+    for (i, k, c, y, x) in [
+        (0, 1, 0, 0, 0),
+        (3, 2, 1, 5, 7),
+        (7, 5, 2, 31, 31),
+        (5, 4, 1, 16, 0),
+    ] {
+        let n = (k - 1) * PER_FILE + i; // position in the concatenated training set
+        assert_eq!(cifar.train.label(n), expected_label(k, i));
+        assert_eq!(
+            cifar.train.pixel(n, c, y, x),
+            expected_pixel(k, i, c, y, x),
+            "{i} {k} {c} {y} {x}"
+        );
+    }
+    assert_eq!(
+        cifar.test.pixel(6, 2, 9, 30),
+        expected_pixel(6, 6, 2, 9, 30)
+    );
+    assert_eq!(cifar.test.label(6), expected_label(6, 6));
+}
+
+#[test]
+fn both_formats_read_exact_pixels_from_folders_and_archives() {
+    let root = fixtures();
+    for path in [
+        root.join("cifar-10-batches-bin"),
+        root.join("cifar-10-batches-py"),
+        root.join("cifar-10-binary.tar.gz"),
+        root.join("cifar-10-python.tar.gz"),
+    ] {
+        let cifar = Cifar10::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        check(&cifar);
+    }
+    // A parent folder holding an extracted folder (torchvision's `root`).
+    check(&Cifar10::load(&root).unwrap());
+}
+
+#[test]
+fn batches_are_nchw_and_preprocessed() {
+    let cifar = Cifar10::load(fixtures().join("cifar-10-batches-py")).unwrap();
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let batch = ImageBatcher::new(Preprocess::Caffe).batch_of(&cifar.train, &[3, 17], 0, &device);
+    assert_eq!(batch.images.dims(), [2, 3, 32, 32]);
+    let images = batch.images.into_data().try_to_vec::<f32>().unwrap();
+    let at = |n: usize, c: usize, y: usize, x: usize| images[((n * 3 + c) * 32 + y) * 32 + x];
+    // Image 17 is the second file's image 1; caffe's channel 0 is blue minus 103.939.
+    let blue = expected_pixel(3, 1, 2, 4, 9) as f32;
+    assert_eq!(at(1, 0, 4, 9), blue - 103.939);
+    let red = expected_pixel(1, 3, 0, 0, 1) as f32;
+    assert_eq!(at(0, 2, 0, 1), red - 123.68);
+    let targets = batch.targets.into_data().try_to_vec::<i64>().unwrap();
+    assert_eq!(
+        targets,
+        vec![expected_label(1, 3) as i64, expected_label(3, 1) as i64]
+    );
+
+    let resized = ImageBatcher {
+        size: Some(64),
+        ..ImageBatcher::new(Preprocess::Unit)
+    };
+    let batch = resized.batch_of(&cifar.test, &[0, 1, 2], 0, &device);
+    assert_eq!(batch.images.dims(), [3, 3, 64, 64]);
+}
+
+#[test]
+fn seeded_sample_of_the_generated_set_is_stratified() {
+    let cifar = Cifar10::load(fixtures().join("cifar-10-batches-bin")).unwrap();
+    let split = stratified_split(cifar.train.labels(), 10, 20, 10, 42).unwrap();
+    let sample = cifar.train.select(&split.train);
+    assert_eq!(sample.class_counts(10), vec![2; 10]);
+    assert_eq!(
+        split,
+        stratified_split(cifar.train.labels(), 10, 20, 10, 42).unwrap()
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn bad_files_give_typed_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("cifar-10-batches-bin");
+    copy_dir(&fixtures().join("cifar-10-batches-bin"), &bin);
+
+    // Truncated: the last record of data_batch_3 loses its tail.
+    let file = bin.join("data_batch_3.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 10]).unwrap();
+    match Cifar10::load(&bin) {
+        Err(Error::Truncated { path, offset, .. }) => {
+            assert_eq!(path, file);
+            assert_eq!(offset, 7 * 3073);
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    // A label of 10 in the second record.
+    let mut bytes = bytes.clone();
+    bytes[3073] = 10;
+    std::fs::write(&file, &bytes).unwrap();
+    let err = Cifar10::load(&bin).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadLabel { label: 10, path, .. } if *path == file),
+        "{err}"
+    );
+    assert!(err.to_string().contains("byte offset 3073"), "{err}");
+
+    // A pickle without `data`, and one whose label is out of range.
+    let py = tmp.path().join("py").join("cifar-10-batches-py");
+    copy_dir(&fixtures().join("cifar-10-batches-py"), &py);
+    let file = py.join("data_batch_2");
+    let mut dict = std::collections::BTreeMap::new();
+    dict.insert("labels".to_string(), vec![1i64, 2]);
+    std::fs::write(
+        &file,
+        serde_pickle::to_vec(&dict, Default::default()).unwrap(),
+    )
+    .unwrap();
+    let err = Cifar10::load(&py).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadFormat { path, reason } if *path == file && reason.contains("data")),
+        "{err}"
+    );
+
+    // A corrupt archive.
+    let archive = tmp.path().join("cifar-10-binary.tar.gz");
+    let bytes = std::fs::read(fixtures().join("cifar-10-binary.tar.gz")).unwrap();
+    std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Cifar10::load(&archive).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadFormat { path, .. } if *path == archive),
+        "{err}"
+    );
+
+    // Nothing there at all: the error says what to put where.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = Cifar10::load(&empty).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("cifar-10-binary.tar.gz") && message.contains(&*empty.to_string_lossy()),
+        "{message}"
+    );
+}
+
+/// Serves `body` at every path (or 404s) on 127.0.0.1 until `requests` have been answered.
+fn serve(body: Vec<u8>, status: u16, requests: usize) -> (String, std::thread::JoinHandle<()>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let handle = std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(30)) else {
+                return;
+            };
+            let response = tiny_http::Response::from_data(body.clone()).with_status_code(status);
+            let _ = request.respond(response);
+        }
+    });
+    (url, handle)
+}
+
+fn md5_of(path: &Path) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn download_verifies_writes_atomically_and_reads() {
+    let archive = fixtures().join("cifar-10-binary.tar.gz");
+    let (url, server) = serve(std::fs::read(&archive).unwrap(), 200, 2);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The official checksum does not match the fixture: an error, and nothing left behind.
+    let official = Downloader {
+        base_url: url.clone(),
+        progress: false,
+        checksum: None,
+    };
+    let err = Cifar10::find_or_download(Some(tmp.path()), Some(&official)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Checksum {
+                algorithm: "md5",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no half file left"
+    );
+
+    // With the mirror's checksum it downloads, and the data reads.
+    let mirror = Downloader {
+        checksum: Some(Checksum::Md5(md5_of(&archive))),
+        ..official
+    };
+    let cifar = Cifar10::find_or_download(Some(tmp.path()), Some(&mirror)).unwrap();
+    check(&cifar);
+    let saved = tmp.path().join("cifar-10-binary.tar.gz");
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&archive).unwrap()
+    );
+    server.join().unwrap();
+
+    // Found locally the second time: no server is needed.
+    check(&Cifar10::find_or_download(Some(tmp.path()), Some(&mirror)).unwrap());
+}
+
+#[test]
+fn failed_download_names_the_destination() {
+    let (url, server) = serve(b"gone".to_vec(), 404, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("weights.onnx");
+    let err = download::fetch(
+        &format!("{url}/weights.onnx"),
+        &dest,
+        &Checksum::Sha256("00".into()),
+        false,
+    )
+    .unwrap_err();
+    match &err {
+        Error::Download {
+            destination,
+            reason,
+            ..
+        } => {
+            assert_eq!(destination, &dest);
+            assert!(reason.contains("404"), "{reason}");
+        }
+        other => panic!("expected Download, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&*dest.to_string_lossy()));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    server.join().unwrap();
+}
