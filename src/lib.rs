@@ -22,6 +22,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod report;
 
 pub use burn::tensor::Device;
 pub use device::BackendKind;
