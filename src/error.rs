@@ -134,6 +134,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// An ONNX graph that is not a ResNet this crate can import, with the node where matching
+    /// stopped.
+    #[error("{path}: not an importable ResNet: at node `{node}` ({op}): {reason}")]
+    UnsupportedGraph {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The node's name.
+        node: String,
+        /// The node's operator.
+        op: String,
+        /// What was expected there, and what was found.
+        reason: String,
+    },
+
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

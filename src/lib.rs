@@ -23,6 +23,7 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod report;
+pub mod weights;
 
 pub use burn::tensor::Device;
 pub use device::BackendKind;
