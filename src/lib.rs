@@ -21,6 +21,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod report;
 pub mod weights;
@@ -28,4 +29,5 @@ pub mod weights;
 pub use burn::tensor::Device;
 pub use device::BackendKind;
 pub use error::{Error, Result};
+pub use infer::{Classifier, Prediction};
 pub use model::{BatchNormMode, ResNet, ResNetConfig};

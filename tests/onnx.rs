@@ -71,7 +71,10 @@ fn parity(style: &str) -> (resnet_transfer::weights::Imported, f32) {
         .iter()
         .zip(&theirs)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    eprintln!("{style}: worst error {worst:e} = {:e} of the largest logit {scale}", worst / scale);
+    eprintln!(
+        "{style}: worst error {worst:e} = {:e} of the largest logit {scale}",
+        worst / scale
+    );
     (imported, worst / scale)
 }
 
@@ -145,4 +148,124 @@ fn unsupported_and_corrupt_files_give_typed_errors() {
         import_onnx(&missing, &device),
         Err(Error::Io { .. })
     ));
+}
+
+#[test]
+fn saved_record_loads_back_bit_identical_and_classifies() {
+    use resnet_transfer::Classifier;
+    use resnet_transfer::weights::{self, ModelCard, SavedModel};
+
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let imported = import_onnx(&fixture("torch-bn.onnx"), &device).unwrap();
+    let card = ModelCard {
+        config: imported.config.clone(),
+        preprocess: imported.preprocess,
+        input_size: 32,
+        class_names: (0..10).map(|i| format!("c{i}")).collect(),
+        source: "torch-bn.onnx".into(),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let saved = SavedModel {
+        model: imported.model.clone(),
+        card: card.clone(),
+    };
+    saved.save(&run.join("model")).unwrap();
+    // A run folder loads too.
+    let loaded = weights::load(&run, &device).unwrap();
+    assert_eq!(loaded.card, card);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(input([2, 3, 32, 32]), [2, 3, 32, 32]),
+        &device,
+    );
+    let a = imported.model.forward(x.clone()).into_data();
+    let b = loaded.model.forward(x).into_data();
+    assert_eq!(a, b, "bit-identical after a save and a load");
+
+    let classifier = Classifier::new(loaded, &device);
+    let image: Vec<u8> = (0..3 * 32 * 32).map(|i| (i * 7 % 256) as u8).collect();
+    let predictions = classifier
+        .classify_pixels(&[image.clone(), image], 3)
+        .unwrap();
+    assert_eq!(predictions.len(), 2);
+    let top = &predictions[0].top_k;
+    assert_eq!(top.len(), 3);
+    assert!(top[0].prob >= top[1].prob && top[1].prob >= top[2].prob);
+    assert_eq!(top[0].label, format!("c{}", top[0].index));
+    let sum: f32 = predictions[0].logits.iter().map(|l| l.exp()).sum();
+    let p0 = predictions[0].logits[top[0].index].exp() / sum;
+    assert!((p0 - top[0].prob).abs() < 1e-5);
+    assert!(classifier.classify_pixels(&[vec![0; 10]], 1).is_err());
+
+    // A corrupt record is a typed error naming the file.
+    std::fs::write(run.join("model.bpk"), b"garbage").unwrap();
+    let err = weights::load(&run, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadFormat { path, .. } if path.ends_with("model.bpk")),
+        "{err}"
+    );
+}
+
+#[test]
+fn catalog_downloads_verify_sha256() {
+    use resnet_transfer::weights::catalog::{CATALOG, WeightsEntry, entry};
+
+    let bytes = std::fs::read(fixture("zoo-v1.onnx")).unwrap();
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/zoo-v1.onnx",
+        server.server_addr().to_ip().unwrap()
+    );
+    let body = bytes.clone();
+    let handle = std::thread::spawn(move || {
+        for _ in 0..2 {
+            if let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(30)) {
+                let _ = request.respond(tiny_http::Response::from_data(body.clone()));
+            }
+        }
+    });
+    let sha = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: this is the only test in this binary that reads or writes the environment.
+    unsafe { std::env::set_var("RESNET_TRANSFER_CACHE", tmp.path()) };
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let good = WeightsEntry {
+        name: "test",
+        file: "zoo.onnx",
+        url: Some(leak(url)),
+        sha256: Some(leak(sha)),
+        ..CATALOG[0]
+    };
+    let bad = WeightsEntry {
+        sha256: Some("00"),
+        file: "bad.onnx",
+        ..good
+    };
+    let err = bad.locate(&[], true, false).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Checksum {
+                algorithm: "sha256",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let path = good.locate(&[], true, false).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert!(!tmp.path().join("weights/bad.onnx").exists());
+    handle.join().unwrap();
+
+    // Entries without a URL say which script makes them and where to put the file.
+    let keras = entry("keras-resnet50").unwrap();
+    let message = keras.locate(&[], true, false).unwrap_err().to_string();
+    assert!(message.contains("export_keras_resnet50.py"), "{message}");
+    assert_eq!(entry("resnet50-v1-12").unwrap().depth, 50);
 }

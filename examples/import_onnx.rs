@@ -1,0 +1,113 @@
+//! Imports a ResNet from ONNX, prints what was detected, and saves it in Burn's record format
+//! so the next load is fast.
+//!
+//! ```sh
+//! cargo run --release --example import_onnx -- --onnx FILE --out RECORD [--check REFERENCE.json]
+//! ```
+//! `--check` compares the logits with a reference written by `tests/fixtures/make_onnx.py`
+//! (onnxruntime's output for the generator's input formula) and prints the relative error.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+use clap::Parser;
+use resnet_transfer::weights::{ModelCard, SavedModel, describe, import_onnx};
+
+#[derive(Parser)]
+#[command(about = "Import a ResNet ONNX export into a Burn record")]
+struct Args {
+    /// The ONNX file.
+    #[arg(long)]
+    onnx: PathBuf,
+    /// Where to save the record (writes OUT.bpk and OUT.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A reference JSON from tests/fixtures/make_onnx.py to compare the logits with.
+    #[arg(long)]
+    check: Option<PathBuf>,
+    /// Backend: flex, ndarray or wgpu.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    backend: String,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let device = resnet_transfer::device::device(&args.backend)?;
+    let start = Instant::now();
+    let imported = import_onnx(&args.onnx, &device)?;
+    println!("{}", describe(&imported, &args.onnx));
+    println!("ONNX import: {:.2} s", start.elapsed().as_secs_f64());
+
+    if let Some(reference) = &args.check {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(reference)?)?;
+        let shape: Vec<usize> = serde_json::from_value(json["input_shape"].clone())?;
+        let nchw = if json["layout"] == "nhwc" {
+            [shape[0], shape[3], shape[1], shape[2]]
+        } else {
+            [shape[0], shape[1], shape[2], shape[3]]
+        };
+        let input = formula_input(nchw);
+        let x = Tensor::<4>::from_data(TensorData::new(input, nchw), &device);
+        let start = Instant::now();
+        let ours = imported.model.forward(x).into_data().try_to_vec::<f32>()?;
+        let forward = start.elapsed().as_secs_f64();
+        let theirs: Vec<f32> =
+            serde_json::from_value::<Vec<Vec<f32>>>(json["logits"].clone())?.concat();
+        let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "logits vs onnxruntime: worst difference {worst:e}, {:e} of the largest logit ({scale}); forward {forward:.2} s",
+            worst / scale
+        );
+    }
+
+    if let Some(out) = &args.out {
+        let card = ModelCard {
+            config: imported.config.clone(),
+            preprocess: imported.preprocess,
+            input_size: imported.input_size.unwrap_or(224),
+            class_names: Vec::new(),
+            source: args.onnx.display().to_string(),
+        };
+        let saved = SavedModel {
+            model: imported.model,
+            card,
+        };
+        let start = Instant::now();
+        saved.save(out)?;
+        let save = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        SavedModel::load(out, &device)?;
+        println!(
+            "record saved in {save:.2} s, loaded back in {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
+        println!("saved to {}.bpk and {}.json", out.display(), out.display());
+    }
+    Ok(())
+}
+
+/// The input formula of tests/fixtures/make_onnx.py, NCHW.
+fn formula_input(shape: [usize; 4]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for n in 0..shape[0] {
+        for c in 0..shape[1] {
+            for y in 0..shape[2] {
+                for x in 0..shape[3] {
+                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
+                }
+            }
+        }
+    }
+    out
+}

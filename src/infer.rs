@@ -1,0 +1,135 @@
+//! [`Classifier`]: image files or pixels in, top-k labels out.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::data::{Preprocess, read_image};
+use crate::error::{Error, Result};
+use crate::model::ResNet;
+use crate::weights::SavedModel;
+
+/// One class of a prediction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Scored {
+    /// Class index.
+    pub index: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// The prediction for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The most probable classes, best first.
+    pub top_k: Vec<Scored>,
+    /// All logits.
+    pub logits: Vec<f32>,
+}
+
+/// A model ready to classify images: inference mode, its preprocessing, input size and names.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    model: ResNet,
+    /// The preprocessing applied to every image.
+    pub preprocess: Preprocess,
+    /// Images are resized to this square side.
+    pub input_size: usize,
+    /// Class names in label order.
+    pub class_names: Vec<String>,
+    device: Device,
+}
+
+impl Classifier {
+    /// A classifier for a loaded model, with the preprocessing, size and names its card gives.
+    /// Names missing from the card are filled in: ImageNet's for 1000 classes, CIFAR-10's for
+    /// 10, `class N` otherwise.
+    pub fn new(saved: SavedModel, device: &Device) -> Self {
+        let classes = saved.model.num_classes().unwrap_or(0);
+        let class_names = if saved.card.class_names.len() == classes {
+            saved.card.class_names
+        } else {
+            default_names(classes)
+        };
+        Self {
+            model: saved.model.valid(),
+            preprocess: saved.card.preprocess,
+            input_size: saved.card.input_size,
+            class_names,
+            device: device.clone(),
+        }
+    }
+
+    /// Classifies image files (PNG or JPEG), resized to [`input_size`](Self::input_size).
+    pub fn classify_files(&self, paths: &[&Path], top_k: usize) -> Result<Vec<Prediction>> {
+        let images = paths
+            .iter()
+            .map(|p| read_image(p, self.input_size))
+            .collect::<Result<Vec<_>>>()?;
+        self.classify_pixels(&images, top_k)
+    }
+
+    /// Classifies planar RGB images of `input_size` x `input_size`.
+    pub fn classify_pixels(&self, images: &[Vec<u8>], top_k: usize) -> Result<Vec<Prediction>> {
+        let side = self.input_size;
+        let per_image = 3 * side * side;
+        let mut data = vec![0.0f32; images.len() * per_image];
+        for (i, (image, out)) in images.iter().zip(data.chunks_mut(per_image)).enumerate() {
+            if image.len() != per_image {
+                return Err(Error::ShapeMismatch {
+                    tensor: format!("images[{i}]"),
+                    expected: vec![3, side, side],
+                    found: vec![image.len()],
+                });
+            }
+            self.preprocess.apply(image, out);
+        }
+        let n = images.len();
+        let x = Tensor::<4>::from_data(TensorData::new(data, [n, 3, side, side]), &self.device);
+        let logits = self.model.try_forward(x)?;
+        let classes = logits.dims()[1];
+        let probs = softmax(logits.clone(), 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let logits = logits.into_data().try_to_vec::<f32>().unwrap_or_default();
+        Ok((0..n)
+            .map(|i| {
+                let p = &probs[i * classes..(i + 1) * classes];
+                let mut order: Vec<usize> = (0..classes).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                Prediction {
+                    top_k: order
+                        .into_iter()
+                        .take(top_k)
+                        .map(|index| Scored {
+                            index,
+                            label: self.class_names.get(index).cloned().unwrap_or_default(),
+                            prob: p[index],
+                        })
+                        .collect(),
+                    logits: logits[i * classes..(i + 1) * classes].to_vec(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Class names for a head of `classes` outputs when nothing better is known.
+pub fn default_names(classes: usize) -> Vec<String> {
+    match classes {
+        1000 => crate::weights::imagenet_classes()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        10 => crate::data::cifar10::CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        n => (0..n).map(|i| format!("class {i}")).collect(),
+    }
+}
