@@ -102,7 +102,7 @@ fn run(args: Args) -> resnet_transfer::Result<()> {
                     .collect(),
             })
             .collect();
-        draw_grid(path, Some("CIFAR-10: the ten categories"), &rows)?;
+        draw_grid(path, Some("Samples of each class"), &rows)?;
         if !args.json {
             println!("\ngrid of samples written to {}", path.display());
         }

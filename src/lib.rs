@@ -24,6 +24,7 @@ pub mod error;
 pub mod infer;
 pub mod model;
 pub mod report;
+pub mod train;
 pub mod weights;
 
 pub use burn::tensor::Device;

@@ -147,6 +147,17 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     }
 }
 
+/// The order of one epoch over `len` images: shuffled by `seed`, or in order for `None`.
+/// [`epoch_batches`] and the learner's feature cache share it, so both paths see the same
+/// batches.
+pub fn epoch_order(len: usize, seed: Option<u64>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if let Some(seed) = seed {
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+    }
+    order
+}
+
 /// The batches of one epoch over `set`, in a seeded random order (or in order when `shuffle`
 /// is `None`); the last batch may be smaller.
 pub fn epoch_batches<'a>(
@@ -156,10 +167,7 @@ pub fn epoch_batches<'a>(
     shuffle: Option<u64>,
     device: &'a Device,
 ) -> impl Iterator<Item = ImageBatch> + 'a {
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    if let Some(seed) = shuffle {
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
-    }
+    let order = epoch_order(set.len(), shuffle);
     let seed = shuffle.unwrap_or(0);
     let chunks: Vec<Vec<usize>> = order
         .chunks(batch_size.max(1))

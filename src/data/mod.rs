@@ -23,7 +23,7 @@ mod images;
 mod preprocess;
 mod sample;
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches};
+pub use batcher::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order};
 pub use cifar10::{Cifar10, Downloader, Format};
 pub use folder::{IMAGE_EXTENSIONS, read_image, read_image_folder};
 pub use images::ImageSet;

@@ -4,8 +4,10 @@
 //! Text uses the Ubuntu font bundled by `epaint_default_fonts`, so no system font is needed.
 
 mod grid;
+mod run;
 
 pub use grid::{GridRow, Tile, draw_grid};
+pub use run::{draw_confusion, draw_curves, draw_predictions, write_summary};
 
 use std::path::Path;
 use std::sync::Once;

@@ -61,10 +61,10 @@ struct Unit {
 }
 
 enum Norm {
-    /// A BatchNormalization node: gamma, beta, mean, var, epsilon.
-    BatchNorm([TensorData; 4], f64),
+    /// A BatchNormalization node: gamma, beta, mean, var, and its epsilon.
+    Node([Vec<f32>; 4], f64),
     /// Mul by a scale, then Add a shift (tf2onnx's rewrite).
-    Affine(TensorData, TensorData),
+    Affine(Vec<f32>, Vec<f32>),
     /// Folded into the convolution by the exporter.
     Folded,
 }
@@ -383,7 +383,7 @@ impl<'a> Matcher<'a> {
                     get(3, "mean")?,
                     get(4, "var")?,
                 ];
-                Ok((Norm::BatchNorm(params, epsilon), out(node)))
+                Ok((Norm::Node(params.map(|p| floats(&p)), epsilon), out(node)))
             }
             Node::Mul(_) => {
                 let Some((scale, _)) = self.constant_operand(node) else {
@@ -400,7 +400,7 @@ impl<'a> Matcher<'a> {
                         "expected the Add of a BatchNorm rewritten as Mul and Add",
                     ));
                 };
-                Ok((Norm::Affine(scale, shift), out(add)))
+                Ok((Norm::Affine(floats(&scale), floats(&shift)), out(add)))
             }
             _ => Ok((Norm::Folded, tensor)),
         }
@@ -654,7 +654,7 @@ impl<'a> Matcher<'a> {
             .clone()
             .find_map(|u| match u.norm {
                 // Stored as float32 in the file: 1e-5 arrives as 9.99999974e-6.
-                Norm::BatchNorm(_, eps) => Some((eps as f32).to_string().parse().unwrap_or(eps)),
+                Norm::Node(_, eps) => Some((eps as f32).to_string().parse().unwrap_or(eps)),
                 _ => None,
             })
             .unwrap_or(match layout {
@@ -769,16 +769,14 @@ impl<'a> Matcher<'a> {
         // What the normalization adds: identity statistics where the file has none.
         let identity_var = vec![(1.0 - epsilon) as f32; channels];
         let (gamma, beta, mean, var) = match &unit.norm {
-            Norm::BatchNorm([g, b, m, v], _) => (floats(g), floats(b), floats(m), floats(v)),
+            Norm::Node([g, b, m, v], _) => (g.clone(), b.clone(), m.clone(), v.clone()),
             Norm::Affine(scale, shift) => {
-                let shift = floats(shift);
-                let scale = floats(scale);
                 let scale = if scale.len() == 1 {
                     vec![scale[0]; channels]
                 } else {
-                    scale
+                    scale.clone()
                 };
-                (scale, shift, vec![0.0; channels], identity_var)
+                (scale, shift.clone(), vec![0.0; channels], identity_var)
             }
             Norm::Folded => (
                 vec![1.0; channels],

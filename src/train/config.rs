@@ -1,0 +1,158 @@
+//! [`TwoPhaseConfig`]: everything that decides a two-phase run, saved beside every run.
+
+use burn::config::Config;
+
+use crate::error::{Error, Result};
+
+/// What the unfreeze point releases.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Unfreeze {
+    /// The whole backbone.
+    All,
+    /// Stages `k..=4` (4: the last stage only); the stem and earlier stages stay frozen.
+    FromStage(usize),
+}
+
+/// How the learning rate moves within a phase.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// The phase's rate throughout.
+    Constant,
+    /// Cosine decay from the phase's rate to zero over its epochs.
+    Cosine,
+}
+
+/// The two-phase recipe: a new head on a frozen backbone, then the released backbone at a low
+/// rate. Defaults follow the seed and the Keras fine-tuning guide.
+#[derive(Config, Debug, PartialEq)]
+pub struct TwoPhaseConfig {
+    /// Epochs of phase 1 (head only).
+    #[config(default = 5)]
+    pub phase1_epochs: usize,
+    /// Adam learning rate of phase 1.
+    #[config(default = 1e-3)]
+    pub phase1_lr: f64,
+    /// Epochs of phase 2 (released backbone and head).
+    #[config(default = 5)]
+    pub phase2_epochs: usize,
+    /// Adam learning rate of phase 2: low, so the expert weights are not broken.
+    #[config(default = 1e-5)]
+    pub phase2_lr: f64,
+    /// What the unfreeze point releases.
+    #[config(default = "Unfreeze::All")]
+    pub unfreeze: Unfreeze,
+    /// Images per batch.
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Seed of shuffling, augmentation, dropout and the new head's initialization.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Dropout before the head's Linear layer.
+    #[config(default = 0.5)]
+    pub dropout: f64,
+    /// Keep BatchNorm in inference mode while the backbone learns (the Keras guide's advice).
+    #[config(default = true)]
+    pub batch_norm_frozen: bool,
+    /// Random crops and flips on training images (turns the phase-1 feature cache off).
+    #[config(default = false)]
+    pub augment: bool,
+    /// Learning-rate schedule within each phase.
+    #[config(default = "Schedule::Constant")]
+    pub schedule: Schedule,
+    /// Adam's L2 weight decay (0 for none).
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Stop a phase when validation loss has not improved for this many epochs.
+    #[config(default = "None")]
+    pub patience: Option<usize>,
+    /// Compute the frozen backbone's features once in phase 1 when nothing random touches the
+    /// input (no augmentation): the same result, many times faster.
+    #[config(default = true)]
+    pub feature_cache: bool,
+}
+
+impl TwoPhaseConfig {
+    /// Checks every field, naming the first one at fault.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field, expected: &str, found: String| {
+            Err(Error::InvalidConfig {
+                field,
+                expected: expected.into(),
+                found,
+            })
+        };
+        if self.batch_size == 0 {
+            return invalid("batch_size", "at least 1", "0".into());
+        }
+        for (field, lr) in [("phase1_lr", self.phase1_lr), ("phase2_lr", self.phase2_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return invalid(field, "finite and positive", lr.to_string());
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return invalid("dropout", "in [0, 1)", self.dropout.to_string());
+        }
+        if let Unfreeze::FromStage(k) = self.unfreeze
+            && !(1..=4).contains(&k)
+        {
+            return invalid("unfreeze", "a stage from 1 to 4", k.to_string());
+        }
+        if self.phase1_epochs + self.phase2_epochs == 0 {
+            return invalid(
+                "phase1_epochs",
+                "at least one epoch in all",
+                "0 and 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rate of `epoch` (0-based, counted over both phases).
+    pub fn learning_rate(&self, epoch: usize) -> f64 {
+        let (base, start, len) = if epoch < self.phase1_epochs {
+            (self.phase1_lr, 0, self.phase1_epochs)
+        } else {
+            (self.phase2_lr, self.phase1_epochs, self.phase2_epochs)
+        };
+        match self.schedule {
+            Schedule::Constant => base,
+            Schedule::Cosine => {
+                let t = (epoch - start) as f64 / len.max(1) as f64;
+                base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = TwoPhaseConfig::new();
+        assert_eq!(c.phase2_lr, 1e-5);
+        assert_eq!(c.dropout, 0.5);
+        assert!(c.batch_norm_frozen);
+        c.validate().unwrap();
+        assert!(
+            TwoPhaseConfig::new()
+                .with_unfreeze(Unfreeze::FromStage(5))
+                .validate()
+                .is_err()
+        );
+        assert!(TwoPhaseConfig::new().with_batch_size(0).validate().is_err());
+    }
+
+    #[test]
+    fn cosine_schedule_decays_within_each_phase() {
+        let c = TwoPhaseConfig::new()
+            .with_phase1_epochs(2)
+            .with_phase2_epochs(2)
+            .with_schedule(Schedule::Cosine);
+        assert_eq!(c.learning_rate(0), 1e-3);
+        assert!((c.learning_rate(1) - 0.5e-3).abs() < 1e-12);
+        assert_eq!(c.learning_rate(2), 1e-5);
+        assert_eq!(TwoPhaseConfig::new().learning_rate(7), 1e-5);
+    }
+}

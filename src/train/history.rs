@@ -1,0 +1,114 @@
+//! [`History`]: per-epoch figures, the unfreeze point and the jump.
+
+use std::path::Path;
+
+use crate::data::download::write_atomic;
+use crate::error::Result;
+
+/// One finished epoch.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1, over both phases.
+    pub epoch: usize,
+    /// 1 (head only) or 2 (released backbone).
+    pub phase: u8,
+    /// Learning rate of the epoch.
+    pub lr: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy (0 to 1), with dropout active.
+    pub train_accuracy: f64,
+    /// Validation loss.
+    pub valid_loss: f64,
+    /// Validation accuracy (0 to 1).
+    pub valid_accuracy: f64,
+    /// Wall-clock seconds of the epoch, validation included.
+    pub seconds: f64,
+    /// Whether phase 1 ran on cached backbone features.
+    pub cached_features: bool,
+}
+
+/// Every epoch of a run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    /// The epochs, in order.
+    pub epochs: Vec<EpochRecord>,
+}
+
+impl History {
+    /// The first epoch of phase 2 (1-based), if phase 2 ran.
+    pub fn unfreeze_epoch(&self) -> Option<usize> {
+        self.epochs.iter().find(|e| e.phase == 2).map(|e| e.epoch)
+    }
+
+    /// The jump: first phase-2 validation accuracy minus the last phase-1 one.
+    pub fn jump(&self) -> Option<f64> {
+        let last1 = self.epochs.iter().rev().find(|e| e.phase == 1)?;
+        let first2 = self.epochs.iter().find(|e| e.phase == 2)?;
+        Some(first2.valid_accuracy - last1.valid_accuracy)
+    }
+
+    /// The epochs as CSV, with a header line.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,cached_features\n",
+        );
+        for e in &self.epochs {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{:.3},{}\n",
+                e.epoch,
+                e.phase,
+                e.lr,
+                e.train_loss,
+                e.train_accuracy,
+                e.valid_loss,
+                e.valid_accuracy,
+                e.seconds,
+                e.cached_features
+            ));
+        }
+        out
+    }
+
+    /// Writes `history.json` and `history.csv` into `dir`, atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("history serializes");
+        write_atomic(&dir.join("history.json"), &json)?;
+        write_atomic(&dir.join("history.csv"), self.to_csv().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize, phase: u8, acc: f64) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            phase,
+            lr: 1e-3,
+            train_loss: 1.0,
+            train_accuracy: acc,
+            valid_loss: 1.0,
+            valid_accuracy: acc,
+            seconds: 1.0,
+            cached_features: phase == 1,
+        }
+    }
+
+    #[test]
+    fn jump_and_unfreeze_point() {
+        let h = History {
+            epochs: vec![
+                record(1, 1, 0.3),
+                record(2, 1, 0.4),
+                record(3, 2, 0.55),
+                record(4, 2, 0.6),
+            ],
+        };
+        assert_eq!(h.unfreeze_epoch(), Some(3));
+        assert!((h.jump().unwrap() - 0.15).abs() < 1e-12);
+        assert_eq!(h.to_csv().lines().count(), 5);
+        assert_eq!(History::default().jump(), None);
+    }
+}

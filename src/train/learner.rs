@@ -1,0 +1,508 @@
+//! The two-phase learner: a new head on a frozen backbone, the unfreeze point, then the released
+//! backbone at a low learning rate.
+//!
+//! The loop is our own rather than burn-train's `Learner`, for three things that one does not
+//! do: swapping what is trainable (and the optimizer) at the unfreeze point inside one run,
+//! training the head on cached backbone features in phase 1, and checkpoints that carry the
+//! history and phase so that a killed run resumes exactly where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::store::ModuleRecord;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::download::write_atomic;
+use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
+use crate::error::{Error, Result};
+use crate::model::{BatchNormMode, Head, ResNet};
+use crate::train::config::{TwoPhaseConfig, Unfreeze};
+use crate::train::history::{EpochRecord, History};
+
+/// Runs the two-phase recipe on a model.
+#[derive(Debug, Clone)]
+pub struct TwoPhase {
+    /// The recipe.
+    pub config: TwoPhaseConfig,
+    /// Preprocessing and resizing of the images (augmentation comes from the config).
+    pub batcher: ImageBatcher,
+    /// Where checkpoints go; `None` for no checkpoints.
+    pub run_dir: Option<PathBuf>,
+    /// No progress bars.
+    pub quiet: bool,
+}
+
+/// What checkpoints remember besides the weights.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CheckpointState {
+    /// The next epoch to run (0-based over both phases).
+    next_epoch: usize,
+    /// Whether the backbone was already released.
+    unfrozen: bool,
+    history: History,
+    model_file: String,
+    optimizer_file: Option<String>,
+}
+
+fn record_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: format!("checkpoint: {e}"),
+    }
+}
+
+impl TwoPhase {
+    /// A learner with the given recipe and batcher, no checkpoints, with progress bars.
+    pub fn new(config: TwoPhaseConfig, batcher: ImageBatcher) -> Self {
+        Self {
+            config,
+            batcher,
+            run_dir: None,
+            quiet: false,
+        }
+    }
+
+    fn total_epochs(&self) -> usize {
+        self.config.phase1_epochs + self.config.phase2_epochs
+    }
+
+    fn optimizer(&self) -> ModuleOptimizer {
+        let mut adam = AdamConfig::new();
+        if self.config.weight_decay > 0.0 {
+            adam = adam.with_weight_decay(Some(WeightDecayConfig::new(
+                self.config.weight_decay as f32,
+            )));
+        }
+        adam.init()
+    }
+
+    fn release(&self, model: ResNet) -> Result<ResNet> {
+        let mode = if self.config.batch_norm_frozen {
+            BatchNormMode::Inference
+        } else {
+            BatchNormMode::Training
+        };
+        match self.config.unfreeze {
+            Unfreeze::All => Ok(model.unfreeze_all(mode)),
+            Unfreeze::FromStage(k) => model.unfreeze_from(k, mode),
+        }
+    }
+
+    fn checkpoint_dir(&self) -> Option<PathBuf> {
+        self.run_dir.as_ref().map(|d| d.join("checkpoint"))
+    }
+
+    /// Trains `model` (with its new head) on `train`, validating on `valid` after every epoch.
+    /// `device` must have autodiff. With a run folder, a checkpoint is written after every
+    /// epoch, and a run found there is resumed from its last finished epoch.
+    pub fn fit(
+        &self,
+        model: ResNet,
+        train: &ImageSet,
+        valid: &ImageSet,
+        device: &Device,
+    ) -> Result<(ResNet, History)> {
+        self.config.validate()?;
+        let config = &self.config;
+        // `fork` keeps tensors as they were; `train` turns autodiff on for the parameters.
+        let mut model = model.fork(device).train();
+        let mut history = History::default();
+        let mut start = 0;
+        let mut unfrozen = false;
+        let mut optim = self.optimizer();
+
+        if let Some(state) = self.read_checkpoint()? {
+            let dir = self.checkpoint_dir().expect("read from it");
+            let record = ModuleRecord::load(dir.join(&state.model_file))
+                .map_err(|e| record_error(&dir, e))?;
+            model = model
+                .try_load_record(record)
+                .map_err(|e| record_error(&dir, e))?;
+            if let Some(file) = &state.optimizer_file {
+                optim = optim
+                    .load(dir.join(file))
+                    .map_err(|e| record_error(&dir, e))?;
+            }
+            start = state.next_epoch;
+            unfrozen = state.unfrozen;
+            history = state.history;
+            self.say(&format!(
+                "resuming at epoch {} of {}",
+                start + 1,
+                self.total_epochs()
+            ));
+        }
+        model = if unfrozen {
+            self.release(model)?
+        } else {
+            model.freeze_backbone()
+        };
+
+        let mut cache: Option<(Tensor<2>, Tensor<2>)> = None;
+        let mut best = (f64::INFINITY, 0usize);
+        let mut epoch = start;
+        while epoch < self.total_epochs() {
+            let phase1 = epoch < config.phase1_epochs;
+            if !phase1 && !unfrozen {
+                model = self.release(model)?;
+                optim = self.optimizer();
+                unfrozen = true;
+                best = (f64::INFINITY, epoch);
+                self.say(&format!(
+                    "unfreeze point: epoch {} releases {:?}",
+                    epoch + 1,
+                    config.unfreeze
+                ));
+            }
+            let lr = config.learning_rate(epoch);
+            device.seed(config.seed.wrapping_add(epoch as u64));
+            let shuffle = config
+                .seed
+                .wrapping_mul(1_000_003)
+                .wrapping_add(epoch as u64);
+            let timer = Instant::now();
+            let use_cache = phase1 && config.feature_cache && !config.augment;
+            let (train_loss, train_accuracy, valid_loss, valid_accuracy);
+            if use_cache {
+                if cache.is_none() {
+                    self.say(
+                        "computing the frozen backbone's features once (phase-1 feature cache)",
+                    );
+                    cache = Some((
+                        self.features(&model, train, device),
+                        self.features(&model, valid, device),
+                    ));
+                }
+                let (train_f, valid_f) = cache.as_ref().expect("just filled");
+                let mut head = model.head.take().ok_or_else(no_head)?;
+                (head, train_loss, train_accuracy) = self.head_epoch(
+                    head,
+                    &mut optim,
+                    train_f,
+                    train.labels(),
+                    shuffle,
+                    lr,
+                    epoch,
+                    device,
+                );
+                (valid_loss, valid_accuracy) =
+                    head_eval(&head, valid_f, valid.labels(), config.batch_size, device);
+                model.head = Some(head);
+            } else {
+                (model, train_loss, train_accuracy) =
+                    self.full_epoch(model, &mut optim, train, shuffle, lr, epoch, device);
+                let eval =
+                    crate::train::evaluate(&model, valid, &self.batcher, config.batch_size, device);
+                (valid_loss, valid_accuracy) = (eval.loss, eval.accuracy);
+            }
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                phase: if phase1 { 1 } else { 2 },
+                lr,
+                train_loss,
+                train_accuracy,
+                valid_loss,
+                valid_accuracy,
+                seconds: timer.elapsed().as_secs_f64(),
+                cached_features: use_cache,
+            };
+            self.say(&format!(
+                "epoch {}/{} (phase {}): train loss {:.4} acc {:.2}%, valid loss {:.4} acc {:.2}%, {:.1} s",
+                record.epoch,
+                self.total_epochs(),
+                record.phase,
+                train_loss,
+                100.0 * train_accuracy,
+                valid_loss,
+                100.0 * valid_accuracy,
+                record.seconds
+            ));
+            history.epochs.push(record);
+            epoch += 1;
+
+            // Early stopping within the phase, on validation loss.
+            if valid_loss < best.0 {
+                best = (valid_loss, epoch);
+            } else if config.patience.is_some_and(|p| epoch - best.1 >= p) {
+                let phase_end = if phase1 {
+                    config.phase1_epochs
+                } else {
+                    self.total_epochs()
+                };
+                self.say(&format!(
+                    "early stop: no better validation loss for {} epochs",
+                    epoch - best.1
+                ));
+                epoch = phase_end;
+                best = (f64::INFINITY, epoch);
+            }
+            self.write_checkpoint(&model, &optim, epoch, unfrozen, &history)?;
+        }
+        Ok((model, history))
+    }
+
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    fn bar(&self, len: usize, epoch: usize) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches, eta {eta} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.total_epochs()));
+        bar
+    }
+
+    /// The frozen backbone's pooled features of every image of `set`, in order, on `device`.
+    pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
+        let inference = model.valid();
+        let plain = ImageBatcher {
+            augment: None,
+            ..self.batcher
+        };
+        let inner = device.clone().inner();
+        let chunks: Vec<Tensor<2>> =
+            epoch_batches(set, &plain, self.config.batch_size, None, &inner)
+                .map(|b| inference.features(b.images))
+                .collect();
+        Tensor::cat(chunks, 0).autodiff()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn full_epoch(
+        &self,
+        mut model: ResNet,
+        optim: &mut ModuleOptimizer,
+        train: &ImageSet,
+        shuffle: u64,
+        lr: f64,
+        epoch: usize,
+        device: &Device,
+    ) -> (ResNet, f64, f64) {
+        let batcher = ImageBatcher {
+            augment: self.config.augment.then(Default::default),
+            ..self.batcher
+        };
+        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let batches = train.len().div_ceil(self.config.batch_size);
+        let bar = self.bar(batches, epoch);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        for batch in epoch_batches(
+            train,
+            &batcher,
+            self.config.batch_size,
+            Some(shuffle),
+            device,
+        ) {
+            let n = batch.targets.dims()[0];
+            let logits = model.forward(batch.images);
+            right += correct(&logits, &batch.targets);
+            let loss = loss_fn.forward(logits, batch.targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            loss_sum += loss.into_scalar::<f64>() * n as f64;
+            seen += n;
+            model = optim.step(lr, model, grads);
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+        }
+        bar.finish_and_clear();
+        (
+            model,
+            loss_sum / seen.max(1) as f64,
+            right as f64 / seen.max(1) as f64,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn head_epoch(
+        &self,
+        mut head: Head,
+        optim: &mut ModuleOptimizer,
+        features: &Tensor<2>,
+        labels: &[usize],
+        shuffle: u64,
+        lr: f64,
+        epoch: usize,
+        device: &Device,
+    ) -> (Head, f64, f64) {
+        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let order = epoch_order(labels.len(), Some(shuffle));
+        let bar = self.bar(order.len().div_ceil(self.config.batch_size), epoch);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        for indices in order.chunks(self.config.batch_size) {
+            let n = indices.len();
+            let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device);
+            let x = features.clone().select(0, idx);
+            let targets = targets(indices.iter().map(|&i| labels[i]), device);
+            let logits = head.forward(x);
+            right += correct(&logits, &targets);
+            let loss = loss_fn.forward(logits, targets);
+            let grads = GradientsParams::from_grads(loss.backward(), &head);
+            loss_sum += loss.into_scalar::<f64>() * n as f64;
+            seen += n;
+            head = optim.step(lr, head, grads);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        (
+            head,
+            loss_sum / seen.max(1) as f64,
+            right as f64 / seen.max(1) as f64,
+        )
+    }
+
+    fn read_checkpoint(&self) -> Result<Option<CheckpointState>> {
+        let Some(dir) = self.checkpoint_dir() else {
+            return Ok(None);
+        };
+        let path = dir.join("state.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::BadFormat {
+                path,
+                reason: format!("not a checkpoint state: {e}"),
+            })
+    }
+
+    /// Writes the epoch's model and optimizer under new names, then `state.json` (the commit
+    /// point, atomic), then removes the previous epoch's files: a kill at any moment leaves a
+    /// complete checkpoint behind.
+    fn write_checkpoint(
+        &self,
+        model: &ResNet,
+        optim: &ModuleOptimizer,
+        next_epoch: usize,
+        unfrozen: bool,
+        history: &History,
+    ) -> Result<()> {
+        let Some(dir) = self.checkpoint_dir() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let previous = self.read_checkpoint()?;
+        let model_file = format!("model-e{next_epoch}.bpk");
+        let optimizer_file = format!("optimizer-e{next_epoch}.bpk");
+        save_atomic(&dir, &model_file, |p| model.clone().into_record().save(p))?;
+        save_atomic(&dir, &optimizer_file, |p| optim.save(p))?;
+        let state = CheckpointState {
+            next_epoch,
+            unfrozen,
+            history: history.clone(),
+            model_file,
+            optimizer_file: Some(optimizer_file),
+        };
+        write_atomic(
+            &dir.join("state.json"),
+            &serde_json::to_vec_pretty(&state).expect("serializes"),
+        )?;
+        if let Some(old) = previous {
+            for file in std::iter::once(old.model_file).chain(old.optimizer_file) {
+                if file != state.model_file && Some(&file) != state.optimizer_file.as_ref() {
+                    let _ = std::fs::remove_file(dir.join(file));
+                }
+            }
+        }
+        if let Some(run) = &self.run_dir {
+            history.save(run)?;
+        }
+        Ok(())
+    }
+}
+
+fn save_atomic<E: std::fmt::Display>(
+    dir: &Path,
+    name: &str,
+    save: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(".bpk")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    save(tmp.path()).map_err(|e| record_error(&dir.join(name), e))?;
+    tmp.persist(dir.join(name))
+        .map_err(|e| Error::io(dir.join(name), e.error))?;
+    Ok(())
+}
+
+fn no_head() -> Error {
+    Error::InvalidConfig {
+        field: "num_classes",
+        expected: "a model with a head to train".into(),
+        found: "None".into(),
+    }
+}
+
+fn targets(labels: impl Iterator<Item = usize>, device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i64> = labels.map(|l| l as i64).collect();
+    let n = labels.len();
+    Tensor::from_data(TensorData::new(labels, [n]), device)
+}
+
+fn correct(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> usize {
+    let n = targets.dims()[0];
+    let predicted = logits.clone().argmax(1).reshape([n]);
+    predicted
+        .equal(targets.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize
+}
+
+fn head_eval(
+    head: &Head,
+    features: &Tensor<2>,
+    labels: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> (f64, f64) {
+    let head = head.valid();
+    let inner = device.clone().inner();
+    let loss_fn = CrossEntropyLossConfig::new().init(&inner);
+    let features = features.clone().inner();
+    let (mut loss_sum, mut right) = (0.0, 0usize);
+    let order: Vec<usize> = (0..labels.len()).collect();
+    for indices in order.chunks(batch_size) {
+        let n = indices.len();
+        let x = features.clone().narrow(0, indices[0], n);
+        let t = targets(indices.iter().map(|&i| labels[i]), &inner);
+        let logits = head.forward(x);
+        right += correct(&logits, &t);
+        loss_sum += loss_fn.forward(logits, t).into_scalar::<f64>() * n as f64;
+    }
+    let n = labels.len().max(1) as f64;
+    (loss_sum / n, right as f64 / n)
+}
+
+/// A new model for transfer learning: `backbone`'s weights with a new, seeded head for
+/// `num_classes` classes and the recipe's dropout.
+pub fn with_new_head(
+    backbone: ResNet,
+    num_classes: usize,
+    dropout: f64,
+    seed: u64,
+    device: &Device,
+) -> ResNet {
+    device.seed(seed);
+    backbone.with_new_head(num_classes, dropout, device)
+}

@@ -1,0 +1,120 @@
+//! Evaluation: accuracy, per-class accuracy and the confusion matrix.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::Device;
+
+use crate::data::{ImageBatcher, ImageSet, epoch_batches};
+use crate::model::ResNet;
+
+/// How a model does on a labelled set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// Mean cross-entropy loss.
+    pub loss: f64,
+    /// Fraction of images classified right.
+    pub accuracy: f64,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+    /// The predicted class of every image, in the set's order.
+    pub predictions: Vec<usize>,
+}
+
+impl Evaluation {
+    /// Builds the figures from true and predicted labels.
+    pub fn from_predictions(
+        labels: &[usize],
+        predictions: Vec<usize>,
+        loss: f64,
+        classes: usize,
+    ) -> Self {
+        let mut confusion = vec![vec![0; classes]; classes];
+        let mut right = 0;
+        for (&t, &p) in labels.iter().zip(&predictions) {
+            if t < classes && p < classes {
+                confusion[t][p] += 1;
+            }
+            right += usize::from(t == p);
+        }
+        Self {
+            loss,
+            accuracy: right as f64 / labels.len().max(1) as f64,
+            confusion,
+            predictions,
+        }
+    }
+
+    /// Accuracy of each class (the confusion matrix's diagonal over its rows).
+    pub fn per_class_accuracy(&self) -> Vec<f64> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| row[i] as f64 / row.iter().sum::<usize>().max(1) as f64)
+            .collect()
+    }
+
+    /// The most confused pair of different classes: (true, predicted, count).
+    pub fn most_confused(&self) -> Option<(usize, usize, usize)> {
+        let mut best = None;
+        for (t, row) in self.confusion.iter().enumerate() {
+            for (p, &count) in row.iter().enumerate() {
+                if t != p && count > 0 && best.is_none_or(|(_, _, c)| count > c) {
+                    best = Some((t, p, count));
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Evaluates `model` (in inference mode) on `set`.
+pub fn evaluate(
+    model: &ResNet,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Evaluation {
+    let model = model.valid();
+    let plain = ImageBatcher {
+        augment: None,
+        ..*batcher
+    };
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut predictions = Vec::with_capacity(set.len());
+    let mut loss_sum = 0.0;
+    for batch in epoch_batches(set, &plain, batch_size, None, device) {
+        let n = batch.targets.dims()[0];
+        let logits = model.forward(batch.images);
+        loss_sum += loss_fn
+            .forward(logits.clone(), batch.targets)
+            .into_scalar::<f64>()
+            * n as f64;
+        let argmax = logits.argmax(1).into_data();
+        predictions.extend(argmax.iter::<i64>().map(|v| v as usize));
+    }
+    let classes = model.num_classes().unwrap_or(0);
+    Evaluation::from_predictions(
+        set.labels(),
+        predictions,
+        loss_sum / set.len().max(1) as f64,
+        classes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_by_hand() {
+        let e = Evaluation::from_predictions(&[0, 0, 1, 1, 2], vec![0, 1, 1, 1, 1], 0.5, 3);
+        assert_eq!(
+            e.confusion,
+            vec![vec![1, 1, 0], vec![0, 2, 0], vec![0, 1, 0]]
+        );
+        assert!((e.accuracy - 0.6).abs() < 1e-12);
+        assert_eq!(e.per_class_accuracy(), vec![0.5, 1.0, 0.0]);
+        assert_eq!(e.most_confused(), Some((0, 1, 1)));
+    }
+}

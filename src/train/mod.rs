@@ -1,0 +1,11 @@
+//! Training: the two-phase freeze/unfreeze learner, its configuration, history and metrics.
+
+mod config;
+mod history;
+mod learner;
+mod metrics;
+
+pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
+pub use history::{EpochRecord, History};
+pub use learner::{TwoPhase, with_new_head};
+pub use metrics::{Evaluation, evaluate};

@@ -1,0 +1,376 @@
+//! The two-phase learner on data whose answer we know: colour classes a narrow ResNet tells
+//! apart. Phase 1 lowers the loss with the backbone bit-identical, phase 2 moves the backbone,
+//! the feature cache gives the plain path's head, and a killed run resumes.
+
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use resnet_transfer::data::{ImageBatcher, ImageSet, Preprocess};
+use resnet_transfer::train::{TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
+use resnet_transfer::{Device, ResNet, ResNetConfig};
+
+const SIDE: usize = 32;
+
+/// Burn's random generator is per-device state shared by every thread; tests that compare runs
+/// draw from it one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `per_class` images of each of 4 classes: a red, green, blue or grey tint with noise and a
+/// random bright square, so the classes are easy but not trivial.
+fn colours(per_class: usize, seed: u64) -> ImageSet {
+    let tints = [[200, 40, 40], [40, 200, 40], [40, 40, 200], [90, 90, 90]];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plane = SIDE * SIDE;
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..4 * per_class {
+        let class = i % 4;
+        let (sy, sx) = (rng.random_range(0..24), rng.random_range(0..24));
+        for (c, tint) in tints[class].iter().enumerate() {
+            for p in 0..plane {
+                let (y, x) = (p / SIDE, p % SIDE);
+                let square = (sy..sy + 8).contains(&y) && (sx..sx + 8).contains(&x);
+                let v = if square {
+                    255
+                } else {
+                    *tint as i32 + rng.random_range(-40..40)
+                };
+                pixels.push(v.clamp(0, 255) as u8);
+                let _ = c;
+            }
+        }
+        labels.push(class);
+    }
+    ImageSet::new(pixels, labels, SIDE, SIDE).unwrap()
+}
+
+fn device() -> Device {
+    resnet_transfer::device::training_device("ndarray").unwrap()
+}
+
+fn model(dropout: f64) -> ResNet {
+    let inner = device().inner();
+    let backbone = ResNetConfig::resnet18(1000)
+        .with_width(8)
+        .init(&inner)
+        .unwrap();
+    with_new_head(backbone, 4, dropout, 7, &inner)
+}
+
+fn learner(config: TwoPhaseConfig) -> TwoPhase {
+    let mut learner = TwoPhase::new(
+        config.with_batch_size(16),
+        ImageBatcher::new(Preprocess::Torch),
+    );
+    learner.quiet = true;
+    learner
+}
+
+fn backbone_weights(model: &ResNet) -> Vec<f32> {
+    let mut out = model
+        .stem
+        .conv
+        .conv
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let last = &model.stages[3].blocks[1].convs[1];
+    out.extend(
+        last.conv
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    out.extend(
+        last.bn
+            .running_var
+            .value_sync()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    out
+}
+
+fn head_weights(model: &ResNet) -> Vec<f32> {
+    let head = model.head.as_ref().unwrap();
+    head.linear
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn phase_one_keeps_the_backbone_phase_two_moves_it_and_it_learns() {
+    let _serial = serial();
+    let (train, valid) = (colours(24, 1), colours(10, 2));
+    let start = model(0.5);
+    let before = backbone_weights(&start);
+
+    let phase1 = TwoPhaseConfig::new()
+        .with_phase1_epochs(4)
+        .with_phase2_epochs(0)
+        .with_phase1_lr(1e-2);
+    let (after1, h1) = learner(phase1)
+        .fit(start, &train, &valid, &device())
+        .unwrap();
+    assert_eq!(
+        backbone_weights(&after1),
+        before,
+        "phase 1 leaves the backbone bit-identical"
+    );
+    let (first, last) = (&h1.epochs[0], h1.epochs.last().unwrap());
+    assert!(
+        last.train_loss < first.train_loss,
+        "phase 1 lowers the loss: {h1:?}"
+    );
+    assert!(h1.epochs.iter().all(|e| e.phase == 1 && e.cached_features));
+
+    let phase2 = TwoPhaseConfig::new()
+        .with_phase1_epochs(0)
+        .with_phase2_epochs(3)
+        .with_phase2_lr(1e-3);
+    let (after2, h2) = learner(phase2)
+        .fit(after1, &train, &valid, &device())
+        .unwrap();
+    assert_ne!(
+        backbone_weights(&after2),
+        before,
+        "phase 2 moves the backbone"
+    );
+    assert!(h2.epochs.iter().all(|e| e.phase == 2));
+
+    let eval = evaluate(
+        &after2,
+        &valid,
+        &ImageBatcher::new(Preprocess::Torch),
+        16,
+        &device().inner(),
+    );
+    assert!(eval.accuracy > 0.8, "far above the 25% of chance: {eval:?}");
+}
+
+#[test]
+fn feature_cache_gives_the_plain_paths_head() {
+    let _serial = serial();
+    let (train, valid) = (colours(8, 3), colours(4, 4));
+    let config = TwoPhaseConfig::new()
+        .with_phase1_epochs(1)
+        .with_phase2_epochs(0)
+        .with_dropout(0.0);
+    let start = model(0.0);
+    let (cached, hc) = learner(config.clone())
+        .fit(start.clone(), &train, &valid, &device())
+        .unwrap();
+    let (plain, hp) = learner(config.with_feature_cache(false))
+        .fit(start, &train, &valid, &device())
+        .unwrap();
+    assert!(hc.epochs[0].cached_features && !hp.epochs[0].cached_features);
+    let (a, b) = (head_weights(&cached), head_weights(&plain));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(worst < 1e-5, "head weights differ by {worst}");
+    assert!((hc.epochs[0].valid_loss - hp.epochs[0].valid_loss).abs() < 1e-5);
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let _serial = serial();
+    let (train, valid) = (colours(6, 5), colours(3, 6));
+    let tmp = tempfile::tempdir().unwrap();
+    let full = TwoPhaseConfig::new()
+        .with_phase1_epochs(1)
+        .with_phase2_epochs(2)
+        .with_phase2_lr(1e-3);
+    let start = model(0.5);
+
+    let mut whole = learner(full.clone());
+    whole.run_dir = Some(tmp.path().join("whole"));
+    let (a, ha) = whole.fit(start.clone(), &train, &valid, &device()).unwrap();
+
+    // The same run, stopped after its first epoch, then continued.
+    let mut first = learner(full.clone().with_phase2_epochs(0));
+    first.run_dir = Some(tmp.path().join("parts"));
+    first.fit(start.clone(), &train, &valid, &device()).unwrap();
+    let mut rest = learner(full);
+    rest.run_dir = Some(tmp.path().join("parts"));
+    let (b, hb) = rest.fit(start, &train, &valid, &device()).unwrap();
+
+    assert_eq!(hb.epochs.len(), 3);
+    assert_eq!(head_weights(&a), head_weights(&b));
+    assert_eq!(backbone_weights(&a), backbone_weights(&b));
+    let strip = |h: &resnet_transfer::train::History| -> Vec<(usize, u8, f64)> {
+        h.epochs
+            .iter()
+            .map(|e| (e.epoch, e.phase, e.valid_loss))
+            .collect()
+    };
+    assert_eq!(strip(&ha), strip(&hb));
+    assert!(tmp.path().join("parts/history.csv").is_file());
+}
+
+/// CIFAR-10 binary files of colour images (class = tint), so the main job has data to read.
+fn write_cifar(dir: &Path, per_file: usize) {
+    let dir = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    for name in [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ] {
+        let mut bytes = Vec::new();
+        for i in 0..per_file {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            for c in 0..3 {
+                let base = (label as usize * 25 + c * 80) % 256;
+                bytes.extend((0..1024).map(|_| ((base + rng.random_range(0..30)) % 256) as u8));
+            }
+        }
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
+    }
+}
+
+fn example(name: &str) -> PathBuf {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+#[test]
+fn killed_main_job_resumes_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 30);
+    let out = tmp.path().join("run");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/torch-bn.onnx");
+    let exe = example("train_cifar10");
+    let args = |resume: bool| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["--data-dir"])
+            .arg(tmp.path())
+            .args(["--weights"])
+            .arg(&weights);
+        cmd.args([
+            "--train-samples",
+            "100",
+            "--valid-samples",
+            "30",
+            "--test-samples",
+            "20",
+        ]);
+        cmd.args([
+            "--phase1-epochs",
+            "2",
+            "--phase2-epochs",
+            "4",
+            "--batch-size",
+            "10",
+            "--offline",
+            "--quiet",
+        ]);
+        cmd.arg("--out").arg(&out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    let mut child = args(false).spawn().unwrap();
+    let state = out.join("checkpoint/state.json");
+    // Kill it once it is into phase 2: after at least three finished epochs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let next = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["next_epoch"].as_u64())
+            .unwrap_or(0);
+        if next >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("summary.md").exists(), "killed before the end");
+
+    // Without --resume the run folder is refused, untouched.
+    assert!(!args(false).output().unwrap().status.success());
+    let done = args(true).output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        stdout.contains("test accuracy") && stdout.contains("report"),
+        "{stdout}"
+    );
+
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
+    let epochs: Vec<u64> = history["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4, 5, 6], "every epoch exactly once");
+    for file in [
+        "model.bpk",
+        "model.json",
+        "config.json",
+        "history.csv",
+        "curves.png",
+        "confusion.png",
+        "predictions.png",
+        "summary.md",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("most confused pair") && summary.contains("jump"),
+        "{summary}"
+    );
+    // The saved model loads in predict's way.
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let saved = resnet_transfer::weights::load(&out, &device).unwrap();
+    assert_eq!(saved.card.class_names.len(), 10);
+}
