@@ -32,17 +32,16 @@ fn colours(per_class: usize, seed: u64) -> ImageSet {
     for i in 0..4 * per_class {
         let class = i % 4;
         let (sy, sx) = (rng.random_range(0..24), rng.random_range(0..24));
-        for (c, tint) in tints[class].iter().enumerate() {
+        for tint in tints[class] {
             for p in 0..plane {
                 let (y, x) = (p / SIDE, p % SIDE);
                 let square = (sy..sy + 8).contains(&y) && (sx..sx + 8).contains(&x);
                 let v = if square {
                     255
                 } else {
-                    *tint as i32 + rng.random_range(-40..40)
+                    tint + rng.random_range(-40..40)
                 };
                 pixels.push(v.clamp(0, 255) as u8);
-                let _ = c;
             }
         }
         labels.push(class);
