@@ -273,3 +273,30 @@ fn failed_download_names_the_destination() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     server.join().unwrap();
 }
+
+#[test]
+fn finds_what_keras_downloaded_and_says_where_to_put_it_offline() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY: the only test in this binary that touches the environment; the others name their
+    // folder explicitly, which find_or_download searches first.
+    unsafe {
+        std::env::set_var("HOME", home.path());
+        std::env::set_var("RESNET_TRANSFER_CACHE", cache.path());
+    }
+    let err = Cifar10::find_or_download(None, None).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::NotFound { .. }), "{message}");
+    assert!(
+        message.contains(".keras") && message.contains("cifar-10-binary.tar.gz"),
+        "{message}"
+    );
+
+    copy_dir(
+        &fixtures().join("cifar-10-batches-py"),
+        &home.path().join(".keras/datasets/cifar-10-batches-py"),
+    );
+    let cifar = Cifar10::find_or_download(None, None).unwrap();
+    check(&cifar);
+    assert!(cifar.source.starts_with(home.path().join(".keras")));
+}
