@@ -84,6 +84,10 @@ struct Head {
     softmax: bool,
 }
 
+/// A classifier read from the graph: (`[classes, features]` weight, classes, features), bias,
+/// and the tensor after it.
+type Dense<'a> = ((Vec<f32>, usize, usize), Vec<f32>, &'a str);
+
 struct Matcher<'a> {
     path: &'a Path,
     graph: &'a OnnxGraph,
@@ -508,40 +512,14 @@ impl<'a> Matcher<'a> {
             node = self.next(out(node), "the classifier")?;
         }
         let (weight, bias, after) = match node {
-            Node::Gemm(g) => {
-                let w = self.constant(node, &g.inputs[1], "the classifier's weight")?;
-                let [a, b] = dims2(&w)
-                    .ok_or_else(|| self.fail(node, "a classifier weight that is not 2-D"))?;
-                let w = floats(&w);
-                // ONNX Gemm computes A x B (or B transposed); we keep [classes, features].
-                let (w, classes, features) = if g.config.trans_b != 0 {
-                    (w, a, b)
-                } else {
-                    (transpose(&w, a, b), b, a)
-                };
-                let bias = match g.inputs.get(2).and_then(|arg| arg.value()) {
-                    Some(b) => floats(&b),
-                    None => vec![0.0; classes],
-                };
-                ((w, classes, features), bias, out(node))
+            // onnx-ir coalesces Gemm (and MatMul + Add) into one Linear node; a Gemm it kept
+            // (alpha or beta other than 1) is refused below as not a classifier we know.
+            Node::Gemm(g)
+                if g.config.alpha == 1.0 && g.config.beta == 1.0 && g.config.trans_a == 0 =>
+            {
+                self.dense(node, &g.inputs, g.config.trans_b != 0)?
             }
-            // onnx-ir coalesces Gemm (and MatMul + Add) into one Linear node.
-            Node::Linear(l) => {
-                let w = self.constant(node, &l.inputs[1], "the classifier's weight")?;
-                let [a, b] = dims2(&w)
-                    .ok_or_else(|| self.fail(node, "a classifier weight that is not 2-D"))?;
-                let w = floats(&w);
-                let (w, classes, features) = if l.config.transpose_weight {
-                    (w, a, b)
-                } else {
-                    (transpose(&w, a, b), b, a)
-                };
-                let bias = match l.inputs.get(2).and_then(|arg| arg.value()) {
-                    Some(b) => floats(&b),
-                    None => vec![0.0; classes],
-                };
-                ((w, classes, features), bias, out(node))
-            }
+            Node::Linear(l) => self.dense(node, &l.inputs, l.config.transpose_weight)?,
             Node::MatMul(m) => {
                 let w = self.constant(node, &m.inputs[1], "the classifier's weight")?;
                 let [features, classes] = dims2(&w)
@@ -589,6 +567,25 @@ impl<'a> Matcher<'a> {
             pooling,
             softmax,
         })
+    }
+
+    /// A dense layer's weight as `[classes, features]` and its bias (zeros when absent), from
+    /// inputs `[x, weight, bias?]`; `transposed` when the weight is stored `[classes, features]`.
+    fn dense(&self, node: &'a Node, inputs: &[Argument], transposed: bool) -> Result<Dense<'a>> {
+        let w = self.constant(node, &inputs[1], "the classifier's weight")?;
+        let [a, b] =
+            dims2(&w).ok_or_else(|| self.fail(node, "a classifier weight that is not 2-D"))?;
+        let w = floats(&w);
+        let (w, classes, features) = if transposed {
+            (w, a, b)
+        } else {
+            (transpose(&w, a, b), b, a)
+        };
+        let bias = match inputs.get(2).and_then(|arg| arg.value()) {
+            Some(b) => floats(&b),
+            None => vec![0.0; classes],
+        };
+        Ok(((w, classes, features), bias, out(node)))
     }
 
     fn build(
