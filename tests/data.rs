@@ -300,3 +300,49 @@ fn finds_what_keras_downloaded_and_says_where_to_put_it_offline() {
     check(&cifar);
     assert!(cifar.source.starts_with(home.path().join(".keras")));
 }
+
+#[test]
+fn photo_folders_read_resize_and_batch_through_burns_batcher() {
+    use burn::data::dataloader::batcher::Batcher;
+    use burn::data::dataset::Dataset;
+    use resnet_transfer::data::{ImageDataset, read_image_folder};
+
+    let root = tempfile::tempdir().unwrap();
+    for (class, colour) in [("cat", [200u8, 30, 30]), ("dog", [30, 30, 200])] {
+        std::fs::create_dir_all(root.path().join(class)).unwrap();
+        for (i, (w, h)) in [(40u32, 30u32), (64, 64)].into_iter().enumerate() {
+            let img = image::RgbImage::from_pixel(w, h, image::Rgb(colour));
+            img.save(root.path().join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+        // Not an image by its ending: skipped.
+        std::fs::write(root.path().join(class).join("notes.txt"), "x").unwrap();
+    }
+    let (set, names) = read_image_folder(root.path(), 32).unwrap();
+    assert_eq!(names, vec!["cat", "dog"]);
+    assert_eq!(set.len(), 4);
+    assert_eq!(set.labels(), &[0, 0, 1, 1]);
+    assert_eq!((set.height(), set.width()), (32, 32));
+    assert_eq!(set.pixel(0, 0, 5, 5), 200);
+    assert_eq!(set.pixel(3, 2, 31, 31), 200);
+
+    let dataset = ImageDataset(std::sync::Arc::new(set));
+    let items = vec![dataset.get(0).unwrap(), dataset.get(3).unwrap()];
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let batch = ImageBatcher::new(Preprocess::Unit).batch(items, &device);
+    assert_eq!(batch.images.dims(), [2, 3, 32, 32]);
+    let pixels = batch.images.into_data().try_to_vec::<f32>().unwrap();
+    assert!((pixels[0] - 200.0 / 255.0).abs() < 1e-6);
+    assert_eq!(
+        batch.targets.into_data().try_to_vec::<i64>().unwrap(),
+        vec![0, 1]
+    );
+
+    // A broken image is a typed error naming the file.
+    std::fs::write(root.path().join("dog").join("broken.jpg"), b"not a jpeg").unwrap();
+    let err = read_image_folder(root.path(), 32).unwrap_err();
+    assert!(
+        matches!(&err, Error::Image { path, .. } if path.ends_with("broken.jpg")),
+        "{err}"
+    );
+}
