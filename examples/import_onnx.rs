@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
-use resnet_transfer::weights::{ModelCard, SavedModel, describe, import_onnx};
+use resnet_transfer::weights::{ModelCard, SavedModel, describe, import_onnx, parity_input};
 
 #[derive(Parser)]
 #[command(about = "Import a ResNet ONNX export into a Burn record")]
@@ -53,7 +53,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             [shape[0], shape[1], shape[2], shape[3]]
         };
-        let input = formula_input(nchw);
+        let input = parity_input(nchw);
         let x = Tensor::<4>::from_data(TensorData::new(input, nchw), &device);
         let start = Instant::now();
         let ours = imported.model.forward(x).into_data().try_to_vec::<f32>()?;
@@ -95,19 +95,4 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("saved to {}.bpk and {}.json", out.display(), out.display());
     }
     Ok(())
-}
-
-/// The input formula of tests/fixtures/make_onnx.py, NCHW.
-fn formula_input(shape: [usize; 4]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(shape.iter().product());
-    for n in 0..shape[0] {
-        for c in 0..shape[1] {
-            for y in 0..shape[2] {
-                for x in 0..shape[3] {
-                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
-                }
-            }
-        }
-    }
-    out
 }

@@ -7,27 +7,12 @@ use burn::tensor::{Tensor, TensorData};
 use resnet_transfer::Error;
 use resnet_transfer::data::Preprocess;
 use resnet_transfer::model::StridePlacement;
-use resnet_transfer::weights::{InputLayout, import_onnx};
+use resnet_transfer::weights::{InputLayout, import_onnx, parity_input};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/onnx")
         .join(name)
-}
-
-/// The generator's input formula, in NCHW.
-fn input(shape: [usize; 4]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(shape.iter().product());
-    for n in 0..shape[0] {
-        for c in 0..shape[1] {
-            for y in 0..shape[2] {
-                for x in 0..shape[3] {
-                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
-                }
-            }
-        }
-    }
-    out
 }
 
 struct Reference {
@@ -55,7 +40,7 @@ fn parity(style: &str) -> (resnet_transfer::weights::Imported, f32) {
     let imported = import_onnx(&fixture(&format!("{style}.onnx")), &device).unwrap();
     let reference = reference(style);
     let x = Tensor::<4>::from_data(
-        TensorData::new(input(reference.nchw), reference.nchw),
+        TensorData::new(parity_input(reference.nchw), reference.nchw),
         &device,
     );
     let ours = imported
@@ -175,7 +160,7 @@ fn saved_record_loads_back_bit_identical_and_classifies() {
     let loaded = weights::load(&run, &device).unwrap();
     assert_eq!(loaded.card, card);
     let x = Tensor::<4>::from_data(
-        TensorData::new(input([2, 3, 32, 32]), [2, 3, 32, 32]),
+        TensorData::new(parity_input([2, 3, 32, 32]), [2, 3, 32, 32]),
         &device,
     );
     let a = imported.model.forward(x.clone()).into_data();

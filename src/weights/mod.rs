@@ -6,7 +6,7 @@ mod onnx;
 mod saved;
 
 pub use catalog::{CATALOG, WeightsEntry};
-pub use onnx::{Imported, InputLayout, describe, import_onnx};
+pub use onnx::{Imported, InputLayout, describe, import_onnx, parity_input};
 pub use saved::{ModelCard, SavedModel, saved_paths};
 
 use std::path::Path;

@@ -864,3 +864,20 @@ pub fn describe(imported: &Imported, path: &Path) -> String {
         },
     )
 }
+
+/// The input of the parity checks, `[n, c, h, w]` in NCHW: the formula
+/// `((7n + 13c + 3y + 5x) mod 17) / 4 - 2`, which `tests/fixtures/make_onnx.py` also uses to
+/// record onnxruntime's logits. Exact in float32, so both sides feed identical numbers.
+pub fn parity_input(shape: [usize; 4]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for n in 0..shape[0] {
+        for c in 0..shape[1] {
+            for y in 0..shape[2] {
+                for x in 0..shape[3] {
+                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
+                }
+            }
+        }
+    }
+    out
+}
