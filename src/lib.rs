@@ -18,6 +18,8 @@
 //! let model = model.unfreeze_from(3, BatchNormMode::Inference).unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod device;
 pub mod error;
