@@ -160,6 +160,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// A configuration field outside what it allows.
+    pub fn invalid_config(
+        field: &'static str,
+        expected: impl Into<String>,
+        found: impl ToString,
+    ) -> Self {
+        Error::InvalidConfig {
+            field,
+            expected: expected.into(),
+            found: found.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

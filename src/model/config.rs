@@ -178,11 +178,7 @@ impl ResNetConfig {
     pub fn validate(&self) -> Result<()> {
         self.stage_sizes()?;
         let invalid = |field, expected: &str, found: String| {
-            Err(Error::InvalidConfig {
-                field,
-                expected: expected.to_string(),
-                found,
-            })
+            Err(Error::invalid_config(field, expected, found))
         };
         if self.width == 0 {
             return invalid("width", "at least 1", self.width.to_string());

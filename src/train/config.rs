@@ -75,11 +75,7 @@ impl TwoPhaseConfig {
     /// Checks every field, naming the first one at fault.
     pub fn validate(&self) -> Result<()> {
         let invalid = |field, expected: &str, found: String| {
-            Err(Error::InvalidConfig {
-                field,
-                expected: expected.into(),
-                found,
-            })
+            Err(Error::invalid_config(field, expected, found))
         };
         if self.batch_size == 0 {
             return invalid("batch_size", "at least 1", "0".into());
