@@ -252,3 +252,103 @@ fn unfreeze_from_rejects_a_missing_stage() {
         }
     }
 }
+
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn max_relative(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    got.iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale
+}
+
+/// The channels-last fast path (one matrix product per convolution over the batch, BatchNorm
+/// per column) against Burn's own `conv2d` + `BatchNorm`, for every kind of unit a ResNet50 has
+/// (7x7 stride 2, 1x1, 3x3, 3x3 stride 2, 1x1 stride 2 shortcut), with BatchNorm in inference
+/// and in training mode: outputs, gradients of input, weight and gamma, and updated statistics.
+#[test]
+fn channels_last_units_match_burns_conv_and_batch_norm() {
+    let device = cpu().autodiff();
+    device.seed(11);
+    let model = narrow_model(&device);
+    // Non-trivial statistics, gammas and betas: a few training steps with a large rate.
+    let model = (0..3).fold(model, |m, _| train_step(m, &device));
+    let stage2 = &model.stages[1].blocks[0];
+    let units = [
+        ("stem 7x7/2", &model.stem.conv, 3, 32),
+        ("1x1", &stage2.convs[0], 16, 8),
+        ("3x3/2", &stage2.convs[1], 8, 8),
+        ("1x1 after", &stage2.convs[2], 8, 4),
+        ("shortcut 1x1/2", stage2.shortcut.as_ref().unwrap(), 16, 8),
+        ("3x3", &model.stages[0].blocks[1].convs[1], 4, 8),
+    ];
+    let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
+    let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
+    for (name, unit, channels, size) in units {
+        let x = Tensor::<4>::random(
+            [3, channels, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        // Inference mode, on the inner device.
+        let (plain, inner_x) = (unit.clone().valid(), x.clone().inner());
+        let want = floats(plain.forward(inner_x.clone()));
+        let got = floats(nchw(plain.forward_nhwc(nhwc(inner_x))));
+        let err = max_relative(&got, &want);
+        assert!(err < 1e-5, "{name}, inference: {err}");
+
+        // Training mode: batch statistics, gradients, running statistics.
+        let run = |fast: bool| {
+            let unit = unit.clone();
+            let x = x.clone().require_grad();
+            let y = if fast {
+                nchw(unit.forward_nhwc(nhwc(x.clone())))
+            } else {
+                unit.forward(x.clone())
+            };
+            let weights = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
+            let grads = (y.clone() * weights).sum().backward();
+            let conv_grad = unit.conv.weight.grad(&grads).unwrap();
+            let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
+            vec![
+                floats(y.inner()),
+                floats(x.grad(&grads).unwrap()),
+                floats(conv_grad),
+                floats(gamma_grad),
+            ]
+        };
+        // Running statistics live in shared state that clones do not copy: the reference run
+        // moves them from s0 to s1, then the fast run from s1 to s2. Both add momentum times the
+        // same batch statistic, so s2 = (1 - m) s1 + (s1 - (1 - m) s0).
+        let stats = || {
+            [&unit.bn.running_mean, &unit.bn.running_var].map(|s| floats(s.value_sync().inner()))
+        };
+        let s0 = stats();
+        device.seed(12);
+        let want = run(false);
+        let s1 = stats();
+        device.seed(12);
+        let got = run(true);
+        let s2 = stats();
+        let parts = ["output", "input grad", "weight grad", "gamma grad"];
+        for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
+            let err = max_relative(g, w);
+            assert!(err < 1e-4, "{name}, training, {part}: {err}");
+        }
+        let keep = 1.0 - unit.bn.momentum as f32;
+        for (k, stat) in ["running mean", "running var"].iter().enumerate() {
+            let expected: Vec<f32> = s0[k]
+                .iter()
+                .zip(&s1[k])
+                .map(|(a, b)| keep * b + (b - keep * a))
+                .collect();
+            assert_ne!(s1[k], s0[k], "{name}: the reference run updated the {stat}");
+            let err = max_relative(&s2[k], &expected);
+            assert!(err < 1e-4, "{name}, training, {stat}: {err}");
+        }
+    }
+}

@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::config::{BlockKind, ResNetConfig, StridePlacement};
+use crate::model::nhwc;
 
 /// A convolution followed by its BatchNorm: the unit every ResNet layer is built from, and the
 /// unit the ONNX importer fills.
@@ -41,9 +42,16 @@ impl ConvBn {
         Self { conv, bn }
     }
 
-    /// `bn(conv(x))`, without activation.
+    /// `bn(conv(x))` for `[N, C, H, W]`, without activation, through Burn's own `conv2d` and
+    /// `BatchNorm`: the plain reference the fast path is tested against.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
+    }
+
+    /// `bn(conv(x))` for channels-last `[N, H, W, C]`: the same numbers as
+    /// [`forward`](Self::forward), computed as one matrix product over the batch.
+    pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
+        nhwc::batch_norm(&self.bn, nhwc::conv(&self.conv, x))
     }
 }
 
@@ -91,14 +99,19 @@ impl Block {
 
     /// Applies the block to `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        nhwc::to_nchw(self.forward_nhwc(nhwc::to_nhwc(x)))
+    }
+
+    /// Applies the block to channels-last `[N, H, W, C]` (the layout the model runs in).
+    pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.shortcut {
-            Some(shortcut) => shortcut.forward(x.clone()),
+            Some(shortcut) => shortcut.forward_nhwc(x.clone()),
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
         let mut y = x;
         for (i, unit) in self.convs.iter().enumerate() {
-            y = unit.forward(y);
+            y = unit.forward_nhwc(y);
             if i < last {
                 y = relu(y);
             }
@@ -115,9 +128,14 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Applies every block in turn.
+    /// Applies every block in turn to `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.blocks.iter().fold(x, |x, block| block.forward(x))
+        nhwc::to_nchw(self.forward_nhwc(nhwc::to_nhwc(x)))
+    }
+
+    /// Applies every block in turn to channels-last `[N, H, W, C]`.
+    pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
+        self.blocks.iter().fold(x, |x, block| block.forward_nhwc(x))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod block;
 mod config;
+mod nhwc;
 mod resnet;
 
 pub use block::{Block, ConvBn, Head, Stage, Stem};

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::model::block::{Block, Head, Stage, Stem};
 use crate::model::config::{Pooling, ResNetConfig};
+use crate::model::nhwc;
 
 /// What BatchNorm layers do while their parameters learn.
 ///
@@ -113,8 +114,10 @@ impl ResNet {
     /// The pooled embedding `[N, C]` (C = 2048 for a ResNet50): the backbone's output, for linear
     /// probes and for caching features while the backbone is frozen.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.stem.forward(images);
-        let x = self.stages.iter().fold(x, |x, stage| stage.forward(x));
+        // The stem runs channels-first (3 input channels: Burn's conv is as fast there); the
+        // stages run channels-last, where every convolution is one product over the batch.
+        let x = nhwc::to_nhwc(self.stem.forward(images));
+        let x = self.stages.iter().fold(x, |x, stage| stage.forward_nhwc(x));
         pool(x, self.pooling)
     }
 
@@ -223,12 +226,13 @@ fn check_images(images: &Tensor<4>) -> Result<()> {
     Ok(())
 }
 
+/// Global pooling of channels-last `[N, H, W, C]` to `[N, C]`.
 fn pool(x: Tensor<4>, pooling: Pooling) -> Tensor<2> {
-    let [n, c, h, w] = x.dims();
-    let flat = x.reshape([n, c, h * w]);
+    let [n, h, w, c] = x.dims();
+    let flat = x.reshape([n, h * w, c]);
     let pooled = match pooling {
-        Pooling::Average => flat.mean_dim(2),
-        Pooling::Max => flat.max_dim(2),
+        Pooling::Average => flat.mean_dim(1),
+        Pooling::Max => flat.max_dim(1),
     };
     pooled.reshape([n, c])
 }
