@@ -1,0 +1,97 @@
+//! Where a training step's time goes: forward, backward and optimizer, timed apart.
+//!
+//! ```text
+//! cargo run --release --example profile_step -- --backend flex --steps 5
+//! cargo run --release --example profile_step -- --frozen        # head-only step (phase 1)
+//! ```
+//!
+//! A step is timed to the end of the optimizer, whose output is read back, so lazy backends
+//! (wgpu) are measured to completion. The first step (warm-up) is not counted.
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Distribution, Int, Tensor};
+use clap::Parser;
+use resnet_transfer::{BackendKind, ResNetConfig};
+
+/// Times the parts of a ResNet training step.
+#[derive(Parser)]
+struct Args {
+    /// Backend: ndarray, flex or wgpu.
+    #[arg(long, default_value_t = BackendKind::default().name().to_string())]
+    backend: String,
+    /// ResNet depth.
+    #[arg(long, default_value_t = 50)]
+    depth: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Image side.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Freeze the backbone (the head-only step of phase 1).
+    #[arg(long)]
+    frozen: bool,
+}
+
+fn main() -> resnet_transfer::Result<()> {
+    let args = Args::parse();
+    let kind: BackendKind = args.backend.parse()?;
+    let device = kind.device()?.autodiff();
+    let mut model = ResNetConfig::new(args.depth)
+        .with_num_classes(Some(10))
+        .init(&device)?;
+    if args.frozen {
+        model = model.freeze_backbone();
+    }
+    let images = Tensor::<4>::random(
+        [args.batch, 3, args.size, args.size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let targets = Tensor::<1, Int>::arange(0..args.batch as i64, &device).remainder_scalar(10);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut optim = AdamConfig::new().init();
+    let mut totals = [0f64; 3];
+    for step in 0..=args.steps {
+        let t0 = Instant::now();
+        let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
+        let _ = loss.clone().into_data();
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let t2 = Instant::now();
+        model = optim.step(1e-3, model, grads);
+        let head = model.head.as_ref().expect("a head");
+        let _ = head.linear.weight.val().into_data();
+        let t3 = Instant::now();
+        if step > 0 {
+            totals[0] += (t1 - t0).as_secs_f64();
+            totals[1] += (t2 - t1).as_secs_f64();
+            totals[2] += (t3 - t2).as_secs_f64();
+        }
+    }
+    let n = args.steps.max(1) as f64;
+    let [forward, backward, optimizer] = totals.map(|t| 1e3 * t / n);
+    let total = forward + backward + optimizer;
+    println!(
+        "{} ResNet{} {}x{} batch {}{}: forward {forward:.0} ms, backward {backward:.0} ms, \
+         optimizer {optimizer:.0} ms, step {total:.0} ms ({:.1} img/s)",
+        kind,
+        args.depth,
+        args.size,
+        args.size,
+        args.batch,
+        if args.frozen {
+            " (backbone frozen)"
+        } else {
+            ""
+        },
+        args.batch as f64 * 1e3 / total,
+    );
+    Ok(())
+}
