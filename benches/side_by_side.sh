@@ -32,7 +32,7 @@ echo "== onnxruntime"
 import json, sys, os
 out, crit = sys.argv[1], sys.argv[2]
 def ours(case):
-    with open(os.path.join(crit, "model", "flex", case, "new", "estimates.json")) as f:
+    with open(os.path.join(crit, "model", "flex_" + case, "new", "estimates.json")) as f:
         return 32 / (json.load(f)["median"]["point_estimate"] / 1e9)
 def peer(name):
     with open(os.path.join(out, name)) as f:
