@@ -7,9 +7,10 @@
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use resnet_transfer::train::FusedAdamConfig;
 use resnet_transfer::{BackendKind, ResNet, ResNetConfig};
 
 const BATCH: usize = 32;
@@ -47,7 +48,7 @@ fn train_loop(
 ) {
     let (images, targets) = batch(device);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = FusedAdamConfig::new().init();
     let mut slot = Some(model);
     c.bench_function(id, |b| {
         b.iter(|| {

@@ -11,9 +11,10 @@
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::Parser;
+use resnet_transfer::train::FusedAdamConfig;
 use resnet_transfer::{BackendKind, ResNetConfig};
 
 /// Times the parts of a ResNet training step.
@@ -56,7 +57,7 @@ fn main() -> resnet_transfer::Result<()> {
     );
     let targets = Tensor::<1, Int>::arange(0..args.batch as i64, &device).remainder_scalar(10);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut optim = AdamConfig::new().init();
+    let mut optim = FusedAdamConfig::new().init();
     let mut totals = [0f64; 3];
     for step in 0..=args.steps {
         let t0 = Instant::now();

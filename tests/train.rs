@@ -373,3 +373,85 @@ fn killed_main_job_resumes_and_loses_nothing() {
     let saved = resnet_transfer::weights::load(&out, &device).unwrap();
     assert_eq!(saved.card.class_names.len(), 10);
 }
+
+/// Every parameter of a model, flattened in module order.
+fn all_params(model: &ResNet) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<burn::tensor::Tensor<D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.extend(data.try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+/// The fused Adam the learner uses does Burn's Adam arithmetic: three steps with weight decay on
+/// every CPU backend end at the parameters Burn's own Adam reaches.
+#[test]
+fn fused_adam_matches_burns_adam() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+    use burn::tensor::{Distribution, Int, Tensor, TensorData};
+    use resnet_transfer::BackendKind;
+    use resnet_transfer::train::FusedAdamConfig;
+
+    let _serial = serial();
+    for kind in [BackendKind::NdArray, BackendKind::Flex] {
+        let device = kind.device().unwrap().autodiff();
+        assert!(
+            resnet_transfer::train::FusedAdam::is_fused_on(&device),
+            "{kind}"
+        );
+        let run = |mut optim: ModuleOptimizer| {
+            device.seed(21);
+            let mut model = ResNetConfig::resnet18(4)
+                .with_width(4)
+                .with_dropout(0.0)
+                .init(&device)
+                .unwrap();
+            for step in 0..3 {
+                let images =
+                    Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+                let targets =
+                    Tensor::<1, Int>::from_data(TensorData::from([0i64, 1, 2, 3]), &device);
+                let loss = CrossEntropyLossConfig::new()
+                    .init(&device)
+                    .forward(model.forward(images), targets);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(1e-2 / (step + 1) as f64, model, grads);
+            }
+            all_params(&model)
+        };
+        let start = {
+            device.seed(21);
+            let m = ResNetConfig::resnet18(4)
+                .with_width(4)
+                .init(&device)
+                .unwrap();
+            all_params(&m)
+        };
+        let burns = run(AdamConfig::new()
+            .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+            .init());
+        let fused = run(FusedAdamConfig::new().with_weight_decay(1e-2).init());
+        assert_eq!(burns.len(), fused.len());
+        let moved = burns.iter().zip(&start).filter(|(a, b)| a != b).count();
+        assert!(
+            moved > burns.len() / 2,
+            "{kind}: Adam moved {moved} of {}",
+            burns.len()
+        );
+        let worst = burns
+            .iter()
+            .zip(&fused)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-3))
+            .fold(0f32, f32::max);
+        eprintln!("{kind}: fused vs Burn's Adam, worst relative difference {worst:e}");
+        assert!(worst < 1e-5, "{kind}: {worst}");
+    }
+}

@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,6 +20,7 @@ use crate::data::download::write_atomic;
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
 use crate::model::{BatchNormMode, Head, ResNet};
+use crate::train::adam::FusedAdamConfig;
 use crate::train::config::{TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
 
@@ -72,13 +72,10 @@ impl TwoPhase {
     }
 
     fn optimizer(&self) -> ModuleOptimizer {
-        let mut adam = AdamConfig::new();
-        if self.config.weight_decay > 0.0 {
-            adam = adam.with_weight_decay(Some(WeightDecayConfig::new(
-                self.config.weight_decay as f32,
-            )));
-        }
-        adam.init()
+        // Burn's Adam arithmetic (its defaults, its records), fused on the CPU backends.
+        FusedAdamConfig::new()
+            .with_weight_decay(self.config.weight_decay as f32)
+            .init()
     }
 
     fn release(&self, model: ResNet) -> Result<ResNet> {

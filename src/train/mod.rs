@@ -1,10 +1,12 @@
 //! Training: the two-phase freeze/unfreeze learner, its configuration, history and metrics.
 
+mod adam;
 mod config;
 mod history;
 mod learner;
 mod metrics;
 
+pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};
 pub use learner::{TwoPhase, with_new_head};
