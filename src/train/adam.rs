@@ -119,18 +119,10 @@ impl Optimizer for FusedAdam {
             unreachable!("dtypes checked above");
         };
         let n = shape.num_elements();
-        let (mut m, mut v) = match moments {
-            Some((m, v)) => match (floats(m), floats(v)) {
-                (Some(m), Some(v)) => (m, v),
-                _ => (
-                    TensorData::new(vec![0f32; n], shape.clone()),
-                    TensorData::new(vec![0f32; n], shape.clone()),
-                ),
-            },
-            None => (
-                TensorData::new(vec![0f32; n], shape.clone()),
-                TensorData::new(vec![0f32; n], shape.clone()),
-            ),
+        let zeros = || TensorData::new(vec![0f32; n], shape.clone());
+        let (mut m, mut v) = match moments.map(|(m, v)| (floats(m), floats(v))) {
+            Some((Some(m), Some(v))) => (m, v),
+            _ => (zeros(), zeros()),
         };
         let time = time + 1;
         let FusedAdamConfig {
