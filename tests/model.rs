@@ -4,16 +4,30 @@
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use resnet_transfer::model::{DEPTHS, ResNet};
+use resnet_transfer::model::{Block, ConvBn, DEPTHS, ResNet};
 use resnet_transfer::{BatchNormMode, Device, Error, ResNetConfig};
 
 fn cpu() -> Device {
     resnet_transfer::device::device("ndarray").unwrap()
 }
 
+/// Serializes the tests of this file that draw random numbers and seeds both CPU backends:
+/// tests run in parallel and share each backend's generator, so without this a test's weights
+/// and images would depend on what the other tests drew meanwhile.
+fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for name in ["ndarray", "flex"] {
+        resnet_transfer::device::device(name).unwrap().seed(seed);
+    }
+    guard
+}
+
 #[test]
 fn every_depth_gives_logits_and_features_at_32_and_224() {
+    let _rng = seeded(1);
     let device = Device::flex();
     for depth in DEPTHS {
         let config = ResNetConfig::new(depth)
@@ -54,6 +68,7 @@ fn parameter_counts_match_torchvision_and_keras() {
 
 #[test]
 fn features_only_model_and_input_errors() {
+    let _rng = seeded(8);
     let device = cpu();
     let model = ResNetConfig::resnet18(10)
         .with_width(4)
@@ -157,6 +172,7 @@ fn changed(before: &[(String, Vec<f32>)], after: &[(String, Vec<f32>)]) -> Vec<S
 
 #[test]
 fn frozen_backbone_is_bit_identical_and_head_moves() {
+    let _rng = seeded(2);
     let device = cpu().autodiff();
     let model = narrow_model(&device).freeze_backbone();
     assert!(
@@ -172,6 +188,7 @@ fn frozen_backbone_is_bit_identical_and_head_moves() {
 
 #[test]
 fn unfreeze_from_stage_4_moves_stage_4_and_head_only() {
+    let _rng = seeded(3);
     let device = cpu().autodiff();
     let model = narrow_model(&device)
         .freeze_backbone()
@@ -191,6 +208,7 @@ fn unfreeze_from_stage_4_moves_stage_4_and_head_only() {
 
 #[test]
 fn unfreeze_all_with_batch_norm_training_updates_statistics() {
+    let _rng = seeded(4);
     let device = cpu().autodiff();
     let model = narrow_model(&device)
         .freeze_backbone()
@@ -217,6 +235,7 @@ fn unfreeze_all_with_batch_norm_training_updates_statistics() {
 
 #[test]
 fn unfreeze_all_with_batch_norm_inference_keeps_statistics() {
+    let _rng = seeded(5);
     let device = cpu().autodiff();
     let model = narrow_model(&device).unfreeze_all(BatchNormMode::Inference);
     assert!(
@@ -272,23 +291,50 @@ fn max_relative(got: &[f32], want: &[f32]) -> f32 {
 /// and in training mode: outputs, gradients of input, weight and gamma, and updated statistics.
 #[test]
 fn channels_last_units_match_burns_conv_and_batch_norm() {
+    let _rng = seeded(6);
     let device = cpu().autodiff();
-    device.seed(11);
     let model = narrow_model(&device);
     // Non-trivial statistics, gammas and betas: a few training steps with a large rate.
     let model = (0..3).fold(model, |m, _| train_step(m, &device));
-    let stage2 = &model.stages[1].blocks[0];
-    let units = [
-        ("stem 7x7/2", &model.stem.conv, 3, 32),
-        ("1x1", &stage2.convs[0], 16, 8),
-        ("3x3/2", &stage2.convs[1], 8, 8),
-        ("1x1 after", &stage2.convs[2], 8, 4),
-        ("shortcut 1x1/2", stage2.shortcut.as_ref().unwrap(), 16, 8),
-        ("3x3", &model.stages[0].blocks[1].convs[1], 4, 8),
-    ];
+    // The same units with BatchNorm in inference mode while the convolutions learn (Keras's
+    // fine-tuning): running statistics, but gradients through them.
+    let keras = model.clone().unfreeze_all(BatchNormMode::Inference);
+    let units = |model: &ResNet| {
+        let stage2 = &model.stages[1].blocks[0];
+        [
+            ("stem 7x7/2", model.stem.conv.clone(), 3, 32),
+            ("1x1", stage2.convs[0].clone(), 16, 8),
+            ("3x3/2", stage2.convs[1].clone(), 8, 8),
+            ("1x1 after", stage2.convs[2].clone(), 8, 4),
+            ("shortcut 1x1/2", stage2.shortcut.clone().unwrap(), 16, 8),
+            ("3x3", model.stages[0].blocks[1].convs[1].clone(), 4, 8),
+        ]
+    };
     let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
     let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
-    for (name, unit, channels, size) in units {
+    // Output, input gradient, weight gradient and gamma gradient, plain or fast.
+    let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
+        let unit = unit.clone();
+        let x = x.clone().require_grad();
+        let y = if fast {
+            nchw(unit.forward_nhwc(nhwc(x.clone())))
+        } else {
+            unit.forward(x.clone())
+        };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let conv_grad = unit.conv.weight.grad(&grads).unwrap();
+        let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
+        vec![
+            floats(y.inner()),
+            floats(x.grad(&grads).unwrap()),
+            floats(conv_grad),
+            floats(gamma_grad),
+        ]
+    };
+    let parts = ["output", "input grad", "weight grad", "gamma grad"];
+    for ((name, unit, channels, size), (_, keras_unit, ..)) in
+        units(&model).into_iter().zip(units(&keras))
+    {
         let x = Tensor::<4>::random(
             [3, channels, size, size],
             Distribution::Normal(0.0, 1.0),
@@ -296,31 +342,26 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
         );
         // Inference mode, on the inner device.
         let (plain, inner_x) = (unit.clone().valid(), x.clone().inner());
-        let want = floats(plain.forward(inner_x.clone()));
+        let reference = plain.forward(inner_x.clone());
+        let out_dims = reference.dims();
+        let want = floats(reference);
         let got = floats(nchw(plain.forward_nhwc(nhwc(inner_x))));
         let err = max_relative(&got, &want);
         assert!(err < 1e-5, "{name}, inference: {err}");
 
+        // Inference-mode BatchNorm, convolution learning: same numbers and gradients.
+        let weights = Tensor::<4>::random(out_dims, Distribution::Default, &device);
+        let want = run(&keras_unit, &x, &weights, false);
+        let got = run(&keras_unit, &x, &weights, true);
+        for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
+            let err = max_relative(g, w);
+            assert!(
+                err < 1e-4,
+                "{name}, inference-mode BatchNorm learning, {part}: {err}"
+            );
+        }
+
         // Training mode: batch statistics, gradients, running statistics.
-        let run = |fast: bool| {
-            let unit = unit.clone();
-            let x = x.clone().require_grad();
-            let y = if fast {
-                nchw(unit.forward_nhwc(nhwc(x.clone())))
-            } else {
-                unit.forward(x.clone())
-            };
-            let weights = Tensor::<4>::random(y.dims(), Distribution::Default, &device);
-            let grads = (y.clone() * weights).sum().backward();
-            let conv_grad = unit.conv.weight.grad(&grads).unwrap();
-            let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
-            vec![
-                floats(y.inner()),
-                floats(x.grad(&grads).unwrap()),
-                floats(conv_grad),
-                floats(gamma_grad),
-            ]
-        };
         // Running statistics live in shared state that clones do not copy: the reference run
         // moves them from s0 to s1, then the fast run from s1 to s2. Both add momentum times the
         // same batch statistic, so s2 = (1 - m) s1 + (s1 - (1 - m) s0).
@@ -328,13 +369,10 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
             [&unit.bn.running_mean, &unit.bn.running_var].map(|s| floats(s.value_sync().inner()))
         };
         let s0 = stats();
-        device.seed(12);
-        let want = run(false);
+        let want = run(&unit, &x, &weights, false);
         let s1 = stats();
-        device.seed(12);
-        let got = run(true);
+        let got = run(&unit, &x, &weights, true);
         let s2 = stats();
-        let parts = ["output", "input grad", "weight grad", "gamma grad"];
         for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
             let err = max_relative(g, w);
             assert!(err < 1e-4, "{name}, training, {part}: {err}");
@@ -349,6 +387,61 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
             assert_ne!(s1[k], s0[k], "{name}: the reference run updated the {stat}");
             let err = max_relative(&s2[k], &expected);
             assert!(err < 1e-4, "{name}, training, {stat}: {err}");
+        }
+    }
+}
+
+/// A block as Burn's own layers compute it, channels-first: the reference for the fast path.
+fn reference_block(block: &Block, x: Tensor<4>) -> Tensor<4> {
+    let identity = match &block.shortcut {
+        Some(shortcut) => shortcut.forward(x.clone()),
+        None => x.clone(),
+    };
+    let last = block.convs.len() - 1;
+    let mut y = x;
+    for (i, unit) in block.convs.iter().enumerate() {
+        y = unit.forward(y);
+        if i < last {
+            y = relu(y);
+        }
+    }
+    relu(y + identity)
+}
+
+#[test]
+fn blocks_match_burns_layers_in_inference_and_when_frozen() {
+    let _rng = seeded(7);
+    // Inference and the frozen backbone of phase 1, channels-last, against Burn's conv2d,
+    // BatchNorm and relu composed channels-first.
+    for name in ["ndarray", "flex"] {
+        let device = resnet_transfer::device::device(name).unwrap().autodiff();
+        let model = (0..3).fold(narrow_model(&device), |m, _| train_step(m, &device));
+        let frozen = model.clone().freeze_backbone();
+        let valid = model.valid();
+        let cases = [
+            ("stage 1 first block (shortcut)", 0, 0, 4, 8),
+            ("stage 1 identity block", 0, 1, 16, 8),
+            ("stage 2 first block (stride 2)", 1, 0, 16, 8),
+            ("stage 3 identity block", 2, 1, 64, 2),
+        ];
+        for (case, stage, block, channels, size) in cases {
+            let x = Tensor::<4>::random(
+                [3, channels, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let inner = x.clone().inner();
+            let b = &valid.stages[stage].blocks[block];
+            let want = floats(reference_block(b, inner.clone()));
+            let got = floats(b.forward(inner));
+            let err = max_relative(&got, &want);
+            assert!(err < 1e-5, "{name}, {case}, inference: {err}");
+
+            let b = &frozen.stages[stage].blocks[block];
+            let want = floats(reference_block(b, x.clone()));
+            let got = floats(b.forward(x));
+            let err = max_relative(&got, &want);
+            assert!(err < 1e-5, "{name}, {case}, frozen on autodiff: {err}");
         }
     }
 }
