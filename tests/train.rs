@@ -248,9 +248,26 @@ fn write_cifar(dir: &Path, per_file: usize) {
     }
 }
 
+/// Builds an example with this test's own features, so cargo finds it built already (`cargo test`
+/// builds the examples) instead of compiling Burn again for another feature set.
 fn example(name: &str) -> PathBuf {
+    let features: Vec<&str> = [
+        ("ndarray", cfg!(feature = "ndarray")),
+        ("flex", cfg!(feature = "flex")),
+        ("wgpu", cfg!(feature = "wgpu")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", name])
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--no-default-features",
+        ])
+        .args(["--features", &features.join(",")])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
