@@ -251,14 +251,10 @@ fn write_cifar(dir: &Path, per_file: usize) {
 /// Builds an example with this test's own features, so cargo finds it built already (`cargo test`
 /// builds the examples) instead of compiling Burn again for another feature set.
 fn example(name: &str) -> PathBuf {
-    let features: Vec<&str> = [
-        ("ndarray", cfg!(feature = "ndarray")),
-        ("flex", cfg!(feature = "flex")),
-        ("wgpu", cfg!(feature = "wgpu")),
-    ]
-    .into_iter()
-    .filter_map(|(name, on)| on.then_some(name))
-    .collect();
+    let features: Vec<&str> = resnet_transfer::BackendKind::compiled()
+        .into_iter()
+        .map(|kind| kind.name())
+        .collect();
     let status = std::process::Command::new(env!("CARGO"))
         .args([
             "build",
