@@ -63,6 +63,7 @@ fn train_loop(
 }
 
 fn model_bench(c: &mut Criterion) {
+    resnet_transfer::device::tune_host_allocator();
     let mut group = c.benchmark_group("model");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(10);

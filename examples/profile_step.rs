@@ -41,6 +41,7 @@ struct Args {
 }
 
 fn main() -> resnet_transfer::Result<()> {
+    resnet_transfer::device::tune_host_allocator();
     let args = Args::parse();
     let kind: BackendKind = args.backend.parse()?;
     let device = kind.device()?.autodiff();

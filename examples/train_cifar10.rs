@@ -83,6 +83,7 @@ struct Args {
 }
 
 fn main() {
+    resnet_transfer::device::tune_host_allocator();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -136,6 +136,36 @@ pub fn training_device(name: &str) -> Result<Device> {
     Ok(device(name)?.autodiff())
 }
 
+/// Makes glibc's `malloc` keep the memory a training step frees, for the next step to reuse.
+///
+/// A ResNet step on the CPU backends allocates and frees hundreds of tensors of a few megabytes.
+/// glibc hands blocks above its mmap threshold (128 KiB at start, raised as it goes) straight
+/// back to the kernel and trims its heap when the top of it is free, so the next step takes
+/// page faults and zeroes fresh pages for the same sizes again. This sets `M_MMAP_THRESHOLD` to
+/// 32 MiB (its largest) and `M_TRIM_THRESHOLD` to 1 GiB: the same as running with
+/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
+/// On the 2-core machine of README's Performance section it halved the page faults of a
+/// ResNet50 training step (flex, 32x32, batch 32) and made the step about 10% faster, with the
+/// same peak resident memory.
+///
+/// It changes the whole process's allocator, so a library does not do it behind your back: call
+/// it once at the start of `main` (the bundled examples and benches do). Returns whether the
+/// settings were applied; `false` on targets without glibc, where it does nothing.
+pub fn tune_host_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets allocator parameters; it takes glibc's own lock.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +208,18 @@ mod tests {
                 Err(other) => panic!("unexpected error {other:?}"),
             }
         }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn tuned_allocator_serves_megabytes_from_its_heap() {
+        assert!(tune_host_allocator());
+        // A 16 MiB block, above glibc's starting threshold, no longer comes from its own mmap.
+        let mapped = || unsafe { libc::mallinfo2() }.hblkhd;
+        let before = mapped();
+        let block = vec![1u8; 16 << 20];
+        assert!(mapped() < before + block.len(), "16 MiB block was mmapped");
+        drop(block);
     }
 
     #[test]
