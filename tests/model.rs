@@ -288,105 +288,120 @@ fn max_relative(got: &[f32], want: &[f32]) -> f32 {
 /// The channels-last fast path (one matrix product per convolution over the batch, BatchNorm
 /// per column) against Burn's own `conv2d` + `BatchNorm`, for every kind of unit a ResNet50 has
 /// (7x7 stride 2, 1x1, 3x3, 3x3 stride 2, 1x1 stride 2 shortcut), with BatchNorm in inference
-/// and in training mode: outputs, gradients of input, weight and gamma, and updated statistics.
+/// and in training mode: outputs, gradients of input, weight, gamma and beta, and updated
+/// statistics, on ndarray and flex.
 #[test]
 fn channels_last_units_match_burns_conv_and_batch_norm() {
     let _rng = seeded(6);
-    let device = cpu().autodiff();
-    let model = narrow_model(&device);
-    // Non-trivial statistics, gammas and betas: a few training steps with a large rate.
-    let model = (0..3).fold(model, |m, _| train_step(m, &device));
-    // The same units with BatchNorm in inference mode while the convolutions learn (Keras's
-    // fine-tuning): running statistics, but gradients through them.
-    let keras = model.clone().unfreeze_all(BatchNormMode::Inference);
-    let units = |model: &ResNet| {
-        let stage2 = &model.stages[1].blocks[0];
-        [
-            ("stem 7x7/2", model.stem.conv.clone(), 3, 32),
-            ("1x1", stage2.convs[0].clone(), 16, 8),
-            ("3x3/2", stage2.convs[1].clone(), 8, 8),
-            ("1x1 after", stage2.convs[2].clone(), 8, 4),
-            ("shortcut 1x1/2", stage2.shortcut.clone().unwrap(), 16, 8),
-            ("3x3", model.stages[0].blocks[1].convs[1].clone(), 4, 8),
-        ]
-    };
-    let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
-    let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
-    // Output, input gradient, weight gradient and gamma gradient, plain or fast.
-    let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
-        let unit = unit.clone();
-        let x = x.clone().require_grad();
-        let y = if fast {
-            nchw(unit.forward_nhwc(nhwc(x.clone())))
-        } else {
-            unit.forward(x.clone())
+    for backend in ["ndarray", "flex"] {
+        let device = resnet_transfer::device::device(backend).unwrap().autodiff();
+        let model = narrow_model(&device);
+        // Non-trivial statistics, gammas and betas: a few training steps with a large rate.
+        let model = (0..3).fold(model, |m, _| train_step(m, &device));
+        // The same units with BatchNorm in inference mode while the convolutions learn (Keras's
+        // fine-tuning): running statistics, but gradients through them.
+        let keras = model.clone().unfreeze_all(BatchNormMode::Inference);
+        let units = |model: &ResNet| {
+            let stage2 = &model.stages[1].blocks[0];
+            [
+                ("stem 7x7/2", model.stem.conv.clone(), 3, 32),
+                ("1x1", stage2.convs[0].clone(), 16, 8),
+                ("3x3/2", stage2.convs[1].clone(), 8, 8),
+                ("1x1 after", stage2.convs[2].clone(), 8, 4),
+                ("shortcut 1x1/2", stage2.shortcut.clone().unwrap(), 16, 8),
+                ("3x3", model.stages[0].blocks[1].convs[1].clone(), 4, 8),
+            ]
         };
-        let grads = (y.clone() * weights.clone()).sum().backward();
-        let conv_grad = unit.conv.weight.grad(&grads).unwrap();
-        let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
-        vec![
-            floats(y.inner()),
-            floats(x.grad(&grads).unwrap()),
-            floats(conv_grad),
-            floats(gamma_grad),
-        ]
-    };
-    let parts = ["output", "input grad", "weight grad", "gamma grad"];
-    for ((name, unit, channels, size), (_, keras_unit, ..)) in
-        units(&model).into_iter().zip(units(&keras))
-    {
-        let x = Tensor::<4>::random(
-            [3, channels, size, size],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        // Inference mode, on the inner device.
-        let (plain, inner_x) = (unit.clone().valid(), x.clone().inner());
-        let reference = plain.forward(inner_x.clone());
-        let out_dims = reference.dims();
-        let want = floats(reference);
-        let got = floats(nchw(plain.forward_nhwc(nhwc(inner_x))));
-        let err = max_relative(&got, &want);
-        assert!(err < 1e-5, "{name}, inference: {err}");
-
-        // Inference-mode BatchNorm, convolution learning: same numbers and gradients.
-        let weights = Tensor::<4>::random(out_dims, Distribution::Default, &device);
-        let want = run(&keras_unit, &x, &weights, false);
-        let got = run(&keras_unit, &x, &weights, true);
-        for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
-            let err = max_relative(g, w);
-            assert!(
-                err < 1e-4,
-                "{name}, inference-mode BatchNorm learning, {part}: {err}"
+        let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
+        let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
+        // Output, input gradient, weight gradient and gamma gradient, plain or fast.
+        let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
+            let unit = unit.clone();
+            let x = x.clone().require_grad();
+            let y = if fast {
+                nchw(unit.forward_nhwc(nhwc(x.clone())))
+            } else {
+                unit.forward(x.clone())
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let conv_grad = unit.conv.weight.grad(&grads).unwrap();
+            let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
+            let beta_grad = unit.bn.beta.grad(&grads).unwrap();
+            vec![
+                floats(y.inner()),
+                floats(x.grad(&grads).unwrap()),
+                floats(conv_grad),
+                floats(gamma_grad),
+                floats(beta_grad),
+            ]
+        };
+        let parts = [
+            "output",
+            "input grad",
+            "weight grad",
+            "gamma grad",
+            "beta grad",
+        ];
+        for ((name, unit, channels, size), (_, keras_unit, ..)) in
+            units(&model).into_iter().zip(units(&keras))
+        {
+            let x = Tensor::<4>::random(
+                [3, channels, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
             );
-        }
+            // Inference mode, on the inner device.
+            let (plain, inner_x) = (unit.clone().valid(), x.clone().inner());
+            let reference = plain.forward(inner_x.clone());
+            let out_dims = reference.dims();
+            let want = floats(reference);
+            let got = floats(nchw(plain.forward_nhwc(nhwc(inner_x))));
+            let err = max_relative(&got, &want);
+            assert!(err < 1e-5, "{backend} {name}, inference: {err}");
 
-        // Training mode: batch statistics, gradients, running statistics.
-        // Running statistics live in shared state that clones do not copy: the reference run
-        // moves them from s0 to s1, then the fast run from s1 to s2. Both add momentum times the
-        // same batch statistic, so s2 = (1 - m) s1 + (s1 - (1 - m) s0).
-        let stats = || {
-            [&unit.bn.running_mean, &unit.bn.running_var].map(|s| floats(s.value_sync().inner()))
-        };
-        let s0 = stats();
-        let want = run(&unit, &x, &weights, false);
-        let s1 = stats();
-        let got = run(&unit, &x, &weights, true);
-        let s2 = stats();
-        for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
-            let err = max_relative(g, w);
-            assert!(err < 1e-4, "{name}, training, {part}: {err}");
-        }
-        let keep = 1.0 - unit.bn.momentum as f32;
-        for (k, stat) in ["running mean", "running var"].iter().enumerate() {
-            let expected: Vec<f32> = s0[k]
-                .iter()
-                .zip(&s1[k])
-                .map(|(a, b)| keep * b + (b - keep * a))
-                .collect();
-            assert_ne!(s1[k], s0[k], "{name}: the reference run updated the {stat}");
-            let err = max_relative(&s2[k], &expected);
-            assert!(err < 1e-4, "{name}, training, {stat}: {err}");
+            // Inference-mode BatchNorm, convolution learning: same numbers and gradients.
+            let weights = Tensor::<4>::random(out_dims, Distribution::Default, &device);
+            let want = run(&keras_unit, &x, &weights, false);
+            let got = run(&keras_unit, &x, &weights, true);
+            for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
+                let err = max_relative(g, w);
+                assert!(
+                    err < 1e-4,
+                    "{backend} {name}, inference-mode BatchNorm learning, {part}: {err}"
+                );
+            }
+
+            // Training mode: batch statistics, gradients, running statistics.
+            // Running statistics live in shared state that clones do not copy: the reference run
+            // moves them from s0 to s1, then the fast run from s1 to s2. Both add momentum times the
+            // same batch statistic, so s2 = (1 - m) s1 + (s1 - (1 - m) s0).
+            let stats = || {
+                [&unit.bn.running_mean, &unit.bn.running_var]
+                    .map(|s| floats(s.value_sync().inner()))
+            };
+            let s0 = stats();
+            let want = run(&unit, &x, &weights, false);
+            let s1 = stats();
+            let got = run(&unit, &x, &weights, true);
+            let s2 = stats();
+            for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
+                let err = max_relative(g, w);
+                assert!(err < 1e-4, "{backend} {name}, training, {part}: {err}");
+            }
+            let keep = 1.0 - unit.bn.momentum as f32;
+            for (k, stat) in ["running mean", "running var"].iter().enumerate() {
+                let expected: Vec<f32> = s0[k]
+                    .iter()
+                    .zip(&s1[k])
+                    .map(|(a, b)| keep * b + (b - keep * a))
+                    .collect();
+                assert_ne!(
+                    s1[k], s0[k],
+                    "{backend} {name}: the reference run updated the {stat}"
+                );
+                let err = max_relative(&s2[k], &expected);
+                assert!(err < 1e-4, "{backend} {name}, training, {stat}: {err}");
+            }
         }
     }
 }
