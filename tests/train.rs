@@ -139,7 +139,7 @@ fn phase_one_keeps_the_backbone_phase_two_moves_it_and_it_learns() {
 
     let phase2 = TwoPhaseConfig::new()
         .with_phase1_epochs(0)
-        .with_phase2_epochs(3)
+        .with_phase2_epochs(5)
         .with_phase2_lr(1e-3);
     let (after2, h2) = learner(phase2)
         .fit(after1, &train, &valid, &device())

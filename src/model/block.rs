@@ -2,13 +2,13 @@
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::config::{BlockKind, ResNetConfig, StridePlacement};
+use crate::model::conv::Conv;
 use crate::model::nhwc;
 
 /// A convolution followed by its BatchNorm: the unit every ResNet layer is built from, and the
@@ -16,7 +16,7 @@ use crate::model::nhwc;
 #[derive(Module, Debug)]
 pub struct ConvBn {
     /// The convolution.
-    pub conv: Conv2d,
+    pub conv: Conv,
     /// Its BatchNorm.
     pub bn: BatchNorm,
 }
@@ -29,12 +29,7 @@ impl ConvBn {
         stride: usize,
         device: &Device,
     ) -> Self {
-        let pad = kernel / 2;
-        let conv = Conv2dConfig::new(channels, [kernel, kernel])
-            .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
-            .with_bias(config.conv_bias)
-            .init(device);
+        let conv = Conv::new(channels, kernel, stride, config.conv_bias, device);
         let bn = BatchNormConfig::new(channels[1])
             .with_epsilon(config.batch_norm_epsilon)
             .with_momentum(config.batch_norm_momentum)

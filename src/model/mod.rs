@@ -2,9 +2,11 @@
 
 mod block;
 mod config;
+mod conv;
 mod nhwc;
 mod resnet;
 
 pub use block::{Block, ConvBn, Head, Stage, Stem};
 pub use config::{BlockKind, DEPTHS, Pooling, ResNetConfig, StridePlacement};
+pub use conv::Conv;
 pub use resnet::{BatchNormMode, ParamCounts, ResNet};

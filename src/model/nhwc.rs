@@ -10,10 +10,14 @@
 //! operations, so it runs on every backend and autodiff differentiates it as usual: frozen
 //! weights get no gradient, and nothing behind a frozen part is differentiated at all.
 //!
-//! [`ConvBn::forward`](super::block::ConvBn::forward) keeps Burn's own `conv2d` and `BatchNorm`
-//! in channels-first layout: the reference the tests hold this path to.
+//! The weights are stored as the matrices the products take ([`Conv`]), so neither the forward
+//! nor the backward copies a weight. [`ConvBn::forward`](super::block::ConvBn::forward) keeps
+//! Burn's own `conv2d` and `BatchNorm` in channels-first layout: the reference the tests hold
+//! this path to.
 
-use burn::nn::{BatchNorm, PaddingConfig2d, conv::Conv2d};
+use burn::nn::BatchNorm;
+
+use crate::model::conv::Conv;
 use burn::tensor::{Int, Slice, Tensor, TensorData};
 
 /// `[N, C, H, W]` to `[N, H, W, C]`.
@@ -26,33 +30,17 @@ pub(crate) fn to_nchw(x: Tensor<4>) -> Tensor<4> {
     x.permute([0, 3, 1, 2])
 }
 
-/// The explicit `(top, left, bottom, right)` padding of a convolution, if it has one (every
-/// convolution this crate builds does; others take the reference path).
-fn explicit_padding(conv: &Conv2d) -> Option<[usize; 4]> {
-    match conv.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, left, bottom, right]),
-        PaddingConfig2d::Valid => Some([0; 4]),
-        PaddingConfig2d::Same => None,
-    }
-}
-
 /// `conv(x)` for channels-last `x`, as one matrix product over the batch.
-pub(crate) fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let Some([top, left, bottom, right]) =
-        explicit_padding(conv).filter(|_| conv.groups == 1 && conv.dilation == [1, 1])
-    else {
-        return to_nhwc(conv.forward(to_nchw(x)));
-    };
+pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
     let [n, h, w, c] = x.dims();
-    let weight = conv.weight.val();
-    let [c_out, c_in, kh, kw] = weight.dims();
-    debug_assert_eq!(c, c_in, "checked by the caller's shapes");
+    let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
-    let ho = (h + top + bottom - kh) / sh + 1;
-    let wo = (w + left + right - kw) / sw + 1;
+    let [ph, pw] = conv.padding;
+    let ho = (h + 2 * ph - kh) / sh + 1;
+    let wo = (w + 2 * pw - kw) / sw + 1;
     let rows = n * ho * wo;
 
-    let columns = if kh == 1 && kw == 1 && top + left + bottom + right == 0 {
+    let columns = if kh == 1 && kw == 1 && ph + pw == 0 {
         let x = if sh == 1 && sw == 1 {
             x
         } else {
@@ -70,24 +58,17 @@ pub(crate) fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         // padding. Its gradient is one scatter-add back into the input.
         let zero_row = Tensor::zeros([1, c], &x.device());
         let table = Tensor::cat(vec![x.reshape([n * h * w, c]), zero_row], 0);
-        let index = im2col_index([n, h, w], [kh, kw], [sh, sw], [top, left], [ho, wo]);
+        let index = im2col_index([n, h, w], [kh, kw], [sh, sw], [ph, pw], [ho, wo]);
         let index =
             Tensor::<1, Int>::from_data(TensorData::new(index, [rows * kh * kw]), &table.device());
         table.select(0, index).reshape([rows, kh * kw * c])
     };
-    // The weight `[C_out, C_in, kh, kw]` in the columns' (ky, kx, channel) order.
-    let weight = if kh * kw == 1 {
-        weight.reshape([c_out, c_in])
-    } else {
-        weight
-            .permute([0, 2, 3, 1])
-            .reshape([c_out, kh * kw * c_in])
-    }
-    .transpose();
-    let mut y = columns.matmul(weight);
+    // The weight is stored as the `[kh·kw·C_in, C_out]` matrix these columns multiply.
+    let mut y = columns.matmul(conv.weight.val());
     if let Some(bias) = &conv.bias {
         y = y + bias.val().unsqueeze_dim(0);
     }
+    let c_out = conv.channels()[1];
     y.reshape([n, ho, wo, c_out])
 }
 

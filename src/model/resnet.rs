@@ -132,7 +132,7 @@ impl ResNet {
     pub fn feature_dim(&self) -> usize {
         let last = self.stages.last().and_then(|s| s.blocks.last());
         last.and_then(|b| b.convs.last())
-            .map(|unit| unit.conv.weight.lazy_shape().dims::<4>()[0])
+            .map(|unit| unit.conv.channels()[1])
             .unwrap_or(0)
     }
 

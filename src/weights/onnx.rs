@@ -734,7 +734,7 @@ impl<'a> Matcher<'a> {
         epsilon: f64,
         device: &Device,
     ) -> Result<()> {
-        let expected = target.conv.weight.lazy_shape().to_vec();
+        let expected = target.conv.dims_oihw().to_vec();
         let found = dims_of(&unit.weight);
         if expected != found {
             return Err(Error::ShapeMismatch {
@@ -754,7 +754,7 @@ impl<'a> Matcher<'a> {
             }
             Ok(Tensor::from_data(TensorData::new(data, [channels]), device))
         };
-        target.conv.weight = Param::from_tensor(Tensor::from_data(
+        target.conv.set_weight_oihw(Tensor::from_data(
             unit.weight.clone().convert::<f32>(),
             device,
         ));
