@@ -16,9 +16,9 @@
 //! this path to.
 
 use burn::nn::BatchNorm;
+use burn::tensor::{Int, Slice, Tensor, TensorData};
 
 use crate::model::conv::Conv;
-use burn::tensor::{Int, Slice, Tensor, TensorData};
 
 /// `[N, C, H, W]` to `[N, H, W, C]`.
 pub(crate) fn to_nhwc(x: Tensor<4>) -> Tensor<4> {
@@ -33,6 +33,7 @@ pub(crate) fn to_nchw(x: Tensor<4>) -> Tensor<4> {
 /// `conv(x)` for channels-last `x`, as one matrix product over the batch.
 pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
     let [n, h, w, c] = x.dims();
+    debug_assert_eq!(c, conv.channels()[0], "checked by the caller's shapes");
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let [ph, pw] = conv.padding;
