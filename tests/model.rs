@@ -287,7 +287,8 @@ fn max_relative(got: &[f32], want: &[f32]) -> f32 {
 
 /// The channels-last fast path (one matrix product per convolution over the batch, BatchNorm
 /// per column) against Burn's own `conv2d` + `BatchNorm`, for every kind of unit a ResNet50 has
-/// (7x7 stride 2, 1x1, 3x3, 3x3 stride 2, 1x1 stride 2 shortcut), with BatchNorm in inference
+/// (7x7 stride 2, 1x1, 3x3, 3x3 stride 2, 1x1 stride 2 shortcut, 3x3 on the 1x1 and 2x2 maps of
+/// the last stages at 32x32), with BatchNorm in inference
 /// and in training mode: outputs, gradients of input, weight, gamma and beta, and updated
 /// statistics, on ndarray and flex.
 #[test]
@@ -310,6 +311,15 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
                 ("1x1 after", stage2.convs[2].clone(), 8, 4),
                 ("shortcut 1x1/2", stage2.shortcut.clone().unwrap(), 16, 8),
                 ("3x3", model.stages[0].blocks[1].convs[1].clone(), 4, 8),
+                // On a 1x1 map only the centre tap sees a pixel: the fast path multiplies it
+                // alone.
+                (
+                    "3x3 on 1x1",
+                    model.stages[0].blocks[1].convs[1].clone(),
+                    4,
+                    1,
+                ),
+                ("3x3/2 on 2x2", stage2.convs[1].clone(), 8, 2),
             ]
         };
         let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
