@@ -199,8 +199,50 @@ fn md5_of(path: &Path) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Held by the tests that search the default places (the cache, `~/.keras`): one of them points
+/// `HOME` and the cache at folders holding CIFAR-10, which the others must not find meanwhile.
+static SEARCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn search_lock() -> std::sync::MutexGuard<'static, ()> {
+    SEARCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets environment variables until dropped, then puts the old values back.
+struct EnvVars(Vec<(&'static str, Option<std::ffi::OsString>)>);
+
+impl EnvVars {
+    fn set(vars: &[(&'static str, &Path)]) -> Self {
+        let old = vars
+            .iter()
+            .map(|(name, _)| (*name, std::env::var_os(name)))
+            .collect();
+        for (name, value) in vars {
+            // SAFETY: the tests that read these variables hold `search_lock()` meanwhile.
+            unsafe { std::env::set_var(name, value) };
+        }
+        Self(old)
+    }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for (name, value) in &self.0 {
+            // SAFETY: as in `set`.
+            unsafe {
+                match value {
+                    Some(v) => std::env::set_var(name, v),
+                    None => std::env::remove_var(name),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn download_verifies_writes_atomically_and_reads() {
+    let _search = search_lock();
     let archive = fixtures().join("cifar-10-binary.tar.gz");
     let (url, server) = serve(std::fs::read(&archive).unwrap(), 200, 2);
     let tmp = tempfile::tempdir().unwrap();
@@ -276,14 +318,13 @@ fn failed_download_names_the_destination() {
 
 #[test]
 fn finds_what_keras_downloaded_and_says_where_to_put_it_offline() {
+    let _search = search_lock();
     let home = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    // SAFETY: the only test in this binary that touches the environment; the others name their
-    // folder explicitly, which find_or_download searches first.
-    unsafe {
-        std::env::set_var("HOME", home.path());
-        std::env::set_var("RESNET_TRANSFER_CACHE", cache.path());
-    }
+    let _env = EnvVars::set(&[
+        ("HOME", home.path()),
+        ("RESNET_TRANSFER_CACHE", cache.path()),
+    ]);
     let err = Cifar10::find_or_download(None, None).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::NotFound { .. }), "{message}");
