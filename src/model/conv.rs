@@ -65,8 +65,7 @@ impl Conv {
 
     /// The weight in Burn's, PyTorch's and ONNX's layout, `[C_out, C_in, kh, kw]`.
     pub fn weight_oihw(&self) -> Tensor<4> {
-        let [c_in, c_out] = self.channels();
-        let [kh, kw] = self.kernel;
+        let [c_out, c_in, kh, kw] = self.dims_oihw();
         self.weight
             .val()
             .reshape([kh, kw, c_in, c_out])

@@ -15,9 +15,9 @@
 //! Burn's own `conv2d` and `BatchNorm` in channels-first layout: the reference the tests hold
 //! this path to.
 
-use burn::nn::BatchNorm;
 use std::ops::Range;
 
+use burn::nn::BatchNorm;
 use burn::tensor::{Int, Slice, Tensor, TensorData};
 
 use crate::model::conv::Conv;
