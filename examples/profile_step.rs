@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example profile_step -- --backend flex --steps 5
 //! cargo run --release --example profile_step -- --frozen        # head-only step (phase 1)
+//! cargo run --release --example profile_step -- --infer         # inference, no autodiff
 //! ```
 //!
 //! A step is timed to the end of the optimizer, whose output is read back, so lazy backends
@@ -10,6 +11,7 @@
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Distribution, Int, Tensor};
@@ -38,12 +40,18 @@ struct Args {
     /// Freeze the backbone (the head-only step of phase 1).
     #[arg(long)]
     frozen: bool,
+    /// Time inference (the model in inference mode, no autodiff) instead of a training step.
+    #[arg(long, conflicts_with = "frozen")]
+    infer: bool,
 }
 
 fn main() -> resnet_transfer::Result<()> {
     resnet_transfer::device::tune_host_allocator();
     let args = Args::parse();
     let kind: BackendKind = args.backend.parse()?;
+    if args.infer {
+        return infer(kind, &args);
+    }
     let device = kind.device()?.autodiff();
     let mut model = ResNetConfig::new(args.depth)
         .with_num_classes(Some(10))
@@ -94,6 +102,40 @@ fn main() -> resnet_transfer::Result<()> {
             ""
         },
         args.batch as f64 * 1e3 / total,
+    );
+    Ok(())
+}
+
+/// Times `forward` of the model in inference mode, read back to the host.
+fn infer(kind: BackendKind, args: &Args) -> resnet_transfer::Result<()> {
+    let device = kind.device()?;
+    let model = ResNetConfig::new(args.depth)
+        .with_num_classes(Some(10))
+        .init(&device)?
+        .valid();
+    let images = Tensor::<4>::random(
+        [args.batch, 3, args.size, args.size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let mut times = Vec::with_capacity(args.steps);
+    for step in 0..=args.steps {
+        let start = Instant::now();
+        let _ = model.forward(images.clone()).into_data();
+        if step > 0 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "{} ResNet{} {}x{} batch {} inference: median {median:.0} ms ({:.1} img/s)",
+        kind,
+        args.depth,
+        args.size,
+        args.size,
+        args.batch,
+        args.batch as f64 * 1e3 / median,
     );
     Ok(())
 }
