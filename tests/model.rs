@@ -470,3 +470,80 @@ fn blocks_match_burns_layers_in_inference_and_when_frozen() {
         }
     }
 }
+
+/// The stem channels-last (windows of the padded images times the weight matrix, BatchNorm per
+/// column, ReLU, the pool as the maximum of shifted views) against Burn's `conv2d`, `BatchNorm`
+/// and `max_pool2d`: in inference, frozen, and learning in training mode (output, gradients of
+/// the weight, gamma and beta, updated statistics), on ndarray and flex.
+#[test]
+fn stem_matches_burns_layers() {
+    let _rng = seeded(8);
+    for name in ["ndarray", "flex"] {
+        let device = resnet_transfer::device::device(name).unwrap().autodiff();
+        let model = (0..3).fold(narrow_model(&device), |m, _| train_step(m, &device));
+        let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
+        // Odd and even sides: the pool's last window covers padding on one side only.
+        for size in [32, 17, 8] {
+            let images =
+                Tensor::<4>::random([3, 3, size, size], Distribution::Normal(0.0, 1.0), &device);
+            let valid = model.clone().valid();
+            let inner = images.clone().inner();
+            let want = valid.stem.forward(inner.clone());
+            assert!(floats(want.clone()).iter().any(|v| *v > 0.0));
+            let err = max_relative(&floats(nchw(valid.stem.forward_nhwc(inner))), &floats(want));
+            assert!(err < 1e-5, "{name} {size}x{size}, inference: {err}");
+
+            let frozen = model.clone().freeze_backbone();
+            let want = floats(frozen.stem.forward(images.clone()));
+            let got = floats(nchw(frozen.stem.forward_nhwc(images.clone())));
+            let err = max_relative(&got, &want);
+            assert!(err < 1e-5, "{name} {size}x{size}, frozen: {err}");
+
+            // Training mode. Each run moves the shared running statistics once (see
+            // channels_last_units_match_burns_conv_and_batch_norm), so the second run's
+            // statistics are compared as increments.
+            let stem = &model.stem;
+            let weights = Tensor::<4>::random(
+                stem.forward(images.clone()).dims(),
+                Distribution::Default,
+                &device,
+            );
+            let run = |fast: bool| {
+                let y = if fast {
+                    nchw(stem.forward_nhwc(images.clone()))
+                } else {
+                    stem.forward(images.clone())
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                let unit = &stem.conv;
+                [
+                    floats(y.inner()),
+                    floats(unit.conv.weight.grad(&grads).unwrap()),
+                    floats(unit.bn.gamma.grad(&grads).unwrap()),
+                    floats(unit.bn.beta.grad(&grads).unwrap()),
+                ]
+            };
+            let mean = || floats(stem.conv.bn.running_mean.value_sync().inner());
+            let m0 = mean();
+            let want = run(false);
+            let m1 = mean();
+            let got = run(true);
+            let m2 = mean();
+            for (part, (g, w)) in ["output", "weight grad", "gamma grad", "beta grad"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                let err = max_relative(g, w);
+                assert!(err < 1e-4, "{name} {size}x{size}, training, {part}: {err}");
+            }
+            let keep = 1.0 - stem.conv.bn.momentum as f32;
+            let expected: Vec<f32> = m0
+                .iter()
+                .zip(&m1)
+                .map(|(a, b)| keep * b + (b - keep * a))
+                .collect();
+            let err = max_relative(&m2, &expected);
+            assert!(err < 1e-4, "{name} {size}x{size}, running mean: {err}");
+        }
+    }
+}

@@ -157,9 +157,18 @@ impl Stem {
         }
     }
 
-    /// Applies the stem to `[N, 3, H, W]` images.
+    /// Applies the stem to `[N, 3, H, W]` images through Burn's own `conv2d`, `BatchNorm` and
+    /// `max_pool2d`: the plain reference [`forward_nhwc`](Self::forward_nhwc) is tested against.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool.forward(relu(self.conv.forward(x)))
+    }
+
+    /// Applies the stem to `[N, 3, H, W]` images, giving channels-last `[N, H', W', C]`: the
+    /// convolution as one matrix product over the batch, the pool as the maximum of shifted
+    /// views (the same numbers as [`forward`](Self::forward), in the layout the stages take).
+    pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = relu(self.conv.forward_nhwc(nhwc::to_nhwc(x)));
+        nhwc::max_pool_non_negative(&self.pool, x)
     }
 }
 

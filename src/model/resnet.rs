@@ -7,7 +7,6 @@ use burn::tensor::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::model::block::{Block, Head, Stage, Stem};
 use crate::model::config::{Pooling, ResNetConfig};
-use crate::model::nhwc;
 
 /// What BatchNorm layers do while their parameters learn.
 ///
@@ -114,9 +113,8 @@ impl ResNet {
     /// The pooled embedding `[N, C]` (C = 2048 for a ResNet50): the backbone's output, for linear
     /// probes and for caching features while the backbone is frozen.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        // The stem runs channels-first (3 input channels: Burn's conv is as fast there); the
-        // stages run channels-last, where every convolution is one product over the batch.
-        let x = nhwc::to_nhwc(self.stem.forward(images));
+        // Channels-last from the stem on: every convolution is one product over the batch.
+        let x = self.stem.forward_nhwc(images);
         let x = self.stages.iter().fold(x, |x, stage| stage.forward_nhwc(x));
         pool(x, self.pooling)
     }
