@@ -3,13 +3,15 @@
 //!
 //! `cargo bench --bench model` reports images per second under the ids
 //! `model/<backend>/<infer|train|head>`. `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends
-//! (default: the compiled CPU backends).
+//! (default: the compiled CPU backends). Each iteration runs on a worker of the CPU backends'
+//! thread pool, as the crate's own training and inference loops do (`device::on_pool_worker`).
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use resnet_transfer::device::on_pool_worker;
 use resnet_transfer::train::FusedAdamConfig;
 use resnet_transfer::{BackendKind, ResNet, ResNetConfig};
 
@@ -52,12 +54,14 @@ fn train_loop(
     let mut slot = Some(model);
     c.bench_function(id, |b| {
         b.iter(|| {
-            let model = slot
-                .take()
-                .expect("the model is handed back every iteration");
-            let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            slot = Some(optim.step(1e-3, model, grads));
+            on_pool_worker(|| {
+                let model = slot
+                    .take()
+                    .expect("the model is handed back every iteration");
+                let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                slot = Some(optim.step(1e-3, model, grads));
+            })
         })
     });
 }
@@ -73,7 +77,7 @@ fn model_bench(c: &mut Criterion) {
         let model = ResNetConfig::resnet50(10).init(&device).unwrap().valid();
         let (images, _) = batch(&device);
         group.bench_function(format!("{kind}/infer"), |b| {
-            b.iter(|| model.forward(images.clone()).into_data())
+            b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
         });
 
         let train = device.autodiff();

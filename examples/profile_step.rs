@@ -48,9 +48,14 @@ struct Args {
 fn main() -> resnet_transfer::Result<()> {
     resnet_transfer::device::tune_host_allocator();
     let args = Args::parse();
+    // As the crate's own loops do: on a worker of the CPU backends' thread pool.
+    resnet_transfer::device::on_pool_worker(|| run(&args))
+}
+
+fn run(args: &Args) -> resnet_transfer::Result<()> {
     let kind: BackendKind = args.backend.parse()?;
     if args.infer {
-        return infer(kind, &args);
+        return infer(kind, args);
     }
     let device = kind.device()?.autodiff();
     let mut model = ResNetConfig::new(args.depth)

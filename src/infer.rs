@@ -90,7 +90,7 @@ impl Classifier {
         }
         let n = images.len();
         let x = Tensor::<4>::from_data(TensorData::new(data, [n, 3, side, side]), &self.device);
-        let logits = self.model.try_forward(x)?;
+        let logits = crate::device::on_pool_worker(|| self.model.try_forward(x))?;
         let classes = logits.dims()[1];
         let probs = softmax(logits.clone(), 1)
             .into_data()

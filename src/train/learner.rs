@@ -97,7 +97,20 @@ impl TwoPhase {
     /// Trains `model` (with its new head) on `train`, validating on `valid` after every epoch.
     /// `device` must have autodiff. With a run folder, a checkpoint is written after every
     /// epoch, and a run found there is resumed from its last finished epoch.
+    ///
+    /// The loop runs on a worker of the CPU backends' thread pool
+    /// ([`on_pool_worker`](crate::device::on_pool_worker)).
     pub fn fit(
+        &self,
+        model: ResNet,
+        train: &ImageSet,
+        valid: &ImageSet,
+        device: &Device,
+    ) -> Result<(ResNet, History)> {
+        crate::device::on_pool_worker(|| self.fit_on_this_thread(model, train, valid, device))
+    }
+
+    fn fit_on_this_thread(
         &self,
         model: ResNet,
         train: &ImageSet,
@@ -273,11 +286,13 @@ impl TwoPhase {
             ..self.batcher
         };
         let inner = device.clone().inner();
-        let chunks: Vec<Tensor<2>> =
-            epoch_batches(set, &plain, self.config.batch_size, None, &inner)
-                .map(|b| inference.features(b.images))
-                .collect();
-        Tensor::cat(chunks, 0).autodiff()
+        crate::device::on_pool_worker(|| {
+            let chunks: Vec<Tensor<2>> =
+                epoch_batches(set, &plain, self.config.batch_size, None, &inner)
+                    .map(|b| inference.features(b.images))
+                    .collect();
+            Tensor::cat(chunks, 0).autodiff()
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

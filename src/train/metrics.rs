@@ -67,8 +67,19 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `model` (in inference mode) on `set`.
+/// Evaluates `model` (in inference mode) on `set`, on a worker of the CPU backends' thread
+/// pool ([`on_pool_worker`](crate::device::on_pool_worker)).
 pub fn evaluate(
+    model: &ResNet,
+    set: &ImageSet,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Evaluation {
+    crate::device::on_pool_worker(|| evaluate_here(model, set, batcher, batch_size, device))
+}
+
+fn evaluate_here(
     model: &ResNet,
     set: &ImageSet,
     batcher: &ImageBatcher,
