@@ -89,7 +89,7 @@ impl Conv {
     }
 
     /// Applies the convolution to `[N, C, H, W]` through Burn's own `conv2d`: the reference the
-    /// channels-last path is tested against, and the stem's path (3 input channels).
+    /// channels-last path is tested against.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new(self.stride, self.padding, [1, 1], 1);
         conv2d(
