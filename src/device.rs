@@ -155,8 +155,9 @@ pub fn training_device(name: &str) -> Result<Device> {
 /// instead of 25 (measured in alternating runs on README's machine). The microkernel does the
 /// same multiply-adds in the same order either way, so results are bit for bit the same.
 ///
-/// [`BackendKind::device`] calls this for flex; it sets `gemm`'s process-wide thresholds, which
-/// affect only how fast products run.
+/// [`BackendKind::device`] calls this for flex, and [`ResNetConfig::init`](crate::ResNetConfig::init)
+/// for any device; it sets `gemm`'s process-wide thresholds, which affect only how fast products
+/// run.
 #[cfg(feature = "flex")]
 pub fn pack_skinny_products() {
     gemm::set_lhs_packing_threshold_single_thread(1);
