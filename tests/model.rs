@@ -156,6 +156,14 @@ fn narrow_model(device: &Device) -> ResNet {
         .unwrap()
 }
 
+/// A narrow model on `backend`'s training device after a few steps at a large rate, so that its
+/// BatchNorm statistics, gammas and betas are not the trivial ones.
+fn trained_narrow_model(backend: &str) -> (Device, ResNet) {
+    let device = resnet_transfer::device::device(backend).unwrap().autodiff();
+    let model = (0..3).fold(narrow_model(&device), |m, _| train_step(m, &device));
+    (device, model)
+}
+
 /// Which entries of the snapshot changed, by name prefix.
 fn changed(before: &[(String, Vec<f32>)], after: &[(String, Vec<f32>)]) -> Vec<String> {
     before
@@ -295,10 +303,7 @@ fn max_relative(got: &[f32], want: &[f32]) -> f32 {
 fn channels_last_units_match_burns_conv_and_batch_norm() {
     let _rng = seeded(6);
     for backend in ["ndarray", "flex"] {
-        let device = resnet_transfer::device::device(backend).unwrap().autodiff();
-        let model = narrow_model(&device);
-        // Non-trivial statistics, gammas and betas: a few training steps with a large rate.
-        let model = (0..3).fold(model, |m, _| train_step(m, &device));
+        let (device, model) = trained_narrow_model(backend);
         // The same units with BatchNorm in inference mode while the convolutions learn (Keras's
         // fine-tuning): running statistics, but gradients through them.
         let keras = model.clone().unfreeze_all(BatchNormMode::Inference);
@@ -439,8 +444,7 @@ fn blocks_match_burns_layers_in_inference_and_when_frozen() {
     // Inference and the frozen backbone of phase 1, channels-last, against Burn's conv2d,
     // BatchNorm and relu composed channels-first.
     for name in ["ndarray", "flex"] {
-        let device = resnet_transfer::device::device(name).unwrap().autodiff();
-        let model = (0..3).fold(narrow_model(&device), |m, _| train_step(m, &device));
+        let (device, model) = trained_narrow_model(name);
         let frozen = model.clone().freeze_backbone();
         let valid = model.valid();
         let cases = [
@@ -479,8 +483,7 @@ fn blocks_match_burns_layers_in_inference_and_when_frozen() {
 fn stem_matches_burns_layers() {
     let _rng = seeded(8);
     for name in ["ndarray", "flex"] {
-        let device = resnet_transfer::device::device(name).unwrap().autodiff();
-        let model = (0..3).fold(narrow_model(&device), |m, _| train_step(m, &device));
+        let (device, model) = trained_narrow_model(name);
         let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
         // Odd and even sides: the pool's last window covers padding on one side only.
         for size in [32, 17, 8] {
