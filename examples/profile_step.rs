@@ -43,6 +43,9 @@ struct Args {
     /// Time inference (the model in inference mode, no autodiff) instead of a training step.
     #[arg(long, conflicts_with = "frozen")]
     infer: bool,
+    /// With `--infer`: time the folded model (`ResNet::fused`) instead of the module.
+    #[arg(long, requires = "infer")]
+    fused: bool,
 }
 
 fn main() -> resnet_transfer::Result<()> {
@@ -123,10 +126,14 @@ fn infer(kind: BackendKind, args: &Args) -> resnet_transfer::Result<()> {
         Distribution::Normal(0.0, 1.0),
         &device,
     );
+    let fused = args.fused.then(|| model.fused()).transpose()?;
     let mut times = Vec::with_capacity(args.steps);
     for step in 0..=args.steps {
         let start = Instant::now();
-        let _ = model.forward(images.clone()).into_data();
+        let _ = match &fused {
+            Some(fused) => fused.forward(images.clone())?.into_data(),
+            None => model.forward(images.clone()).into_data(),
+        };
         if step > 0 {
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
@@ -134,12 +141,13 @@ fn infer(kind: BackendKind, args: &Args) -> resnet_transfer::Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
-        "{} ResNet{} {}x{} batch {} inference: median {median:.0} ms ({:.1} img/s)",
+        "{} ResNet{} {}x{} batch {} inference{}: median {median:.0} ms ({:.1} img/s)",
         kind,
         args.depth,
         args.size,
         args.size,
         args.batch,
+        if args.fused { " (fused)" } else { "" },
         args.batch as f64 * 1e3 / median,
     );
     Ok(())

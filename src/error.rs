@@ -148,6 +148,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A tensor whose values cannot be read the way they are needed.
+    #[error("tensor `{tensor}`: {reason}")]
+    BadTensor {
+        /// The tensor at fault (a parameter's path in the model, or `images`).
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -6,7 +6,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use resnet_transfer::model::{Block, ConvBn, DEPTHS, ResNet};
+use resnet_transfer::model::{Block, ConvBn, DEPTHS, Pooling, ResNet};
 use resnet_transfer::{BatchNormMode, Device, Error, ResNetConfig};
 
 fn cpu() -> Device {
@@ -548,5 +548,60 @@ fn stem_matches_burns_layers() {
             let err = max_relative(&m2, &expected);
             assert!(err < 1e-4, "{name} {size}x{size}, running mean: {err}");
         }
+    }
+}
+
+/// The folded inference path (`ResNet::fused`: BatchNorm in the weights, one product and one
+/// epilogue per convolution, on host buffers) against the module in inference mode, for
+/// bottleneck and basic blocks, Keras's layout (convolution biases, stride in the first 1x1)
+/// and max pooling, at sizes whose maps end at 1x1 and at odd sizes whose padding differs, on
+/// ndarray and flex.
+#[test]
+fn fused_model_matches_the_module() {
+    let _rng = seeded(11);
+    for backend in ["ndarray", "flex"] {
+        let device = resnet_transfer::device::device(backend).unwrap().autodiff();
+        let configs = [
+            ("resnet50", ResNetConfig::resnet50(4)),
+            (
+                "keras resnet50, max pooling",
+                ResNetConfig::keras_resnet50(4).with_pooling(Pooling::Max),
+            ),
+            ("resnet18", ResNetConfig::resnet18(4)),
+        ];
+        for (name, config) in configs {
+            let model = config
+                .with_width(4)
+                .with_dropout(0.0)
+                .init(&device)
+                .unwrap();
+            // Steps at a large rate: BatchNorm statistics, gammas and betas not the trivial ones.
+            let model = (0..2).fold(model, |m, _| train_step(m, &device)).valid();
+            let fused = model.fused().unwrap();
+            for size in [32, 17, 8] {
+                let images = Tensor::<4>::random(
+                    [3, 3, size, size],
+                    Distribution::Normal(0.0, 1.0),
+                    &model.stem.conv.conv.weight.device(),
+                );
+                let want = floats(model.features(images.clone()));
+                let got = floats(fused.features(images.clone()).unwrap());
+                let err = max_relative(&got, &want);
+                assert!(err < 1e-5, "{backend} {name} at {size}, features: {err}");
+                let want = floats(model.forward(images.clone()));
+                let got = floats(fused.forward(images).unwrap());
+                let err = max_relative(&got, &want);
+                assert!(err < 1e-5, "{backend} {name} at {size}, logits: {err}");
+            }
+        }
+    }
+    let model = narrow_model(&cpu());
+    let grey = Tensor::<4>::zeros([1, 1, 32, 32], &cpu());
+    match model.fused().unwrap().forward(grey) {
+        Err(Error::ShapeMismatch { tensor, found, .. }) => {
+            assert_eq!(tensor, "images");
+            assert_eq!(found, vec![1, 1, 32, 32]);
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
     }
 }

@@ -3,10 +3,12 @@
 mod block;
 mod config;
 mod conv;
+mod fused;
 mod nhwc;
 mod resnet;
 
 pub use block::{Block, ConvBn, Head, Stage, Stem};
 pub use config::{BlockKind, DEPTHS, Pooling, ResNetConfig, StridePlacement};
 pub use conv::Conv;
+pub use fused::FusedResNet;
 pub use resnet::{BatchNormMode, ParamCounts, ResNet};

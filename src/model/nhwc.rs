@@ -135,7 +135,13 @@ fn im2col_windows(
 }
 
 /// The kernel taps along one axis that fall inside the input for at least one output position.
-fn tap_range(size: usize, kernel: usize, stride: usize, pad: usize, out: usize) -> Range<usize> {
+pub(crate) fn tap_range(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    out: usize,
+) -> Range<usize> {
     let inside =
         |k: usize| (0..out).any(|o| (o * stride + k).checked_sub(pad).is_some_and(|i| i < size));
     let first = (0..kernel).find(|&k| inside(k)).unwrap_or(0);

@@ -212,7 +212,7 @@ impl ResNet {
     }
 }
 
-fn check_images(images: &Tensor<4>) -> Result<()> {
+pub(crate) fn check_images(images: &Tensor<4>) -> Result<()> {
     let dims = images.dims();
     if dims[1] != 3 || dims[0] == 0 || dims[2] == 0 || dims[3] == 0 {
         return Err(Error::ShapeMismatch {

@@ -1,0 +1,492 @@
+//! A ResNet prepared for inference on the CPU: BatchNorm folded into the convolutions' weights,
+//! and each convolution one matrix product followed by one pass that adds the shift (and the
+//! shortcut) and applies the ReLU.
+//!
+//! Why: the module's own channels-last path is plain Burn tensor operations, so on a CPU backend
+//! every BatchNorm, ReLU and residual sum is a separate pass over the activations with its own
+//! output allocation, and every im2col first copies the whole input beside a zero row before
+//! gathering from it. Profiled at 32x32 (batch 32, flex), that was about a third of an inference
+//! beside the products themselves. Here the weights are folded and laid out once, in
+//! [`ResNet::fused`], and a forward runs on plain buffers: im2col straight from the input, the
+//! product (the same `gemm` crate flex multiplies with), one fused epilogue. onnxruntime does the
+//! same to an exported ResNet when it builds its session.
+//!
+//! The numbers are the module's own up to float rounding (the scale is applied to the weight
+//! before the sum rather than after it); `tests/model.rs` holds the two together on every CPU
+//! backend. It computes on the host whatever the device, so it only pays on CPU backends: on a GPU
+//! use [`ResNet::forward`].
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::block::{ConvBn, Head};
+use crate::model::config::Pooling;
+use crate::model::nhwc::tap_range;
+use crate::model::resnet::{ResNet, check_images};
+
+/// A [`ResNet`] folded for inference on the CPU: see the [module docs](self). Built by
+/// [`ResNet::fused`]; a snapshot, so a model that learns on needs a new one.
+///
+/// ```
+/// use resnet_transfer::{Device, ResNetConfig};
+/// use burn::tensor::{Distribution, Tensor};
+///
+/// let device = Device::default();
+/// let model = ResNetConfig::resnet18(10).with_width(8).init(&device).unwrap();
+/// let fused = model.fused().unwrap();
+/// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
+/// let logits = fused.forward(images.clone()).unwrap();
+/// let reference = model.forward(images);
+/// assert_eq!(logits.dims(), [2, 10]);
+/// let gap = (logits - reference).abs().max().into_scalar::<f32>();
+/// assert!(gap < 1e-3, "{gap}");
+/// ```
+#[derive(Debug, Clone)]
+pub struct FusedResNet {
+    stem: FusedConv,
+    pool: MaxPool,
+    blocks: Vec<FusedBlock>,
+    pooling: Pooling,
+    head: Option<Head>,
+}
+
+/// A convolution with its BatchNorm folded in: `y = im2col(x) · weight + shift`.
+#[derive(Debug, Clone)]
+struct FusedConv {
+    /// `[kh·kw·C_in, C_out]`, row-major, each column scaled by its BatchNorm's `γ/√(σ²+ε)`.
+    weight: Vec<f32>,
+    /// `[C_out]`: `β + (bias − μ)·γ/√(σ²+ε)`.
+    shift: Vec<f32>,
+    channels: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+#[derive(Debug, Clone)]
+struct FusedBlock {
+    convs: Vec<FusedConv>,
+    shortcut: Option<FusedConv>,
+}
+
+/// The stem's max pool: kernel, stride and padding `[top, left, bottom, right]`.
+#[derive(Debug, Clone, Copy)]
+struct MaxPool {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+}
+
+/// Channels-last activations `[N, H, W, C]` in one buffer.
+struct Maps {
+    data: Vec<f32>,
+    dims: [usize; 4],
+}
+
+/// Below this many multiply-adds a product runs on one thread (flex's own threshold).
+const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+/// Below this many values an elementwise pass runs on one thread.
+const PARALLEL_VALUES: usize = 1 << 15;
+
+impl ResNet {
+    /// This model folded for fast inference on the CPU: see [`FusedResNet`]. Reads every weight
+    /// once (tens of milliseconds for a ResNet50); later changes to the model do not reach it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTensor`] if a weight cannot be read as `f32`, and
+    /// [`Error::InvalidConfig`] for a stem pool it cannot run (`Same` padding, dilation or ceil
+    /// mode, which no ResNet this crate builds has).
+    pub fn fused(&self) -> Result<FusedResNet> {
+        let pool = &self.stem.pool;
+        let pads = match pool.padding {
+            PaddingConfig2d::Valid => [0; 4],
+            PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+            PaddingConfig2d::Same => {
+                return Err(Error::invalid_config(
+                    "stem.pool.padding",
+                    "explicit or valid padding",
+                    "Same",
+                ));
+            }
+        };
+        if pool.dilation != [1, 1] || pool.ceil_mode {
+            return Err(Error::invalid_config(
+                "stem.pool",
+                "no dilation and no ceil mode",
+                format!("dilation {:?}, ceil mode {}", pool.dilation, pool.ceil_mode),
+            ));
+        }
+        let blocks = self
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(s, stage)| stage.blocks.iter().enumerate().map(move |(b, x)| (s, b, x)))
+            .map(|(s, b, block)| {
+                let name = |part: &str| format!("stages.{s}.blocks.{b}.{part}");
+                Ok(FusedBlock {
+                    convs: (block.convs.iter().enumerate())
+                        .map(|(i, unit)| FusedConv::fold(unit, &name(&format!("convs.{i}"))))
+                        .collect::<Result<_>>()?,
+                    shortcut: (block.shortcut.as_ref())
+                        .map(|unit| FusedConv::fold(unit, &name("shortcut")))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(FusedResNet {
+            stem: FusedConv::fold(&self.stem.conv, "stem.conv")?,
+            pool: MaxPool {
+                kernel: pool.kernel_size,
+                stride: pool.stride,
+                pads,
+            },
+            blocks,
+            pooling: self.pooling,
+            head: self.head.clone(),
+        })
+    }
+}
+
+impl FusedResNet {
+    /// Logits `[N, classes]` for images `[N, 3, H, W]` (the pooled features when there is no
+    /// head), on the images' device: [`ResNet::forward`] in inference mode.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] if the images are not `[N, 3, H, W]` with every size at least 1,
+    /// [`Error::BadTensor`] if they cannot be read as `f32`.
+    pub fn forward(&self, images: Tensor<4>) -> Result<Tensor<2>> {
+        let features = self.features(images)?;
+        Ok(match &self.head {
+            // Dropout is the identity in inference.
+            Some(head) => head.linear.forward(features),
+            None => features,
+        })
+    }
+
+    /// The pooled features `[N, C]` for images `[N, 3, H, W]`, on the images' device:
+    /// [`ResNet::features`] in inference mode.
+    ///
+    /// # Errors
+    ///
+    /// As [`forward`](Self::forward).
+    pub fn features(&self, images: Tensor<4>) -> Result<Tensor<2>> {
+        check_images(&images)?;
+        let device = images.device();
+        let [n, c, h, w] = images.dims();
+        let nchw = host_values(images, "images")?;
+        let mut data = vec![0.0; nchw.len()];
+        data.par_chunks_mut(h * w * c)
+            .zip(nchw.par_chunks(c * h * w))
+            .for_each(|(nhwc, nchw)| {
+                for (p, pixel) in nhwc.chunks_exact_mut(c).enumerate() {
+                    for (ch, value) in pixel.iter_mut().enumerate() {
+                        *value = nchw[ch * h * w + p];
+                    }
+                }
+            });
+        let x = Maps {
+            data,
+            dims: [n, h, w, c],
+        };
+        let x = self.stem.forward(&x, None);
+        let x = self.pool.forward(&x);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(&x));
+        let pooled = global_pool(&x, self.pooling);
+        let channels = x.dims[3];
+        Ok(Tensor::from_data(
+            TensorData::new(pooled, [n, channels]),
+            &device,
+        ))
+    }
+}
+
+/// A tensor's values as `f32` on the host.
+fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>> {
+    let data = tensor.try_into_data().map_err(|e| Error::BadTensor {
+        tensor: name.to_string(),
+        reason: format!("cannot be read: {e:?}"),
+    })?;
+    data.try_into_vec_as::<f32>().map_err(|e| Error::BadTensor {
+        tensor: name.to_string(),
+        reason: format!("cannot be read as f32: {e:?}"),
+    })
+}
+
+impl FusedConv {
+    /// Folds a convolution and its BatchNorm (running statistics) into one weight and shift.
+    fn fold(unit: &ConvBn, name: &str) -> Result<Self> {
+        let (conv, bn) = (&unit.conv, &unit.bn);
+        let values = |t: Tensor<1>, part: &str| host_values(t, &format!("{name}.{part}"));
+        let mut weight = host_values(conv.weight.val(), &format!("{name}.weight"))?;
+        let gamma = values(bn.gamma.val(), "bn.gamma")?;
+        let beta = values(bn.beta.val(), "bn.beta")?;
+        let mean = values(bn.running_mean.value(), "bn.running_mean")?;
+        let var = values(bn.running_var.value(), "bn.running_var")?;
+        let channels = conv.channels();
+        let c_out = channels[1];
+        let bias = match &conv.bias {
+            Some(bias) => values(bias.val(), "bias")?,
+            None => vec![0.0; c_out],
+        };
+        let scale: Vec<f32> = (gamma.iter().zip(&var))
+            .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+            .collect();
+        for row in weight.chunks_exact_mut(c_out) {
+            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+        }
+        let shift = (0..c_out)
+            .map(|j| beta[j] + (bias[j] - mean[j]) * scale[j])
+            .collect();
+        Ok(Self {
+            weight,
+            shift,
+            channels,
+            kernel: conv.kernel,
+            stride: conv.stride,
+            padding: conv.padding,
+        })
+    }
+
+    /// `relu(conv(x) + shift [+ residual])`.
+    fn forward(&self, x: &Maps, residual: Option<&Maps>) -> Maps {
+        self.forward_with(x, Epilogue::Relu(residual))
+    }
+
+    fn forward_with(&self, x: &Maps, epilogue: Epilogue) -> Maps {
+        let [n, h, w, c] = x.dims;
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [ph, pw] = self.padding;
+        let [ho, wo] = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let rows = n * ho * wo;
+        // As the module's path does: taps that only ever see padding are left out where the
+        // remaining rows of the weight stay one block.
+        let taps_y = tap_range(h, kh, sh, ph, ho);
+        let taps_x = tap_range(w, kw, sw, pw, wo);
+        let (taps_y, taps_x) = if taps_y.len() == 1 || taps_x.len() == kw {
+            (taps_y, taps_x)
+        } else {
+            (0..kh, 0..kw)
+        };
+        let depth = taps_y.len() * taps_x.len() * c;
+        let first = (taps_y.start * kw + taps_x.start) * c;
+        let weight = &self.weight[first * self.channels[1]..(first + depth) * self.channels[1]];
+        let columns = if depth == c && ph + pw == 0 && sh == 1 && sw == 1 {
+            Cow::Borrowed(&x.data[..])
+        } else {
+            Cow::Owned(im2col(
+                x,
+                [&taps_y, &taps_x],
+                self.stride,
+                self.padding,
+                [ho, wo],
+            ))
+        };
+        let c_out = self.channels[1];
+        let mut out = vec![0.0; rows * c_out];
+        let parallel = rows * depth * c_out >= PARALLEL_PRODUCT;
+        // SAFETY: `columns` holds `rows × depth` values row-major, `weight` `depth × c_out` and
+        // `out` `rows × c_out`, with the strides given; gemm reads and writes only inside them.
+        unsafe {
+            gemm::gemm(
+                rows,
+                c_out,
+                depth,
+                out.as_mut_ptr(),
+                1,
+                c_out as isize,
+                false,
+                columns.as_ptr(),
+                1,
+                depth as isize,
+                weight.as_ptr(),
+                1,
+                c_out as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if parallel {
+                    gemm::Parallelism::Rayon(0)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+        }
+        epilogue.apply(&mut out, &self.shift, rows);
+        Maps {
+            data: out,
+            dims: [n, ho, wo, c_out],
+        }
+    }
+}
+
+/// What follows a product: add the shift, and the shortcut where there is one, then ReLU.
+enum Epilogue<'a> {
+    Relu(Option<&'a Maps>),
+    Linear,
+}
+
+impl Epilogue<'_> {
+    fn apply(&self, out: &mut [f32], shift: &[f32], rows: usize) {
+        let c = shift.len();
+        // About 16 chunks per pass, whole rows each.
+        let per_chunk = rows.div_ceil(16).max(1) * c;
+        let run = |(r, chunk): (usize, &mut [f32])| {
+            let start = r * per_chunk;
+            match self {
+                Epilogue::Relu(None) => {
+                    for row in chunk.chunks_exact_mut(c) {
+                        for (v, s) in row.iter_mut().zip(shift) {
+                            *v = (*v + s).max(0.0);
+                        }
+                    }
+                }
+                Epilogue::Relu(Some(residual)) => {
+                    let residual = &residual.data[start..start + chunk.len()];
+                    for (row, res) in chunk.chunks_exact_mut(c).zip(residual.chunks_exact(c)) {
+                        for ((v, s), r) in row.iter_mut().zip(shift).zip(res) {
+                            *v = (*v + s + r).max(0.0);
+                        }
+                    }
+                }
+                Epilogue::Linear => {
+                    for row in chunk.chunks_exact_mut(c) {
+                        row.iter_mut().zip(shift).for_each(|(v, s)| *v += s);
+                    }
+                }
+            }
+        };
+        if out.len() >= PARALLEL_VALUES {
+            out.par_chunks_mut(per_chunk).enumerate().for_each(run);
+        } else {
+            out.chunks_mut(per_chunk).enumerate().for_each(run);
+        }
+    }
+}
+
+impl FusedBlock {
+    fn forward(&self, x: &Maps) -> Maps {
+        let projected = (self.shortcut.as_ref()).map(|s| s.forward_with(x, Epilogue::Linear));
+        let identity = projected.as_ref().unwrap_or(x);
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let y = inner.iter().fold(None::<Maps>, |y, unit| {
+            Some(unit.forward(y.as_ref().unwrap_or(x), None))
+        });
+        last.forward(y.as_ref().unwrap_or(x), Some(identity))
+    }
+}
+
+/// im2col of channels-last `x`: row `p` holds, for output pixel `p` (row-major over `N, Ho, Wo`),
+/// the input values under each kept tap `(ky, kx)` in that order, `C` channels each, zeros where
+/// a tap falls in the padding.
+fn im2col(
+    x: &Maps,
+    [taps_y, taps_x]: [&Range<usize>; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    [ho, wo]: [usize; 2],
+) -> Vec<f32> {
+    let [_, h, w, c] = x.dims;
+    let row_len = taps_y.len() * taps_x.len() * c;
+    let span = taps_x.len() * c;
+    let mut columns = vec![0.0; x.dims[0] * ho * wo * row_len];
+    columns
+        .par_chunks_mut(ho * wo * row_len)
+        .zip(x.data.par_chunks(h * w * c))
+        .for_each(|(out, image)| {
+            for (p, row) in out.chunks_exact_mut(row_len).enumerate() {
+                let (oy, ox) = (p / wo, p % wo);
+                for (t, ky) in taps_y.clone().enumerate() {
+                    let dst = &mut row[t * span..(t + 1) * span];
+                    let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
+                        continue; // a padding row: zeros, as allocated
+                    };
+                    // The kept taps along x whose input column is inside the image, one
+                    // contiguous run of `C`-value pixels in both the input row and `dst`.
+                    let x0 = ox * sw + taps_x.start; // padded coordinate of the first tap
+                    let first = pw.saturating_sub(x0).min(taps_x.len());
+                    let last = (w + pw).saturating_sub(x0).min(taps_x.len());
+                    if first < last {
+                        let src = (y * w + x0 + first - pw) * c;
+                        dst[first * c..last * c]
+                            .copy_from_slice(&image[src..src + (last - first) * c]);
+                    }
+                }
+            }
+        });
+    columns
+}
+
+impl MaxPool {
+    /// Max pooling of channels-last `x`, padding standing for minus infinity (Burn's rule).
+    fn forward(&self, x: &Maps) -> Maps {
+        let [n, h, w, c] = x.dims;
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [top, left, bottom, right] = self.pads;
+        let ho = (h + top + bottom - kh) / sh + 1;
+        let wo = (w + left + right - kw) / sw + 1;
+        let mut out = vec![f32::NEG_INFINITY; n * ho * wo * c];
+        out.par_chunks_mut(ho * wo * c)
+            .zip(x.data.par_chunks(h * w * c))
+            .for_each(|(out, image)| {
+                for (p, pixel) in out.chunks_exact_mut(c).enumerate() {
+                    let (oy, ox) = (p / wo, p % wo);
+                    for ky in 0..kh {
+                        let Some(y) = (oy * sh + ky).checked_sub(top).filter(|&y| y < h) else {
+                            continue;
+                        };
+                        for kx in 0..kw {
+                            let Some(xx) = (ox * sw + kx).checked_sub(left).filter(|&v| v < w)
+                            else {
+                                continue;
+                            };
+                            let src = &image[(y * w + xx) * c..][..c];
+                            pixel.iter_mut().zip(src).for_each(|(m, v)| *m = m.max(*v));
+                        }
+                    }
+                }
+            });
+        Maps {
+            data: out,
+            dims: [n, ho, wo, c],
+        }
+    }
+}
+
+/// Global average or max pooling of channels-last `x` to `[N, C]`, row-major.
+fn global_pool(x: &Maps, pooling: Pooling) -> Vec<f32> {
+    let [n, h, w, c] = x.dims;
+    let mut out = vec![0.0; n * c];
+    for (pooled, image) in out.chunks_exact_mut(c).zip(x.data.chunks_exact(h * w * c)) {
+        match pooling {
+            Pooling::Average => {
+                for pixel in image.chunks_exact(c) {
+                    pooled.iter_mut().zip(pixel).for_each(|(p, v)| *p += v);
+                }
+                let count = (h * w) as f32;
+                pooled.iter_mut().for_each(|p| *p /= count);
+            }
+            Pooling::Max => {
+                pooled.fill(f32::NEG_INFINITY);
+                for pixel in image.chunks_exact(c) {
+                    pooled
+                        .iter_mut()
+                        .zip(pixel)
+                        .for_each(|(p, v)| *p = p.max(*v));
+                }
+            }
+        }
+    }
+    out
+}
