@@ -555,7 +555,7 @@ fn stem_matches_burns_layers() {
 /// epilogue per convolution, on host buffers) against the module in inference mode, for
 /// bottleneck and basic blocks, Keras's layout (convolution biases, stride in the first 1x1)
 /// and max pooling, at sizes whose maps end at 1x1 and at odd sizes whose padding differs, on
-/// ndarray and flex.
+/// ndarray and flex, a batch shared between threads and one image alone.
 #[test]
 fn fused_model_matches_the_module() {
     let _rng = seeded(11);
@@ -578,9 +578,10 @@ fn fused_model_matches_the_module() {
             // Steps at a large rate: BatchNorm statistics, gammas and betas not the trivial ones.
             let model = (0..2).fold(model, |m, _| train_step(m, &device)).valid();
             let fused = model.fused().unwrap();
-            for size in [32, 17, 8] {
+            // Three images: one share of the batch per thread; one: the products split.
+            for (batch, size) in [(3, 32), (3, 17), (3, 8), (1, 32)] {
                 let images = Tensor::<4>::random(
-                    [3, 3, size, size],
+                    [batch, 3, size, size],
                     Distribution::Normal(0.0, 1.0),
                     &model.stem.conv.conv.weight.device(),
                 );
