@@ -5,6 +5,10 @@
 //! `model/<backend>/<infer|train|head>`. `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends
 //! (default: the compiled CPU backends). Each iteration runs on a worker of the CPU backends'
 //! thread pool, as the crate's own training and inference loops do (`device::on_pool_worker`).
+//!
+//! Inference and the head-only step run as the crate runs them: on the CPU backends the frozen
+//! network is folded (`ResNet::fused`) and the head-only step differentiates the head alone;
+//! `model/<backend>/infer-module` times the module's own forward beside it.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -12,8 +16,9 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use resnet_transfer::device::on_pool_worker;
+use resnet_transfer::model::Head;
 use resnet_transfer::train::FusedAdamConfig;
-use resnet_transfer::{BackendKind, ResNet, ResNetConfig};
+use resnet_transfer::{BackendKind, FusedResNet, ResNet, ResNetConfig};
 
 const BATCH: usize = 32;
 const SIZE: usize = 32;
@@ -66,6 +71,34 @@ fn train_loop(
     });
 }
 
+/// The head-only step of phase 1 as the learner runs it on a CPU backend: the frozen backbone
+/// folded and untracked, the head differentiated and stepped.
+fn head_loop(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: String,
+    model: &ResNet,
+    device: &Device,
+) {
+    let (images, targets) = batch(device);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut optim = FusedAdamConfig::new().init();
+    let backbone: FusedResNet = model.fused().expect("a foldable ResNet");
+    let mut slot: Option<Head> = model.head.clone();
+    c.bench_function(id, |b| {
+        b.iter(|| {
+            on_pool_worker(|| {
+                let head = slot
+                    .take()
+                    .expect("the head is handed back every iteration");
+                let features = backbone.features(images.clone()).expect("images");
+                let loss = loss_fn.forward(head.forward(features), targets.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &head);
+                slot = Some(optim.step(1e-3, head, grads));
+            })
+        })
+    });
+}
+
 fn model_bench(c: &mut Criterion) {
     resnet_transfer::device::tune_host_allocator();
     let mut group = c.benchmark_group("model");
@@ -76,19 +109,27 @@ fn model_bench(c: &mut Criterion) {
         let device = kind.device().expect("a compiled backend");
         let model = ResNetConfig::resnet50(10).init(&device).unwrap().valid();
         let (images, _) = batch(&device);
-        group.bench_function(format!("{kind}/infer"), |b| {
+        let host = resnet_transfer::device::is_host(&device);
+        if host {
+            let fused = model.fused().expect("a foldable ResNet");
+            group.bench_function(format!("{kind}/infer"), |b| {
+                b.iter(|| on_pool_worker(|| fused.forward(images.clone()).unwrap().into_data()))
+            });
+        }
+        let id = format!("{kind}/{}", if host { "infer-module" } else { "infer" });
+        group.bench_function(id, |b| {
             b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
         });
 
         let train = device.autodiff();
         let model = ResNetConfig::resnet50(10).init(&train).unwrap();
         train_loop(&mut group, format!("{kind}/train"), model.clone(), &train);
-        train_loop(
-            &mut group,
-            format!("{kind}/head"),
-            model.freeze_backbone(),
-            &train,
-        );
+        let frozen = model.freeze_backbone();
+        if host {
+            head_loop(&mut group, format!("{kind}/head"), &frozen, &train);
+        } else {
+            train_loop(&mut group, format!("{kind}/head"), frozen, &train);
+        }
     }
     group.finish();
 }

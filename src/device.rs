@@ -155,13 +155,33 @@ pub fn training_device(name: &str) -> Result<Device> {
 /// instead of 25 (measured in alternating runs on README's machine). The microkernel does the
 /// same multiply-adds in the same order either way, so results are bit for bit the same.
 ///
-/// [`BackendKind::device`] calls this for flex, and [`ResNetConfig::init`](crate::ResNetConfig::init)
-/// for any device; it sets `gemm`'s process-wide thresholds, which affect only how fast products
+/// [`BackendKind::device`] calls this for flex, [`ResNetConfig::init`](crate::ResNetConfig::init)
+/// for any device and [`ResNet::fused`](crate::ResNet::fused) for its own products; it sets `gemm`'s process-wide thresholds, which affect only how fast products
 /// run.
-#[cfg(feature = "flex")]
 pub fn pack_skinny_products() {
     gemm::set_lhs_packing_threshold_single_thread(1);
     gemm::set_lhs_packing_threshold_multi_thread(1);
+}
+
+/// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
+/// There [`ResNet::fused`](crate::ResNet::fused) runs inference faster than the module, and the
+/// crate's own inference uses it.
+///
+/// ```
+/// use resnet_transfer::device::{self, BackendKind};
+///
+/// assert!(device::is_host(&BackendKind::default().device().unwrap().autodiff()));
+/// ```
+pub fn is_host(device: &Device) -> bool {
+    use burn::backend::DispatchDevice;
+    match device.clone().inner().as_dispatch() {
+        #[cfg(feature = "flex")]
+        DispatchDevice::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        DispatchDevice::NdArray(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
 }
 
 /// Runs `work` on one of the worker threads of the CPU backends' thread pool (rayon's global
@@ -278,7 +298,6 @@ mod tests {
         drop(block);
     }
 
-    #[cfg(feature = "flex")]
     #[test]
     fn packed_skinny_products_are_bit_for_bit_the_same() {
         // The shape of a stage-4 1x1 convolution at batch 32, its weight rows 4 KiB apart.

@@ -2,13 +2,12 @@
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::{Preprocess, read_image};
 use crate::error::{Error, Result};
-use crate::model::ResNet;
+use crate::model::InferenceModel;
 use crate::weights::SavedModel;
 
 /// One class of a prediction.
@@ -31,10 +30,13 @@ pub struct Prediction {
     pub logits: Vec<f32>,
 }
 
-/// A model ready to classify images: inference mode, its preprocessing, input size and names.
+/// A model ready to classify images: inference mode (folded, [`ResNet::fused`], on the CPU
+/// backends), its preprocessing, input size and names.
+///
+/// [`ResNet::fused`]: crate::ResNet::fused
 #[derive(Debug, Clone)]
 pub struct Classifier {
-    model: ResNet,
+    model: InferenceModel,
     /// The preprocessing applied to every image.
     pub preprocess: Preprocess,
     /// Images are resized to this square side.
@@ -56,7 +58,7 @@ impl Classifier {
             default_names(classes)
         };
         Self {
-            model: saved.model.valid(),
+            model: InferenceModel::new(&saved.model, device),
             preprocess: saved.card.preprocess,
             input_size: saved.card.input_size,
             class_names,

@@ -33,4 +33,4 @@ pub use burn::tensor::Device;
 pub use device::BackendKind;
 pub use error::{Error, Result};
 pub use infer::{Classifier, Prediction};
-pub use model::{BatchNormMode, ResNet, ResNetConfig};
+pub use model::{BatchNormMode, FusedResNet, ResNet, ResNetConfig};

@@ -205,12 +205,10 @@ impl ResNetConfig {
     /// Parameters are initialized lazily (Kaiming uniform for convolutions, as Burn does), so
     /// building a full-size model only to load weights into it costs little.
     ///
-    /// With the `flex` feature this also applies
-    /// [`pack_skinny_products`](crate::device::pack_skinny_products), whichever way `device` was
-    /// made: the same numbers, faster.
+    /// This also applies [`pack_skinny_products`](crate::device::pack_skinny_products), whichever
+    /// way `device` was made: the same numbers, faster.
     pub fn init(&self, device: &Device) -> Result<ResNet> {
         self.validate()?;
-        #[cfg(feature = "flex")]
         crate::device::pack_skinny_products();
         Ok(ResNet::new(self, device))
     }

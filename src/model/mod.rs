@@ -11,4 +11,5 @@ pub use block::{Block, ConvBn, Head, Stage, Stem};
 pub use config::{BlockKind, DEPTHS, Pooling, ResNetConfig, StridePlacement};
 pub use conv::Conv;
 pub use fused::FusedResNet;
+pub(crate) use fused::InferenceModel;
 pub use resnet::{BatchNormMode, ParamCounts, ResNet};

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::download::write_atomic;
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
-use crate::model::{BatchNormMode, Head, ResNet};
+use crate::model::{BatchNormMode, FusedResNet, Head, InferenceModel, ResNet};
 use crate::train::adam::FusedAdamConfig;
 use crate::train::config::{TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
@@ -204,8 +204,21 @@ impl TwoPhase {
                     head_eval(&head, valid_f, valid.labels(), config.batch_size, device);
                 model.head = Some(head);
             } else {
-                (model, train_loss, train_accuracy) =
-                    self.full_epoch(model, &mut optim, train, shuffle, lr, epoch, device);
+                // In phase 1 the whole backbone is frozen: on a CPU backend its forward runs
+                // folded, untracked, and only the head is differentiated.
+                let frozen = (phase1 && crate::device::is_host(device))
+                    .then(|| model.fused().ok())
+                    .flatten();
+                (model, train_loss, train_accuracy) = self.full_epoch(
+                    model,
+                    frozen.as_ref(),
+                    &mut optim,
+                    train,
+                    shuffle,
+                    lr,
+                    epoch,
+                    device,
+                );
                 let eval =
                     crate::train::evaluate(&model, valid, &self.batcher, config.batch_size, device);
                 (valid_loss, valid_accuracy) = (eval.loss, eval.accuracy);
@@ -280,12 +293,12 @@ impl TwoPhase {
 
     /// The frozen backbone's pooled features of every image of `set`, in order, on `device`.
     pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
-        let inference = model.valid();
+        let inner = device.clone().inner();
+        let inference = InferenceModel::new(model, &inner);
         let plain = ImageBatcher {
             augment: None,
             ..self.batcher
         };
-        let inner = device.clone().inner();
         crate::device::on_pool_worker(|| {
             let chunks: Vec<Tensor<2>> =
                 epoch_batches(set, &plain, self.config.batch_size, None, &inner)
@@ -299,6 +312,7 @@ impl TwoPhase {
     fn full_epoch(
         &self,
         mut model: ResNet,
+        frozen_backbone: Option<&FusedResNet>,
         optim: &mut ModuleOptimizer,
         train: &ImageSet,
         shuffle: u64,
@@ -322,7 +336,13 @@ impl TwoPhase {
             device,
         ) {
             let n = batch.targets.dims()[0];
-            let logits = model.forward(batch.images);
+            let logits = match (frozen_backbone, &model.head) {
+                (Some(backbone), Some(head)) => match backbone.features(batch.images.clone()) {
+                    Ok(features) => head.forward(features),
+                    Err(_) => model.forward(batch.images),
+                },
+                _ => model.forward(batch.images),
+            };
             right += correct(&logits, &batch.targets);
             let loss = loss_fn.forward(logits, batch.targets);
             let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -1,11 +1,10 @@
 //! Evaluation: accuracy, per-class accuracy and the confusion matrix.
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches};
-use crate::model::ResNet;
+use crate::model::{InferenceModel, ResNet};
 
 /// How a model does on a labelled set.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -67,7 +66,8 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `model` (in inference mode) on `set`, on a worker of the CPU backends' thread
+/// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::fused`]) on
+/// `set`, on a worker of the CPU backends' thread
 /// pool ([`on_pool_worker`](crate::device::on_pool_worker)).
 pub fn evaluate(
     model: &ResNet,
@@ -86,7 +86,7 @@ fn evaluate_here(
     batch_size: usize,
     device: &Device,
 ) -> Evaluation {
-    let model = model.valid();
+    let model = InferenceModel::new(model, device);
     let plain = ImageBatcher {
         augment: None,
         ..*batcher
@@ -104,7 +104,7 @@ fn evaluate_here(
         let argmax = logits.argmax(1).into_data();
         predictions.extend(argmax.iter::<i64>().map(|v| v as usize));
     }
-    let classes = model.num_classes().unwrap_or(0);
+    let classes = model.module().num_classes().unwrap_or(0);
     Evaluation::from_predictions(
         set.labels(),
         predictions,
