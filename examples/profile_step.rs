@@ -4,6 +4,7 @@
 //! cargo run --release --example profile_step -- --backend flex --steps 5
 //! cargo run --release --example profile_step -- --frozen        # head-only step (phase 1)
 //! cargo run --release --example profile_step -- --infer         # inference, no autodiff
+//! cargo run --release --example profile_step -- --infer --fused # inference, folded
 //! ```
 //!
 //! A step is timed to the end of the optimizer, whose output is read back, so lazy backends
@@ -67,6 +68,10 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
     if args.frozen {
         model = model.freeze_backbone();
     }
+    // As the learner's phase 1 runs on a CPU backend: the frozen backbone folded, untracked.
+    let backbone = (args.frozen && resnet_transfer::device::is_host(&device))
+        .then(|| model.fused())
+        .transpose()?;
     let images = Tensor::<4>::random(
         [args.batch, 3, args.size, args.size],
         Distribution::Normal(0.0, 1.0),
@@ -78,7 +83,11 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
     let mut totals = [0f64; 3];
     for step in 0..=args.steps {
         let t0 = Instant::now();
-        let loss = loss_fn.forward(model.forward(images.clone()), targets.clone());
+        let logits = match (&backbone, &model.head) {
+            (Some(backbone), Some(head)) => head.forward(backbone.features(images.clone())?),
+            _ => model.forward(images.clone()),
+        };
+        let loss = loss_fn.forward(logits, targets.clone());
         let _ = loss.clone().into_data();
         let t1 = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -364,4 +364,14 @@ mod tests {
     fn default_is_compiled() {
         assert!(BackendKind::default().is_compiled());
     }
+
+    #[test]
+    fn host_backends_are_the_cpu_ones() {
+        for kind in BackendKind::compiled() {
+            let device = kind.device().unwrap();
+            let host = kind != BackendKind::Wgpu;
+            assert_eq!(is_host(&device), host, "{kind}");
+            assert_eq!(is_host(&device.autodiff()), host, "{kind} with autodiff");
+        }
+    }
 }
