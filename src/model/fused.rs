@@ -60,9 +60,9 @@ pub struct FusedResNet {
 /// A convolution with its BatchNorm folded in: `y = im2col(x) · weight + shift`.
 #[derive(Debug, Clone)]
 struct FusedConv {
-    /// `[kh·kw·C_in, C_out]`, row-major, each column scaled by its BatchNorm's `γ/√(σ²+ε)`.
-    weight: Vec<f32>,
-    /// `[C_out]`: `β + (bias − μ)·γ/√(σ²+ε)`.
+    /// `[kh·kw·C_in, C_out]`, each column scaled by its BatchNorm's `γ/√(σ²+ε)`.
+    weight: Weight,
+    /// `[C_out]`: `β + (bias − μ)·γ/√(σ²+ε)`, then zeros to whole panels.
     shift: Vec<f32>,
     channels: [usize; 2],
     kernel: [usize; 2],
@@ -84,11 +84,25 @@ struct MaxPool {
     pads: [usize; 4],
 }
 
+/// A folded weight, laid out for the product that multiplies it.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// Row-major, for `gemm`.
+    Plain(Vec<f32>),
+    /// Packed once into panels, for the AVX2 product ([`panels`](super::panels)).
+    #[cfg(target_arch = "x86_64")]
+    Panels(super::panels::Panels),
+}
+
 /// Channels-last activations `[N, H, W, C]` in one buffer.
 struct Maps {
     data: Vec<f32>,
     dims: [usize; 4],
 }
+
+/// Rows of a product each thread takes at least, where one is split.
+#[cfg(target_arch = "x86_64")]
+const PANEL_ROWS: usize = 96;
 
 /// Below this many multiply-adds a product runs on one thread (flex's own threshold).
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
@@ -103,6 +117,16 @@ impl ResNet {
     /// [`Error::InvalidConfig`] for a stem pool it cannot run (`Same` padding, dilation or ceil
     /// mode, which no ResNet this crate builds has).
     pub fn fused(&self) -> Result<FusedResNet> {
+        #[cfg(target_arch = "x86_64")]
+        let panels = super::panels::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let panels = false;
+        self.fused_with(panels)
+    }
+
+    /// [`fused`](Self::fused), with the weights packed for the AVX2 panel product or kept for
+    /// `gemm` (the path of CPUs without AVX2 and FMA, which tests run on every CPU).
+    pub(crate) fn fused_with(&self, panels: bool) -> Result<FusedResNet> {
         crate::device::pack_skinny_products();
         let pool = &self.stem.pool;
         let pads = match pool.padding {
@@ -132,16 +156,18 @@ impl ResNet {
                 let name = |part: &str| format!("stages.{s}.blocks.{b}.{part}");
                 Ok(FusedBlock {
                     convs: (block.convs.iter().enumerate())
-                        .map(|(i, unit)| FusedConv::fold(unit, &name(&format!("convs.{i}"))))
+                        .map(|(i, unit)| {
+                            FusedConv::fold(unit, &name(&format!("convs.{i}")), panels)
+                        })
                         .collect::<Result<_>>()?,
                     shortcut: (block.shortcut.as_ref())
-                        .map(|unit| FusedConv::fold(unit, &name("shortcut")))
+                        .map(|unit| FusedConv::fold(unit, &name("shortcut"), panels))
                         .transpose()?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(FusedResNet {
-            stem: FusedConv::fold(&self.stem.conv, "stem.conv")?,
+            stem: FusedConv::fold(&self.stem.conv, "stem.conv", panels)?,
             pool: MaxPool {
                 kernel: pool.kernel_size,
                 stride: pool.stride,
@@ -238,7 +264,9 @@ fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>
 
 impl FusedConv {
     /// Folds a convolution and its BatchNorm (running statistics) into one weight and shift.
-    fn fold(unit: &ConvBn, name: &str) -> Result<Self> {
+    /// With `panels`, the weight is packed for the AVX2 product (the caller has checked the
+    /// CPU has it).
+    fn fold(unit: &ConvBn, name: &str, panels: bool) -> Result<Self> {
         let (conv, bn) = (&unit.conv, &unit.bn);
         let values = |t: Tensor<1>, part: &str| host_values(t, &format!("{name}.{part}"));
         let mut weight = host_values(conv.weight.val(), &format!("{name}.weight"))?;
@@ -258,9 +286,22 @@ impl FusedConv {
         for row in weight.chunks_exact_mut(c_out) {
             row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
         }
-        let shift = (0..c_out)
+        let mut shift: Vec<f32> = (0..c_out)
             .map(|j| beta[j] + (bias[j] - mean[j]) * scale[j])
             .collect();
+        let depth = weight.len() / c_out;
+        #[cfg(target_arch = "x86_64")]
+        let weight = if panels {
+            shift.resize(super::panels::Panels::padded_channels(c_out), 0.0);
+            Weight::Panels(super::panels::Panels::pack(&weight, depth, c_out))
+        } else {
+            Weight::Plain(weight)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let weight = {
+            let _ = panels;
+            Weight::Plain(weight)
+        };
         Ok(Self {
             weight,
             shift,
@@ -294,7 +335,6 @@ impl FusedConv {
         };
         let depth = taps_y.len() * taps_x.len() * c;
         let first = (taps_y.start * kw + taps_x.start) * c;
-        let weight = &self.weight[first * self.channels[1]..(first + depth) * self.channels[1]];
         let columns = if depth == c && ph + pw == 0 && sh == 1 && sw == 1 {
             Cow::Borrowed(&x.data[..])
         } else {
@@ -310,6 +350,38 @@ impl FusedConv {
         let c_out = self.channels[1];
         let mut out = vec![0.0; rows * c_out];
         let parallel = parallel && rows * depth * c_out >= PARALLEL_PRODUCT;
+        let weight = match &self.weight {
+            Weight::Plain(weight) => &weight[first * c_out..(first + depth) * c_out],
+            #[cfg(target_arch = "x86_64")]
+            Weight::Panels(panels) => {
+                let (residual, relu) = match epilogue {
+                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
+                    Epilogue::Linear => (None, false),
+                };
+                let block = PANEL_ROWS.max(rows.div_ceil(rayon::current_num_threads()));
+                let run = |i: usize, out: &mut [f32]| {
+                    let (a, residual) = (
+                        &columns[i * block * depth..],
+                        residual.map(|r| &r[i * block * c_out..]),
+                    );
+                    super::panels::product(
+                        a,
+                        depth,
+                        panels,
+                        first,
+                        out,
+                        &self.shift,
+                        residual,
+                        relu,
+                    );
+                };
+                for_each_image(parallel, &mut out, block * c_out, run);
+                return Maps {
+                    data: out,
+                    dims: [n, ho, wo, c_out],
+                };
+            }
+        };
         // SAFETY: `columns` holds `rows × depth` values row-major, `weight` `depth × c_out` and
         // `out` `rows × c_out`, with the strides given; gemm reads and writes only inside them.
         unsafe {
@@ -339,7 +411,7 @@ impl FusedConv {
                 },
             );
         }
-        epilogue.apply(&mut out, &self.shift, rows, parallel);
+        epilogue.apply(&mut out, &self.shift[..c_out], rows, parallel);
         Maps {
             data: out,
             dims: [n, ho, wo, c_out],
@@ -575,5 +647,42 @@ impl InferenceModel {
             .as_ref()
             .and_then(|f| fused(f, images.clone()).ok())
             .unwrap_or_else(|| module(&self.module, images))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::model::ResNetConfig;
+
+    /// The two products the folded path has, the AVX2 panels (where this CPU has them) and
+    /// `gemm` (every other CPU), give the module's numbers; `tests/model.rs` covers the rest.
+    #[test]
+    fn panels_and_gemm_give_the_modules_numbers() {
+        let device = crate::device::device("ndarray").unwrap();
+        let model = ResNetConfig::resnet50(4)
+            .with_width(4)
+            .init(&device)
+            .unwrap();
+        let images = Tensor::<4>::random([3, 3, 19, 19], Distribution::Default, &device);
+        let want = model.forward(images.clone()).into_data();
+        let want = want.as_slice::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        #[cfg(target_arch = "x86_64")]
+        let products = [false, super::super::panels::available()];
+        #[cfg(not(target_arch = "x86_64"))]
+        let products = [false];
+        for panels in products {
+            let fused = model.fused_with(panels).unwrap();
+            let got = fused.forward(images.clone()).unwrap().into_data();
+            let got = got.as_slice::<f32>().unwrap();
+            let gap = got
+                .iter()
+                .zip(want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(gap <= 1e-5 * scale, "panels {panels}: {gap} of {scale}");
+        }
     }
 }

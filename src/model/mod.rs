@@ -5,6 +5,8 @@ mod config;
 mod conv;
 mod fused;
 mod nhwc;
+#[cfg(target_arch = "x86_64")]
+mod panels;
 mod resnet;
 
 pub use block::{Block, ConvBn, Head, Stage, Stem};
