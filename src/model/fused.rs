@@ -348,7 +348,6 @@ impl FusedConv {
             ))
         };
         let c_out = self.channels[1];
-        let mut out = vec![0.0; rows * c_out];
         let parallel = parallel && rows * depth * c_out >= PARALLEL_PRODUCT;
         let weight = match &self.weight {
             Weight::Plain(weight) => &weight[first * c_out..(first + depth) * c_out],
@@ -359,7 +358,9 @@ impl FusedConv {
                     Epilogue::Linear => (None, false),
                 };
                 let block = PANEL_ROWS.max(rows.div_ceil(rayon::current_num_threads()));
-                let run = |i: usize, out: &mut [f32]| {
+                // The product writes every value: no zeroing first (4% of an inference).
+                let mut out = Vec::with_capacity(rows * c_out);
+                let run = |i: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
                     let (a, residual) = (
                         &columns[i * block * depth..],
                         residual.map(|r| &r[i * block * c_out..]),
@@ -375,13 +376,17 @@ impl FusedConv {
                         relu,
                     );
                 };
-                for_each_image(parallel, &mut out, block * c_out, run);
+                let spare = &mut out.spare_capacity_mut()[..rows * c_out];
+                for_each_image(parallel, spare, block * c_out, run);
+                // SAFETY: `panels::product` wrote every value of every chunk of `spare`.
+                unsafe { out.set_len(rows * c_out) };
                 return Maps {
                     data: out,
                     dims: [n, ho, wo, c_out],
                 };
             }
         };
+        let mut out = vec![0.0; rows * c_out];
         // SAFETY: `columns` holds `rows × depth` values row-major, `weight` `depth × c_out` and
         // `out` `rows × c_out`, with the strides given; gemm reads and writes only inside them.
         unsafe {
@@ -575,11 +580,11 @@ fn global_pool(x: &Maps, pooling: Pooling) -> Vec<f32> {
 
 /// `f(i, chunk)` for each `len`-long chunk `i` of `data` (an image, or a run of rows), on the
 /// pool's threads when `parallel`.
-fn for_each_image(
+fn for_each_image<T: Send>(
     parallel: bool,
-    data: &mut [f32],
+    data: &mut [T],
     len: usize,
-    f: impl Fn(usize, &mut [f32]) + Send + Sync,
+    f: impl Fn(usize, &mut [T]) + Send + Sync,
 ) {
     if parallel {
         data.par_chunks_mut(len)

@@ -16,6 +16,7 @@
 //! AVX2 and FMA, and other architectures, keep `gemm`.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Output channels per panel: two AVX registers.
 const NR: usize = 16;
@@ -62,14 +63,15 @@ impl Panels {
 }
 
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` for `a` `[rows, depth]`,
-/// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels.
+/// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels. Every
+/// value of `out` is written (before any is read back), so it may start uninitialized.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn product(
     a: &[f32],
     depth: usize,
     weight: &Panels,
     first: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     shift: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
@@ -78,6 +80,8 @@ pub(crate) fn product(
     let rows = out.len() / c_out;
     assert!(
         available()
+            && depth > 0
+            && out.len() == rows * c_out
             && a.len() >= rows * depth
             && first + depth <= weight.depth
             && shift.len() >= Panels::padded_channels(c_out)
@@ -85,7 +89,9 @@ pub(crate) fn product(
         "panel product: operands do not match"
     );
     // SAFETY: the CPU has AVX2 and FMA (checked above), and every pointer the blocks form stays
-    // inside the slices whose sizes were checked above.
+    // inside the slices whose sizes were checked above. The first depth block (there is one:
+    // `depth > 0`) stores every tile of every panel, each row's valid columns, before a later
+    // block loads them back.
     unsafe { product_avx2(a, depth, weight, first, out, shift, residual, relu) }
 }
 
@@ -96,7 +102,7 @@ unsafe fn product_avx2(
     depth: usize,
     weight: &Panels,
     first: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     shift: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
@@ -107,7 +113,13 @@ unsafe fn product_avx2(
     let residual = residual.map_or(std::ptr::null(), |r| r.as_ptr());
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
-    let mut packed = vec![0f32; MC.div_ceil(MR) * MR * KC];
+    // One buffer per thread, kept between products: zeroing a fresh one per product cost 2% of an
+    // inference.
+    thread_local! {
+        static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut packed = PACKED.take();
+    packed.resize(MC.div_ceil(MR) * MR * KC, 0.0);
     for r0 in (0..rows).step_by(MC) {
         let r1 = (r0 + MC).min(rows);
         for k0 in (0..depth).step_by(KC) {
@@ -147,7 +159,7 @@ unsafe fn product_avx2(
                     let m = MR.min(r1 - r);
                     let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
                     let offset = r * c_out + p * NR;
-                    let c = unsafe { out.as_mut_ptr().add(offset) };
+                    let c = unsafe { out.as_mut_ptr().add(offset) }.cast::<f32>();
                     let res = if residual.is_null() {
                         residual
                     } else {
@@ -176,6 +188,7 @@ unsafe fn product_avx2(
             }
         }
     }
+    PACKED.set(packed);
 }
 
 /// What every tile of one depth block shares.
@@ -309,8 +322,10 @@ mod tests {
             let res: Vec<f32> = (0..rows * c_out).map(|i| value(i, 4)).collect();
             let panels = Panels::pack(&w, total, c_out);
             for (residual, relu) in [(None, false), (Some(&res[..]), true)] {
-                let mut out = vec![f32::NAN; rows * c_out];
+                let mut out = vec![MaybeUninit::new(f32::NAN); rows * c_out];
                 product(&a, depth, &panels, first, &mut out, &shift, residual, relu);
+                // SAFETY: initialized as NaN above (and every value overwritten).
+                let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
                 for r in 0..rows {
                     for j in 0..c_out {
                         let mut want = shift[j] + residual.map_or(0.0, |res| res[r * c_out + j]);
