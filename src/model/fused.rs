@@ -100,10 +100,6 @@ struct Maps {
     dims: [usize; 4],
 }
 
-/// Rows of a product each thread takes at least, where one is split.
-#[cfg(target_arch = "x86_64")]
-const PANEL_ROWS: usize = 96;
-
 /// Below this many multiply-adds a product runs on one thread (flex's own threshold).
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
@@ -211,8 +207,10 @@ impl FusedResNet {
         // One share of the batch per thread, each run start to end on its thread, rather than
         // every product and pass split between the threads: no hand-offs between the ~150
         // parallel steps of a ResNet50 forward. 32x32, batch 32, 2 threads: 64-76 -> 50-58 ms
-        // (four shares: 64-69 ms, each share packing the weights again). A batch smaller than
-        // the pool runs whole, its larger products split between the threads.
+        // (four shares: 64-69 ms, each share packing the weights again; the small maps of
+        // stages 3 and 4 as one product over the whole batch, its panels split between the
+        // threads: slower too). A batch smaller than the pool runs whole, its larger products
+        // split between the threads.
         let threads = rayon::current_num_threads().max(1);
         let (share, parallel) = if n >= threads {
             (n.div_ceil(threads), false)
@@ -357,28 +355,14 @@ impl FusedConv {
                     Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
                     Epilogue::Linear => (None, false),
                 };
-                let block = PANEL_ROWS.max(rows.div_ceil(rayon::current_num_threads()));
                 // The product writes every value: no zeroing first (4% of an inference).
                 let mut out = Vec::with_capacity(rows * c_out);
-                let run = |i: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
-                    let (a, residual) = (
-                        &columns[i * block * depth..],
-                        residual.map(|r| &r[i * block * c_out..]),
-                    );
-                    super::panels::product(
-                        a,
-                        depth,
-                        panels,
-                        first,
-                        out,
-                        &self.shift,
-                        residual,
-                        relu,
-                    );
-                };
                 let spare = &mut out.spare_capacity_mut()[..rows * c_out];
-                for_each_image(parallel, spare, block * c_out, run);
-                // SAFETY: `panels::product` wrote every value of every chunk of `spare`.
+                let (shift, a) = (&self.shift, &columns[..]);
+                super::panels::product(
+                    a, depth, panels, first, spare, shift, residual, relu, parallel,
+                );
+                // SAFETY: `panels::product` wrote every value of `spare`.
                 unsafe { out.set_len(rows * c_out) };
                 return Maps {
                     data: out,

@@ -17,6 +17,9 @@
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use rayon::prelude::*;
 
 /// Output channels per panel: two AVX registers.
 const NR: usize = 16;
@@ -64,7 +67,9 @@ impl Panels {
 
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` for `a` `[rows, depth]`,
 /// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels. Every
-/// value of `out` is written (before any is read back), so it may start uninitialized.
+/// value of `out` is written (before any is read back), so it may start uninitialized. With
+/// `split`, the panels are shared out between the pool's threads: each reads its part of the
+/// weight once, where splitting the rows would have every thread read all of it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn product(
     a: &[f32],
@@ -75,6 +80,7 @@ pub(crate) fn product(
     shift: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
+    split: bool,
 ) {
     let c_out = weight.c_out;
     let rows = out.len() / c_out;
@@ -91,9 +97,38 @@ pub(crate) fn product(
     // SAFETY: the CPU has AVX2 and FMA (checked above), and every pointer the blocks form stays
     // inside the slices whose sizes were checked above. The first depth block (there is one:
     // `depth > 0`) stores every tile of every panel, each row's valid columns, before a later
-    // block loads them back.
-    unsafe { product_avx2(a, depth, weight, first, out, shift, residual, relu) }
+    // block loads them back. Split, the threads' panels are disjoint column ranges of `out`.
+    let panels = c_out.div_ceil(NR);
+    let out = Shared(out.as_mut_ptr().cast::<f32>());
+    let residual = Shared(residual.map_or(std::ptr::null_mut(), |r| r.as_ptr().cast_mut()));
+    let run = |range: Range<usize>| {
+        let (out, residual) = (&out, &residual);
+        unsafe {
+            product_avx2(
+                a, depth, weight, first, rows, out.0, shift, residual.0, relu, range,
+            )
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if split && threads > 1 && panels > 1 {
+        let per = panels.div_ceil(threads);
+        (0..panels)
+            .step_by(per)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|p0| run(p0..(p0 + per).min(panels)));
+    } else {
+        run(0..panels);
+    }
 }
+
+/// A pointer the threads of one product share; each writes only its own panels' columns.
+struct Shared(*mut f32);
+
+// SAFETY: the threads of a split product write disjoint columns through it and only read
+// through the shortcut's.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
 
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -102,15 +137,14 @@ unsafe fn product_avx2(
     depth: usize,
     weight: &Panels,
     first: usize,
-    out: &mut [MaybeUninit<f32>],
+    rows: usize,
+    out: *mut f32,
     shift: &[f32],
-    residual: Option<&[f32]>,
+    residual: *const f32,
     relu: bool,
+    panels: Range<usize>,
 ) {
     let c_out = weight.c_out;
-    let rows = out.len() / c_out;
-    let panels = c_out.div_ceil(NR);
-    let residual = residual.map_or(std::ptr::null(), |r| r.as_ptr());
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
     // One buffer per thread, kept between products: zeroing a fresh one per product cost 2% of an
@@ -143,7 +177,7 @@ unsafe fn product_avx2(
                 last: k0 + kc == depth,
                 relu,
             };
-            for p in 0..panels {
+            for p in panels.clone() {
                 let cols = NR.min(c_out - p * NR);
                 // SAFETY (all offsets below): rows < `rows`, depth offsets < `depth`, panel
                 // rows < `weight.depth` and columns < `c_out` (or the panel's zero padding).
@@ -159,7 +193,7 @@ unsafe fn product_avx2(
                     let m = MR.min(r1 - r);
                     let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
                     let offset = r * c_out + p * NR;
-                    let c = unsafe { out.as_mut_ptr().add(offset) }.cast::<f32>();
+                    let c = unsafe { out.add(offset) };
                     let res = if residual.is_null() {
                         residual
                     } else {
@@ -228,13 +262,56 @@ impl Tile {
                     *acc = self.load(self.c.add(i * pass.ldc));
                 }
             }
-            for k in 0..pass.kc {
-                let b0 = _mm256_loadu_ps(self.b.add(k * NR));
-                let b1 = _mm256_loadu_ps(self.b.add(k * NR + 8));
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm256_broadcast_ss(&*self.a.add(k * MR + i));
-                    acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+            if R == MR {
+                // Spelled out for the full tile: written as the loop below, LLVM split it into
+                // one pass over the depth per half of the panel, twice the broadcasts.
+                let [[mut c00, mut c01], [mut c10, mut c11], [mut c20, mut c21]] =
+                    [acc[0], acc[1], acc[2]];
+                let [[mut c30, mut c31], [mut c40, mut c41], [mut c50, mut c51]] =
+                    [acc[3], acc[4], acc[5]];
+                let (mut a, mut b) = (self.a, self.b);
+                for _ in 0..pass.kc {
+                    let b0 = _mm256_loadu_ps(b);
+                    let b1 = _mm256_loadu_ps(b.add(8));
+                    let x = _mm256_broadcast_ss(&*a);
+                    c00 = _mm256_fmadd_ps(x, b0, c00);
+                    c01 = _mm256_fmadd_ps(x, b1, c01);
+                    let x = _mm256_broadcast_ss(&*a.add(1));
+                    c10 = _mm256_fmadd_ps(x, b0, c10);
+                    c11 = _mm256_fmadd_ps(x, b1, c11);
+                    let x = _mm256_broadcast_ss(&*a.add(2));
+                    c20 = _mm256_fmadd_ps(x, b0, c20);
+                    c21 = _mm256_fmadd_ps(x, b1, c21);
+                    let x = _mm256_broadcast_ss(&*a.add(3));
+                    c30 = _mm256_fmadd_ps(x, b0, c30);
+                    c31 = _mm256_fmadd_ps(x, b1, c31);
+                    let x = _mm256_broadcast_ss(&*a.add(4));
+                    c40 = _mm256_fmadd_ps(x, b0, c40);
+                    c41 = _mm256_fmadd_ps(x, b1, c41);
+                    let x = _mm256_broadcast_ss(&*a.add(5));
+                    c50 = _mm256_fmadd_ps(x, b0, c50);
+                    c51 = _mm256_fmadd_ps(x, b1, c51);
+                    a = a.add(MR);
+                    b = b.add(NR);
+                }
+                let full = [
+                    [c00, c01],
+                    [c10, c11],
+                    [c20, c21],
+                    [c30, c31],
+                    [c40, c41],
+                    [c50, c51],
+                ];
+                acc.copy_from_slice(&full[..R]);
+            } else {
+                for k in 0..pass.kc {
+                    let b0 = _mm256_loadu_ps(self.b.add(k * NR));
+                    let b1 = _mm256_loadu_ps(self.b.add(k * NR + 8));
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let a = _mm256_broadcast_ss(&*self.a.add(k * MR + i));
+                        acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+                    }
                 }
             }
             if pass.last {
@@ -321,9 +398,16 @@ mod tests {
             shift.resize(Panels::padded_channels(c_out), 0.0);
             let res: Vec<f32> = (0..rows * c_out).map(|i| value(i, 4)).collect();
             let panels = Panels::pack(&w, total, c_out);
-            for (residual, relu) in [(None, false), (Some(&res[..]), true)] {
+            let cases = [
+                (None, false, false),
+                (Some(&res[..]), true, false),
+                (Some(&res[..]), true, true),
+            ];
+            for (residual, relu, split) in cases {
                 let mut out = vec![MaybeUninit::new(f32::NAN); rows * c_out];
-                product(&a, depth, &panels, first, &mut out, &shift, residual, relu);
+                product(
+                    &a, depth, &panels, first, &mut out, &shift, residual, relu, split,
+                );
                 // SAFETY: initialized as NaN above (and every value overwritten).
                 let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
                 for r in 0..rows {
