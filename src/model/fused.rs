@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::model::block::{ConvBn, Head};
 use crate::model::config::Pooling;
-use crate::model::nhwc::tap_range;
+use crate::model::nhwc::kept_taps;
 use crate::model::resnet::{ResNet, check_images};
 
 /// A [`ResNet`] folded for inference on the CPU: see the [module docs](self). Built by
@@ -322,15 +322,8 @@ impl FusedConv {
         let [ph, pw] = self.padding;
         let [ho, wo] = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
         let rows = n * ho * wo;
-        // As the module's path does: taps that only ever see padding are left out where the
-        // remaining rows of the weight stay one block.
-        let taps_y = tap_range(h, kh, sh, ph, ho);
-        let taps_x = tap_range(w, kw, sw, pw, wo);
-        let (taps_y, taps_x) = if taps_y.len() == 1 || taps_x.len() == kw {
-            (taps_y, taps_x)
-        } else {
-            (0..kh, 0..kw)
-        };
+        // As the module's path does: taps that only ever see padding are left out.
+        let [taps_y, taps_x] = kept_taps([h, w], self.kernel, self.stride, self.padding, [ho, wo]);
         let depth = taps_y.len() * taps_x.len() * c;
         let first = (taps_y.start * kw + taps_x.start) * c;
         let columns = if depth == c && ph + pw == 0 && sh == 1 && sw == 1 {

@@ -45,16 +45,7 @@ pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
     let wo = (w + 2 * pw - kw) / sw + 1;
     let rows = n * ho * wo;
 
-    // The taps that see an input pixel for at least one output pixel. On CIFAR-10's 1x1 maps
-    // of stage 4 only a 3x3 kernel's centre does: the other eight multiply padding (89% of
-    // those products), so they are left out where the weight's remaining rows stay one block.
-    let taps_y = tap_range(h, kh, sh, ph, ho);
-    let taps_x = tap_range(w, kw, sw, pw, wo);
-    let (taps_y, taps_x) = if taps_y.len() == 1 || taps_x.len() == kw {
-        (taps_y, taps_x)
-    } else {
-        (0..kh, 0..kw)
-    };
+    let [taps_y, taps_x] = kept_taps([h, w], conv.kernel, conv.stride, conv.padding, [ho, wo]);
     let taps = taps_y.len() * taps_x.len();
     let columns = if taps == 1 && ph + pw == 0 {
         let x = if sh == 1 && sw == 1 {
@@ -134,14 +125,30 @@ fn im2col_windows(
     windows.permute([0, 1, 2, 4, 3])
 }
 
+/// The kernel taps `[rows, columns]` a convolution of an `[h, w]` map multiplies.
+///
+/// The taps that see an input pixel for at least one output pixel. On CIFAR-10's 1x1 maps of
+/// stage 4 only a 3x3 kernel's centre does: the other eight multiply padding (89% of those
+/// products), so they are left out where the weight's remaining rows (ordered ky, kx, channel)
+/// stay one block; otherwise every tap is kept.
+pub(crate) fn kept_taps(
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    [ho, wo]: [usize; 2],
+) -> [Range<usize>; 2] {
+    let taps_y = tap_range(h, kh, sh, ph, ho);
+    let taps_x = tap_range(w, kw, sw, pw, wo);
+    if taps_y.len() == 1 || taps_x.len() == kw {
+        [taps_y, taps_x]
+    } else {
+        [0..kh, 0..kw]
+    }
+}
+
 /// The kernel taps along one axis that fall inside the input for at least one output position.
-pub(crate) fn tap_range(
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    out: usize,
-) -> Range<usize> {
+fn tap_range(size: usize, kernel: usize, stride: usize, pad: usize, out: usize) -> Range<usize> {
     let inside =
         |k: usize| (0..out).any(|o| (o * stride + k).checked_sub(pad).is_some_and(|i| i < size));
     let first = (0..kernel).find(|&k| inside(k)).unwrap_or(0);
