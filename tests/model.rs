@@ -330,25 +330,30 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
         let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
         let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
         // Output, input gradient, weight gradient and gamma gradient, plain or fast.
-        let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
-            let unit = unit.clone();
-            let x = x.clone().require_grad();
-            let y = if fast {
-                nchw(unit.forward_nhwc(nhwc(x.clone())))
-            } else {
-                unit.forward(x.clone())
+        let run_then =
+            |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool, with_relu: bool| {
+                let unit = unit.clone();
+                let x = x.clone().require_grad();
+                let y = match (fast, with_relu) {
+                    (true, false) => nchw(unit.forward_nhwc(nhwc(x.clone()))),
+                    (true, true) => nchw(unit.forward_nhwc_relu(nhwc(x.clone()))),
+                    (false, false) => unit.forward(x.clone()),
+                    (false, true) => relu(unit.forward(x.clone())),
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                let conv_grad = unit.conv.weight.grad(&grads).unwrap();
+                let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
+                let beta_grad = unit.bn.beta.grad(&grads).unwrap();
+                vec![
+                    floats(y.inner()),
+                    floats(x.grad(&grads).unwrap()),
+                    floats(conv_grad),
+                    floats(gamma_grad),
+                    floats(beta_grad),
+                ]
             };
-            let grads = (y.clone() * weights.clone()).sum().backward();
-            let conv_grad = unit.conv.weight.grad(&grads).unwrap();
-            let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
-            let beta_grad = unit.bn.beta.grad(&grads).unwrap();
-            vec![
-                floats(y.inner()),
-                floats(x.grad(&grads).unwrap()),
-                floats(conv_grad),
-                floats(gamma_grad),
-                floats(beta_grad),
-            ]
+        let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
+            run_then(unit, x, weights, fast, false)
         };
         let parts = [
             "output",
@@ -416,6 +421,17 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
                 );
                 let err = max_relative(&s2[k], &expected);
                 assert!(err < 1e-4, "{backend} {name}, training, {stat}: {err}");
+            }
+
+            // Training mode with the ReLU that follows most units (one operation on flex).
+            let want = run_then(&unit, &x, &weights, false, true);
+            let got = run_then(&unit, &x, &weights, true, true);
+            for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
+                let err = max_relative(g, w);
+                assert!(
+                    err < 1e-4,
+                    "{backend} {name}, training + ReLU, {part}: {err}"
+                );
             }
         }
     }

@@ -48,6 +48,11 @@ impl ConvBn {
     pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
         nhwc::batch_norm(&self.bn, nhwc::conv(&self.conv, x))
     }
+
+    /// `relu(bn(conv(x)))` for channels-last `[N, H, W, C]`.
+    pub fn forward_nhwc_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        nhwc::batch_norm_then(&self.bn, nhwc::conv(&self.conv, x), true)
+    }
 }
 
 /// A residual block: two 3x3 convolutions (basic) or 1x1, 3x3, 1x1 (bottleneck), each with its
@@ -106,10 +111,11 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut y = x;
         for (i, unit) in self.convs.iter().enumerate() {
-            y = unit.forward_nhwc(y);
-            if i < last {
-                y = relu(y);
-            }
+            y = if i < last {
+                unit.forward_nhwc_relu(y)
+            } else {
+                unit.forward_nhwc(y)
+            };
         }
         relu(y + identity)
     }
@@ -167,7 +173,7 @@ impl Stem {
     /// convolution as one matrix product over the batch, the pool as the maximum of shifted
     /// views (the same numbers as [`forward`](Self::forward), in the layout the stages take).
     pub fn forward_nhwc(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = relu(self.conv.forward_nhwc(nhwc::to_nhwc(x)));
+        let x = self.conv.forward_nhwc_relu(nhwc::to_nhwc(x));
         nhwc::max_pool_non_negative(&self.pool, x)
     }
 }

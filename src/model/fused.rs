@@ -101,7 +101,7 @@ struct Maps {
 }
 
 /// Below this many multiply-adds a product runs on one thread (flex's own threshold).
-const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+pub(crate) const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
 impl ResNet {
     /// This model folded for fast inference on the CPU: see [`FusedResNet`]. Reads every weight
@@ -330,7 +330,8 @@ impl FusedConv {
             Cow::Borrowed(&x.data[..])
         } else {
             Cow::Owned(im2col(
-                x,
+                &x.data,
+                x.dims,
                 [&taps_y, &taps_x],
                 self.stride,
                 self.padding,
@@ -457,20 +458,20 @@ impl FusedBlock {
 /// im2col of channels-last `x`: row `p` holds, for output pixel `p` (row-major over `N, Ho, Wo`),
 /// the input values under each kept tap `(ky, kx)` in that order, `C` channels each, zeros where
 /// a tap falls in the padding.
-fn im2col(
-    x: &Maps,
+pub(crate) fn im2col(
+    x: &[f32],
+    [n, h, w, c]: [usize; 4],
     [taps_y, taps_x]: [&Range<usize>; 2],
     [sh, sw]: [usize; 2],
     [ph, pw]: [usize; 2],
     [ho, wo]: [usize; 2],
     parallel: bool,
 ) -> Vec<f32> {
-    let [_, h, w, c] = x.dims;
     let row_len = taps_y.len() * taps_x.len() * c;
     let span = taps_x.len() * c;
-    let mut columns = vec![0.0; x.dims[0] * ho * wo * row_len];
+    let mut columns = vec![0.0; n * ho * wo * row_len];
     for_each_image(parallel, &mut columns, ho * wo * row_len, |i, out| {
-        let image = &x.data[i * h * w * c..][..h * w * c];
+        let image = &x[i * h * w * c..][..h * w * c];
         for (p, row) in out.chunks_exact_mut(row_len).enumerate() {
             let (oy, ox) = (p / wo, p % wo);
             for (t, ky) in taps_y.clone().enumerate() {
@@ -557,7 +558,7 @@ fn global_pool(x: &Maps, pooling: Pooling) -> Vec<f32> {
 
 /// `f(i, chunk)` for each `len`-long chunk `i` of `data` (an image, or a run of rows), on the
 /// pool's threads when `parallel`.
-fn for_each_image<T: Send>(
+pub(crate) fn for_each_image<T: Send>(
     parallel: bool,
     data: &mut [T],
     len: usize,

@@ -8,6 +8,7 @@ mod nhwc;
 #[cfg(target_arch = "x86_64")]
 mod panels;
 mod resnet;
+mod train_ops;
 
 pub use block::{Block, ConvBn, Head, Stage, Stem};
 pub use config::{BlockKind, DEPTHS, Pooling, ResNetConfig, StridePlacement};

@@ -20,7 +20,7 @@ use std::ops::Range;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Int, Slice, Tensor, TensorData};
+use burn::tensor::{Int, Slice, Tensor, TensorData, activation};
 
 use crate::model::conv::Conv;
 
@@ -34,8 +34,22 @@ pub(crate) fn to_nchw(x: Tensor<4>) -> Tensor<4> {
     x.permute([0, 3, 1, 2])
 }
 
-/// `conv(x)` for channels-last `x`, as one matrix product over the batch.
+/// `conv(x)` for channels-last `x`, as one matrix product over the batch: on flex, one operation
+/// with its own backward ([`train_ops`](super::train_ops)); elsewhere Burn's tensor operations.
 pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
+    let fast = super::train_ops::conv_nhwc(
+        x.clone(),
+        conv.weight.val(),
+        conv.kernel,
+        conv.stride,
+        conv.padding,
+    );
+    if let Some(y) = fast {
+        return match &conv.bias {
+            Some(bias) => y + bias.val().unsqueeze_dims(&[0, 1, 2]),
+            None => y,
+        };
+    }
     let [n, h, w, c] = x.dims();
     debug_assert_eq!(c, conv.channels()[0], "checked by the caller's shapes");
     let [kh, kw] = conv.kernel;
@@ -243,28 +257,45 @@ pub(crate) fn max_pool_non_negative(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4>
 /// BatchNorm over the last axis of channels-last `x`, with the layer's own rule for when it
 /// uses (and updates) batch statistics: on an autodiff device with its training flag set.
 pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    batch_norm_then(bn, x, false)
+}
+
+/// [`batch_norm`], then a ReLU where `relu`. In training on flex both are one operation with its
+/// own backward ([`train_ops`](super::train_ops)); elsewhere they are Burn's tensor operations.
+pub(crate) fn batch_norm_then(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let dims = x.dims();
     let c = dims[3];
     let rows = x.reshape([dims[0] * dims[1] * dims[2], c]);
     let device = rows.device();
     let y = if device.is_autodiff() && bn.training.is_enabled() {
-        // Batch statistics are column reductions of the `[N·H·W, C]` matrix: no transposes.
-        let mean = rows.clone().mean_dim(0);
-        let centered = rows - mean.clone();
-        let var = centered.clone().powi_scalar(2).mean_dim(0);
-        let inv_std = var.clone().add_scalar(bn.epsilon).sqrt().recip();
-        let y =
-            centered * (inv_std * bn.gamma.val().unsqueeze_dim(0)) + bn.beta.val().unsqueeze_dim(0);
-        let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<2>| {
+        let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
             let running = state.value_sync().to_device(&device);
-            let batch = batch.detach().reshape([c]);
+            let batch = batch.detach();
             state.update(
                 (running.mul_scalar(1.0 - bn.momentum) + batch.mul_scalar(bn.momentum)).detach(),
             );
         };
-        update(&bn.running_mean, mean);
-        update(&bn.running_var, var);
-        y
+        let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+        match super::train_ops::batch_norm_train(rows.clone(), gamma, beta, bn.epsilon, relu) {
+            Some((y, mean, var)) => {
+                update(&bn.running_mean, mean);
+                update(&bn.running_var, var);
+                return y.reshape(dims);
+            }
+            None => {
+                // Batch statistics are column reductions of the `[N·H·W, C]` matrix: no
+                // transposes.
+                let mean = rows.clone().mean_dim(0);
+                let centered = rows - mean.clone();
+                let var = centered.clone().powi_scalar(2).mean_dim(0);
+                let inv_std = var.clone().add_scalar(bn.epsilon).sqrt().recip();
+                let y = centered * (inv_std * bn.gamma.val().unsqueeze_dim(0))
+                    + bn.beta.val().unsqueeze_dim(0);
+                update(&bn.running_mean, mean.reshape([c]));
+                update(&bn.running_var, var.reshape([c]));
+                y
+            }
+        }
     } else {
         let mean = bn.running_mean.value().to_device(&device);
         let var = bn.running_var.value().to_device(&device);
@@ -272,5 +303,6 @@ pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         let shift = bn.beta.val() - mean * scale.clone();
         rows * scale.unsqueeze_dim(0) + shift.unsqueeze_dim(0)
     };
-    y.reshape(dims)
+    let y = y.reshape(dims);
+    if relu { activation::relu(y) } else { y }
 }

@@ -1,0 +1,448 @@
+//! The operations' kernels on flex: plain loops over the tensors' host buffers, split over
+//! rayon's threads, and `gemm` for the products.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::{Shape, TensorData};
+use rayon::prelude::*;
+
+use super::{BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward};
+use crate::model::fused::{PARALLEL_PRODUCT, for_each_image, im2col};
+use crate::model::nhwc::kept_taps;
+
+impl BatchNormTrain for Flex {
+    fn bn_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [rows, channels] = dims2(&x);
+        let x = &*values(&x);
+        let (gamma, beta) = (values(&gamma), values(&beta));
+        let [sum, sum_sq] = column_sums(x, channels, |row, [sum, sum_sq]| {
+            for ((s, q), &v) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(row) {
+                let v = f64::from(v);
+                *s += v;
+                *q += v * v;
+            }
+        });
+        let n = rows as f64;
+        let mean: Vec<f32> = sum.iter().map(|&s| (s / n) as f32).collect();
+        let var: Vec<f32> = sum
+            .iter()
+            .zip(&sum_sq)
+            .map(|(&s, &q)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32)
+            .collect();
+        // y = x·a + b with a = γ/σ, b = β − μ·a.
+        let a: Vec<f32> = (0..channels)
+            .map(|c| gamma[c] / (f64::from(var[c]) + epsilon).sqrt() as f32)
+            .collect();
+        let b: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * a[c]).collect();
+        let y = map_rows(x, channels, |row, out| {
+            let values = out.iter_mut().zip(row).zip(a.iter().zip(&b));
+            if relu {
+                values.for_each(|((out, &x), (&a, &b))| *out = (x * a + b).max(0.0));
+            } else {
+                values.for_each(|((out, &x), (&a, &b))| *out = x * a + b);
+            }
+        });
+        (
+            tensor(y, [rows, channels]),
+            tensor(mean, [channels]),
+            tensor(var, [channels]),
+        )
+    }
+}
+
+impl BatchNormTrainBackward for Flex {
+    fn bn_relu_train_backward(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        y: Option<FloatTensor<Self>>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let [rows, channels] = dims2(&x);
+        let (grad, x, y) = (values(&grad), values(&x), y.as_ref().map(|y| values(y)));
+        let (mean, var, gamma) = (values(&mean), values(&var), values(&gamma));
+        let inv_std: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (f64::from(v) + epsilon).sqrt()) as f32)
+            .collect();
+        // dz = dy where the ReLU passed its input (or everywhere without one).
+        let dz_row = |r: usize, out: &mut [f32]| {
+            let span = r * channels..(r + 1) * channels;
+            out.copy_from_slice(&grad[span.clone()]);
+            if let Some(y) = &y {
+                for (d, &y) in out.iter_mut().zip(&y[span]) {
+                    *d = if y > 0.0 { *d } else { 0.0 };
+                }
+            }
+        };
+        let [sum_dz, sum_dz_xc] = column_sums_indexed(rows, channels, |r, [sum, sum_xc], dz| {
+            dz_row(r, dz);
+            let x = &x[r * channels..(r + 1) * channels];
+            let columns = sum.iter_mut().zip(sum_xc.iter_mut());
+            for ((s, q), ((&g, &x), &m)) in columns.zip(dz.iter().zip(x).zip(mean.iter())) {
+                let g = f64::from(g);
+                *s += g;
+                *q += g * f64::from(x - m);
+            }
+        });
+        let n = rows as f64;
+        let d_beta: Vec<f32> = sum_dz.iter().map(|&s| s as f32).collect();
+        let d_gamma: Vec<f32> = (0..channels)
+            .map(|c| (sum_dz_xc[c] * f64::from(inv_std[c])) as f32)
+            .collect();
+        // dx = k1·dz + k2·x + k3, per channel.
+        let k1: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+        let k2: Vec<f32> = (0..channels)
+            .map(|c| (-f64::from(k1[c]) * f64::from(inv_std[c]) * f64::from(d_gamma[c]) / n) as f32)
+            .collect();
+        let k3: Vec<f32> = (0..channels)
+            .map(|c| {
+                (-f64::from(k1[c]) * sum_dz[c] / n - f64::from(k2[c]) * f64::from(mean[c])) as f32
+            })
+            .collect();
+        let mut dx = vec![0f32; rows * channels];
+        let chunk = chunk_rows(rows, channels);
+        dx.par_chunks_mut(chunk * channels)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (i, out) in out.chunks_exact_mut(channels).enumerate() {
+                    let r = task * chunk + i;
+                    dz_row(r, out);
+                    let x = &x[r * channels..(r + 1) * channels];
+                    let k = k1.iter().zip(&k2).zip(&k3);
+                    for ((out, &x), ((&k1, &k2), &k3)) in out.iter_mut().zip(x).zip(k) {
+                        *out = k1 * *out + k2 * x + k3;
+                    }
+                }
+            });
+        [
+            tensor(dx, [rows, channels]),
+            tensor(d_gamma, [channels]),
+            tensor(d_beta, [channels]),
+        ]
+    }
+}
+
+/// `[rows, channels]` of a matrix.
+fn dims2(x: &FlexTensor) -> [usize; 2] {
+    let shape = x.layout().shape();
+    [shape[0], shape[1..].iter().product()]
+}
+
+/// The tensor's values in row-major order, copied only where it is a strided view.
+fn values(x: &FlexTensor) -> Cow<'_, [f32]> {
+    match x.layout().contiguous_offsets() {
+        Some((start, end)) => Cow::Borrowed(&x.storage::<f32>()[start..end]),
+        None => Cow::Owned(x.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+/// A flex tensor owning `values`.
+fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, Shape::new(shape)))
+}
+
+/// Rows per task: a few tasks per thread, each at least 64 KiB of values.
+fn chunk_rows(rows: usize, channels: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    rows.div_ceil(tasks)
+        .max((16 << 10) / channels.max(1))
+        .max(1)
+}
+
+/// Two sets of column sums of a row-major matrix, `channels` each, in f64, as `add` accumulates
+/// them from one row.
+fn column_sums(
+    x: &[f32],
+    channels: usize,
+    add: impl Fn(&[f32], [&mut [f64]; 2]) + Sync,
+) -> [Vec<f64>; 2] {
+    let rows = x.len() / channels.max(1);
+    column_sums_indexed(rows, channels, |r, acc, _| {
+        add(&x[r * channels..(r + 1) * channels], acc)
+    })
+}
+
+/// As [`column_sums`], with `add` given the row's index and a scratch row of `channels` values.
+fn column_sums_indexed(
+    rows: usize,
+    channels: usize,
+    add: impl Fn(usize, [&mut [f64]; 2], &mut [f32]) + Sync,
+) -> [Vec<f64>; 2] {
+    let chunk = chunk_rows(rows, channels);
+    let total = (0..rows.div_ceil(chunk))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0f64; 2 * channels];
+            let mut scratch = vec![0f32; channels];
+            for r in task * chunk..((task + 1) * chunk).min(rows) {
+                let (first, second) = acc.split_at_mut(channels);
+                add(r, [first, second], &mut scratch);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; 2 * channels],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let second = total[channels..].to_vec();
+    let mut first = total;
+    first.truncate(channels);
+    [first, second]
+}
+
+/// A new row-major matrix, `write` filling each output row from the input row.
+fn map_rows(x: &[f32], channels: usize, write: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let rows = x.len() / channels.max(1);
+    let chunk = chunk_rows(rows, channels) * channels;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(out, x)| {
+            for (out, x) in out.chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
+                write(x, out);
+            }
+        });
+    out
+}
+
+/// The shapes of one convolution, as the products see them.
+struct ConvShape {
+    /// Input `[N, H, W, C]`.
+    input: [usize; 4],
+    /// Output `[Ho, Wo]`.
+    out: [usize; 2],
+    /// Output channels.
+    c_out: usize,
+    /// The kept taps (rows, columns) of the kernel.
+    taps: [Range<usize>; 2],
+    /// The weight's first row multiplied, and how many (the im2col row length).
+    first: usize,
+    depth: usize,
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+impl ConvShape {
+    fn new(x: &FlexTensor, weight: &FlexTensor, [kh, kw, sh, sw, ph, pw]: [usize; 6]) -> Self {
+        let s = x.layout().shape();
+        let [n, h, w, c] = [s[0], s[1], s[2], s[3]];
+        let c_out = weight.layout().shape()[1];
+        let out = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let taps = kept_taps([h, w], [kh, kw], [sh, sw], [ph, pw], out);
+        Self {
+            input: [n, h, w, c],
+            out,
+            c_out,
+            first: (taps[0].start * kw + taps[1].start) * c,
+            depth: taps[0].len() * taps[1].len() * c,
+            taps,
+            stride: [sh, sw],
+            padding: [ph, pw],
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.input[0] * self.out[0] * self.out[1]
+    }
+
+    /// Whether the input already is the im2col matrix (a 1x1, stride-1, unpadded convolution).
+    fn is_pointwise(&self) -> bool {
+        self.depth == self.input[3] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// The im2col matrix `[rows, depth]` of `x`.
+    fn columns<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.is_pointwise() {
+            return Cow::Borrowed(x);
+        }
+        let [taps_y, taps_x] = &self.taps;
+        let parallel = self.rows() * self.depth >= PARALLEL_COPY;
+        Cow::Owned(im2col(
+            x,
+            self.input,
+            [taps_y, taps_x],
+            self.stride,
+            self.padding,
+            self.out,
+            parallel,
+        ))
+    }
+}
+
+/// Below this many values an im2col or col2im runs on one thread.
+const PARALLEL_COPY: usize = 1 << 16;
+
+impl ConvTrain for Flex {
+    fn conv_nhwc(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: [usize; 6],
+    ) -> FloatTensor<Self> {
+        let shape = ConvShape::new(&x, &weight, geometry);
+        let (x, weight) = (values(&x), values(&weight));
+        let columns = shape.columns(&x);
+        let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
+        let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
+        let y = product(
+            [rows, depth, c_out],
+            (&columns, [depth, 1]),
+            (weight, [c_out, 1]),
+        );
+        let [n, _, _, _] = shape.input;
+        let [ho, wo] = shape.out;
+        tensor(y, [n, ho, wo, c_out])
+    }
+}
+
+impl ConvTrainBackward for Flex {
+    fn conv_nhwc_backward(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: [usize; 6],
+        [want_dx, want_dw]: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        let shape = ConvShape::new(&x, &weight, geometry);
+        let weight_rows = weight.layout().shape()[0];
+        let (grad, x, weight) = (values(&grad), values(&x), values(&weight));
+        let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
+        let dw = want_dw.then(|| {
+            // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient.
+            let columns = shape.columns(&x);
+            let block = product(
+                [depth, rows, c_out],
+                (&columns, [1, depth]),
+                (&grad, [c_out, 1]),
+            );
+            let dw = if depth * c_out == weight.len() {
+                block
+            } else {
+                let mut dw = vec![0f32; weight_rows * c_out];
+                dw[shape.first * c_out..(shape.first + depth) * c_out].copy_from_slice(&block);
+                dw
+            };
+            tensor(dw, [weight_rows, c_out])
+        });
+        let dx = want_dx.then(|| {
+            // dColumns = dY · Wᵀ, summed back onto the pixels each row was gathered from.
+            let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
+            let d_columns = product(
+                [rows, c_out, depth],
+                (&grad, [c_out, 1]),
+                (weight, [1, c_out]),
+            );
+            let dx = if shape.is_pointwise() {
+                d_columns
+            } else {
+                col2im(&d_columns, &shape)
+            };
+            tensor(dx, shape.input)
+        });
+        [dx, dw]
+    }
+}
+
+/// The adjoint of [`im2col`]: each row's values added back onto the input pixels they were
+/// copied from (padding taps dropped), per image on the pool's threads.
+fn col2im(columns: &[f32], shape: &ConvShape) -> Vec<f32> {
+    let [n, h, w, c] = shape.input;
+    let [ho, wo] = shape.out;
+    let [sh, sw] = shape.stride;
+    let [ph, pw] = shape.padding;
+    let [taps_y, taps_x] = &shape.taps;
+    let (depth, span) = (shape.depth, taps_x.len() * c);
+    let mut dx = vec![0f32; n * h * w * c];
+    let parallel = columns.len() >= PARALLEL_COPY;
+    for_each_image(parallel, &mut dx, h * w * c, |i, image| {
+        let rows = &columns[i * ho * wo * depth..(i + 1) * ho * wo * depth];
+        for (p, row) in rows.chunks_exact(depth).enumerate() {
+            let (oy, ox) = (p / wo, p % wo);
+            for (t, ky) in taps_y.clone().enumerate() {
+                let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
+                    continue;
+                };
+                let x0 = ox * sw + taps_x.start;
+                let first = pw.saturating_sub(x0).min(taps_x.len());
+                let last = (w + pw).saturating_sub(x0).min(taps_x.len());
+                if first < last {
+                    let src = &row[t * span + first * c..t * span + last * c];
+                    let dst = (y * w + x0 + first - pw) * c;
+                    for (d, s) in image[dst..dst + src.len()].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    });
+    let _ = n;
+    dx
+}
+
+/// `lhs · rhs` for `[m, k] · [k, n]` matrices given as slices with `[row, column]` strides, into
+/// a new row-major `[m, n]` matrix, on the pool's threads when large enough.
+fn product(
+    [m, k, n]: [usize; 3],
+    (lhs, [lhs_rs, lhs_cs]): (&[f32], [usize; 2]),
+    (rhs, [rhs_rs, rhs_cs]): (&[f32], [usize; 2]),
+) -> Vec<f32> {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+    };
+    assert!(
+        m * k == 0 || last(m, k, lhs_rs, lhs_cs) < lhs.len(),
+        "left operand too short"
+    );
+    assert!(
+        k * n == 0 || last(k, n, rhs_rs, rhs_cs) < rhs.len(),
+        "right operand too short"
+    );
+    let mut out = Vec::with_capacity(m * n);
+    let parallelism = if m * k * n >= PARALLEL_PRODUCT {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every operand index inside its slice; `out` has room for
+    // `m × n` values, all of which gemm writes (it does not read `dst` with `read_dst` false).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
