@@ -433,6 +433,35 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
                     "{backend} {name}, training + ReLU, {part}: {err}"
                 );
             }
+
+            // A block's last unit: the shortcut added before the ReLU (one operation on flex).
+            let shortcut = Tensor::<4>::random(out_dims, Distribution::Normal(0.0, 1.0), &device);
+            let run_add = |fast: bool| {
+                let unit = unit.clone();
+                let (x, s) = (x.clone().require_grad(), shortcut.clone().require_grad());
+                let y = if fast {
+                    nchw(unit.forward_nhwc_add_relu(nhwc(x.clone()), nhwc(s.clone())))
+                } else {
+                    relu(unit.forward(x.clone()) + s.clone())
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                vec![
+                    floats(y.inner()),
+                    floats(x.grad(&grads).unwrap()),
+                    floats(unit.conv.weight.grad(&grads).unwrap()),
+                    floats(unit.bn.gamma.grad(&grads).unwrap()),
+                    floats(unit.bn.beta.grad(&grads).unwrap()),
+                    floats(s.grad(&grads).unwrap()),
+                ]
+            };
+            let (want, got) = (run_add(false), run_add(true));
+            for ((part, g), w) in parts.iter().chain(&["shortcut grad"]).zip(&got).zip(&want) {
+                let err = max_relative(g, w);
+                assert!(
+                    err < 1e-4,
+                    "{backend} {name}, training + shortcut + ReLU, {part}: {err}"
+                );
+            }
         }
     }
 }

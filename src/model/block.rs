@@ -51,7 +51,13 @@ impl ConvBn {
 
     /// `relu(bn(conv(x)))` for channels-last `[N, H, W, C]`.
     pub fn forward_nhwc_relu(&self, x: Tensor<4>) -> Tensor<4> {
-        nhwc::batch_norm_then(&self.bn, nhwc::conv(&self.conv, x), true)
+        nhwc::batch_norm_then(&self.bn, nhwc::conv(&self.conv, x), None, true)
+    }
+
+    /// `relu(bn(conv(x)) + shortcut)` for channels-last `[N, H, W, C]`: a residual block's last
+    /// unit.
+    pub fn forward_nhwc_add_relu(&self, x: Tensor<4>, shortcut: Tensor<4>) -> Tensor<4> {
+        nhwc::batch_norm_then(&self.bn, nhwc::conv(&self.conv, x), Some(shortcut), true)
     }
 }
 
@@ -108,16 +114,9 @@ impl Block {
             Some(shortcut) => shortcut.forward_nhwc(x.clone()),
             None => x.clone(),
         };
-        let last = self.convs.len() - 1;
-        let mut y = x;
-        for (i, unit) in self.convs.iter().enumerate() {
-            y = if i < last {
-                unit.forward_nhwc_relu(y)
-            } else {
-                unit.forward_nhwc(y)
-            };
-        }
-        relu(y + identity)
+        let (last, inner) = self.convs.split_last().expect("a block has convolutions");
+        let y = inner.iter().fold(x, |y, unit| unit.forward_nhwc_relu(y));
+        last.forward_nhwc_add_relu(y, identity)
     }
 }
 

@@ -257,12 +257,18 @@ pub(crate) fn max_pool_non_negative(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4>
 /// BatchNorm over the last axis of channels-last `x`, with the layer's own rule for when it
 /// uses (and updates) batch statistics: on an autodiff device with its training flag set.
 pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    batch_norm_then(bn, x, false)
+    batch_norm_then(bn, x, None, false)
 }
 
-/// [`batch_norm`], then a ReLU where `relu`. In training on flex both are one operation with its
-/// own backward ([`train_ops`](super::train_ops)); elsewhere they are Burn's tensor operations.
-pub(crate) fn batch_norm_then(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+/// [`batch_norm`], plus `shortcut` where given, then a ReLU where `relu`. In training on flex
+/// all of it is one operation with its own backward ([`train_ops`](super::train_ops));
+/// elsewhere they are Burn's tensor operations.
+pub(crate) fn batch_norm_then(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    shortcut: Option<Tensor<4>>,
+    relu: bool,
+) -> Tensor<4> {
     let dims = x.dims();
     let c = dims[3];
     let rows = x.reshape([dims[0] * dims[1] * dims[2], c]);
@@ -275,8 +281,18 @@ pub(crate) fn batch_norm_then(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tenso
                 (running.mul_scalar(1.0 - bn.momentum) + batch.mul_scalar(bn.momentum)).detach(),
             );
         };
-        let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
-        match super::train_ops::batch_norm_train(rows.clone(), gamma, beta, bn.epsilon, relu) {
+        let params = [bn.gamma.val(), bn.beta.val()];
+        let flat_shortcut = shortcut
+            .clone()
+            .map(|s| s.reshape([dims[0] * dims[1] * dims[2], c]));
+        let fast = super::train_ops::batch_norm_train(
+            rows.clone(),
+            params,
+            flat_shortcut,
+            bn.epsilon,
+            relu,
+        );
+        match fast {
             Some((y, mean, var)) => {
                 update(&bn.running_mean, mean);
                 update(&bn.running_var, var);
@@ -303,6 +319,9 @@ pub(crate) fn batch_norm_then(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tenso
         let shift = bn.beta.val() - mean * scale.clone();
         rows * scale.unsqueeze_dim(0) + shift.unsqueeze_dim(0)
     };
-    let y = y.reshape(dims);
+    let y = match shortcut {
+        Some(shortcut) => y.reshape(dims) + shortcut,
+        None => y.reshape(dims),
+    };
     if relu { activation::relu(y) } else { y }
 }

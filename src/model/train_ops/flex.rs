@@ -10,7 +10,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Shape, TensorData};
 use rayon::prelude::*;
 
-use super::{BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward};
+use super::{BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward, Shortcut};
 use crate::model::fused::{PARALLEL_PRODUCT, for_each_image, im2col};
 use crate::model::nhwc::kept_taps;
 
@@ -19,12 +19,15 @@ impl BatchNormTrain for Flex {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        shortcut: Shortcut<Self>,
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [rows, channels] = dims2(&x);
         let x = &*values(&x);
         let (gamma, beta) = (values(&gamma), values(&beta));
+        let shortcut = shortcut.into_option();
+        let shortcut = shortcut.as_ref().map(|s| values(s));
         let [sum, sum_sq] = column_sums(x, channels, |row, [sum, sum_sq]| {
             for ((s, q), &v) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(row) {
                 let v = f64::from(v);
@@ -44,12 +47,20 @@ impl BatchNormTrain for Flex {
             .map(|c| gamma[c] / (f64::from(var[c]) + epsilon).sqrt() as f32)
             .collect();
         let b: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * a[c]).collect();
-        let y = map_rows(x, channels, |row, out| {
+        let y = map_rows(x, channels, |r, row, out| {
             let values = out.iter_mut().zip(row).zip(a.iter().zip(&b));
-            if relu {
-                values.for_each(|((out, &x), (&a, &b))| *out = (x * a + b).max(0.0));
-            } else {
-                values.for_each(|((out, &x), (&a, &b))| *out = x * a + b);
+            match (&shortcut, relu) {
+                (None, true) => {
+                    values.for_each(|((out, &x), (&a, &b))| *out = (x * a + b).max(0.0));
+                }
+                (None, false) => values.for_each(|((out, &x), (&a, &b))| *out = x * a + b),
+                (Some(shortcut), _) => {
+                    let shortcut = &shortcut[r * channels..(r + 1) * channels];
+                    for (((out, &x), (&a, &b)), &s) in values.zip(shortcut) {
+                        let v = x * a + b + s;
+                        *out = if relu { v.max(0.0) } else { v };
+                    }
+                }
             }
         });
         (
@@ -62,16 +73,33 @@ impl BatchNormTrain for Flex {
 
 impl BatchNormTrainBackward for Flex {
     fn bn_relu_train_backward(
-        grad: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
         x: FloatTensor<Self>,
         y: Option<FloatTensor<Self>>,
         mean: FloatTensor<Self>,
         var: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         epsilon: f64,
-    ) -> [FloatTensor<Self>; 3] {
+        shortcut: bool,
+    ) -> [Option<FloatTensor<Self>>; 4] {
         let [rows, channels] = dims2(&x);
-        let (grad, x, y) = (values(&grad), values(&x), y.as_ref().map(|y| values(y)));
+        let (grad_values, y) = (values(&output_grad), y.as_ref().map(|y| values(y)));
+        // The shortcut's gradient is the ReLU's masked gradient: made once where it is needed,
+        // and the passes below read it instead of masking as they go.
+        let masked = match (&y, shortcut) {
+            (Some(y), true) => Some(map_rows(&grad_values, channels, |r, grad, out| {
+                let y = &y[r * channels..(r + 1) * channels];
+                for ((out, &g), &y) in out.iter_mut().zip(grad).zip(y) {
+                    *out = if y > 0.0 { g } else { 0.0 };
+                }
+            })),
+            _ => None,
+        };
+        let (grad, y) = match &masked {
+            Some(dz) => (&dz[..], None),
+            None => (&grad_values[..], y),
+        };
+        let x = values(&x);
         let (mean, var, gamma) = (values(&mean), values(&var), values(&gamma));
         let inv_std: Vec<f32> = var
             .iter()
@@ -127,10 +155,15 @@ impl BatchNormTrainBackward for Flex {
                     }
                 }
             });
+        let d_shortcut = shortcut.then(|| match masked {
+            Some(dz) => tensor(dz, [rows, channels]),
+            None => output_grad.clone(),
+        });
         [
-            tensor(dx, [rows, channels]),
-            tensor(d_gamma, [channels]),
-            tensor(d_beta, [channels]),
+            Some(tensor(dx, [rows, channels])),
+            Some(tensor(d_gamma, [channels])),
+            Some(tensor(d_beta, [channels])),
+            d_shortcut,
         ]
     }
 }
@@ -206,16 +239,22 @@ fn column_sums_indexed(
     [first, second]
 }
 
-/// A new row-major matrix, `write` filling each output row from the input row.
-fn map_rows(x: &[f32], channels: usize, write: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+/// A new row-major matrix, `write` filling each output row from the input row (and its index).
+fn map_rows(
+    x: &[f32],
+    channels: usize,
+    write: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let rows = x.len() / channels.max(1);
     let chunk = chunk_rows(rows, channels) * channels;
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
-        .for_each(|(out, x)| {
-            for (out, x) in out.chunks_exact_mut(channels).zip(x.chunks_exact(channels)) {
-                write(x, out);
+        .enumerate()
+        .for_each(|(task, (out, x))| {
+            let rows = out.chunks_exact_mut(channels).zip(x.chunks_exact(channels));
+            for (i, (out, x)) in rows.enumerate() {
+                write(task * chunk / channels + i, x, out);
             }
         });
     out
@@ -322,38 +361,47 @@ impl ConvTrainBackward for Flex {
         let weight_rows = weight.layout().shape()[0];
         let (grad, x, weight) = (values(&grad), values(&x), values(&weight));
         let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
-        let dw = want_dw.then(|| {
-            // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient.
-            let columns = shape.columns(&x);
-            let block = product(
-                [depth, rows, c_out],
-                (&columns, [1, depth]),
-                (&grad, [c_out, 1]),
-            );
-            let dw = if depth * c_out == weight.len() {
-                block
-            } else {
-                let mut dw = vec![0f32; weight_rows * c_out];
-                dw[shape.first * c_out..(shape.first + depth) * c_out].copy_from_slice(&block);
-                dw
-            };
-            tensor(dw, [weight_rows, c_out])
-        });
-        let dx = want_dx.then(|| {
-            // dColumns = dY · Wᵀ, summed back onto the pixels each row was gathered from.
-            let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
-            let d_columns = product(
-                [rows, c_out, depth],
-                (&grad, [c_out, 1]),
-                (weight, [1, c_out]),
-            );
-            let dx = if shape.is_pointwise() {
-                d_columns
-            } else {
-                col2im(&d_columns, &shape)
-            };
-            tensor(dx, shape.input)
-        });
+        // The two products are independent: side by side they keep both threads busy where
+        // one alone is too small to split well (the late stages' products).
+        let (dx, dw) = rayon::join(
+            || {
+                // dColumns = dY · Wᵀ, summed back onto the pixels each row was gathered from.
+                want_dx.then(|| {
+                    let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
+                    let d_columns = product(
+                        [rows, c_out, depth],
+                        (&grad, [c_out, 1]),
+                        (weight, [1, c_out]),
+                    );
+                    let dx = if shape.is_pointwise() {
+                        d_columns
+                    } else {
+                        col2im(&d_columns, &shape)
+                    };
+                    tensor(dx, shape.input)
+                })
+            },
+            || {
+                // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient.
+                want_dw.then(|| {
+                    let columns = shape.columns(&x);
+                    let block = product(
+                        [depth, rows, c_out],
+                        (&columns, [1, depth]),
+                        (&grad, [c_out, 1]),
+                    );
+                    let dw = if depth * c_out == weight.len() {
+                        block
+                    } else {
+                        let mut dw = vec![0f32; weight_rows * c_out];
+                        dw[shape.first * c_out..(shape.first + depth) * c_out]
+                            .copy_from_slice(&block);
+                        dw
+                    };
+                    tensor(dw, [weight_rows, c_out])
+                })
+            },
+        );
         [dx, dw]
     }
 }
@@ -390,7 +438,6 @@ fn col2im(columns: &[f32], shape: &ConvShape) -> Vec<f32> {
             }
         }
     });
-    let _ = n;
     dx
 }
 

@@ -28,15 +28,17 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, AutodiffBackend, Backend, Dispatch, backend_extension};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, ExtensionType, backend_extension,
+};
 use burn::tensor::{DType, Tensor};
 
 #[cfg(feature = "flex")]
 mod flex;
 
-/// BatchNorm over the columns of a `[rows, channels]` matrix with batch statistics, optionally
-/// followed by a ReLU: `(y, mean, var)`, the biased variance, as the running statistics take
-/// them.
+/// BatchNorm over the columns of a `[rows, channels]` matrix with batch statistics, plus a
+/// shortcut of the same shape where given, then a ReLU where `relu`: `(y, mean, var)`, the
+/// biased variance, as the running statistics take them.
 #[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
 pub trait BatchNormTrain: Backend {
     /// The forward pass; see the module's documentation.
@@ -44,14 +46,39 @@ pub trait BatchNormTrain: Backend {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        #[extension_type] shortcut: Shortcut<Self>,
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
+/// What is added to the normalized values before the ReLU: a residual block's shortcut, or
+/// nothing. (An enum rather than an `Option`, which the extension macro does not route.)
+#[derive(ExtensionType)]
+pub enum Shortcut<B: Backend> {
+    /// A tensor the shape of the input.
+    Add(FloatTensor<B>),
+    /// No shortcut.
+    Zero,
+}
+
+impl<B: Backend> Shortcut<B> {
+    fn from_option(tensor: Option<FloatTensor<B>>) -> Self {
+        tensor.map_or(Self::Zero, Self::Add)
+    }
+
+    fn into_option(self) -> Option<FloatTensor<B>> {
+        match self {
+            Self::Add(tensor) => Some(tensor),
+            Self::Zero => None,
+        }
+    }
+}
+
 /// The backward pass, on the backend autodiff wraps.
 trait BatchNormTrainBackward: Backend {
-    /// `(dx, dγ, dβ)` from the output's gradient and what the forward kept.
+    /// `[dx, dγ, dβ, dshortcut]` from the output's gradient and what the forward kept; the
+    /// shortcut's only where `shortcut` (it had one, and it is tracked).
     #[allow(clippy::too_many_arguments)]
     fn bn_relu_train_backward(
         grad: FloatTensor<Self>,
@@ -61,26 +88,31 @@ trait BatchNormTrainBackward: Backend {
         var: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         epsilon: f64,
-    ) -> [FloatTensor<Self>; 3];
+        shortcut: bool,
+    ) -> [Option<FloatTensor<Self>>; 4];
 }
 
-/// `bn(x)`, then ReLU where `relu`, for `[rows, channels]` f32 `x` on autodiff over flex; the
-/// batch mean and biased variance come back beside it (untracked). `None` where the operation
-/// does not apply (another backend or dtype): the caller composes Burn's operations instead.
+/// `bn(x) [+ shortcut]`, then ReLU where `relu`, for `[rows, channels]` f32 `x` on autodiff
+/// over flex; the batch mean and biased variance come back beside it (untracked). `None` where
+/// the operation does not apply (another backend or dtype): the caller composes Burn's
+/// operations instead.
 pub(crate) fn batch_norm_train(
     x: Tensor<2>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
+    [gamma, beta]: [Tensor<1>; 2],
+    shortcut: Option<Tensor<2>>,
     epsilon: f64,
     relu: bool,
 ) -> Option<(Tensor<2>, Tensor<1>, Tensor<1>)> {
-    if !applies(&x) || [gamma.dtype(), beta.dtype()] != [DType::F32; 2] {
+    let f32s = [gamma.dtype(), beta.dtype()] == [DType::F32; 2]
+        && shortcut.as_ref().is_none_or(|s| s.dtype() == DType::F32);
+    if !applies(&x) || !f32s {
         return None;
     }
     let (y, mean, var) = <Dispatch as BatchNormTrain>::bn_relu_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
+        Shortcut::from_option(shortcut.map(Tensor::into_dispatch)),
         epsilon,
         relu,
     );
@@ -120,12 +152,14 @@ impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNor
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        shortcut: Shortcut<Self>,
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        /// The operation's node: three parents (x, γ, β).
+        let shortcut = shortcut.into_option();
+        /// The operation's node: `N` parents, x, γ, β and the shortcut where there is one.
         #[derive(Debug)]
-        struct BatchNormReluBackward;
+        struct BatchNormReluBackward<const N: usize>;
 
         /// What the backward needs: x, y (for the ReLU's mask), the batch statistics, γ, ε.
         type State<B> = (
@@ -137,20 +171,24 @@ impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNor
             f64,
         );
 
-        impl<B: Backend + BatchNormTrainBackward> Backward<B, 3> for BatchNormReluBackward {
+        impl<B: Backend + BatchNormTrainBackward, const N: usize> Backward<B, N>
+            for BatchNormReluBackward<N>
+        {
             type State = State<B>;
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 3>,
+                ops: Ops<Self::State, N>,
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
                 let (x, y, mean, var, gamma, epsilon) = ops.state;
                 let grad = grads.consume::<B>(&ops.node);
-                let outputs = B::bn_relu_train_backward(grad, x, y, mean, var, gamma, epsilon);
+                let shortcut = ops.parents.get(3).is_some_and(Option::is_some);
+                let outputs =
+                    B::bn_relu_train_backward(grad, x, y, mean, var, gamma, epsilon, shortcut);
                 for (parent, grad) in ops.parents.iter().zip(outputs) {
-                    if let Some(parent) = parent {
+                    if let (Some(parent), Some(grad)) = (parent, grad) {
                         grads.register::<B>(parent.id, grad);
                     }
                 }
@@ -158,26 +196,42 @@ impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNor
         }
 
         let nodes = [x.node(), gamma.node(), beta.node()];
+        let shortcut_node = shortcut.as_ref().map(|s| s.node());
         let (x, gamma, beta) = (
             x.into_primitive(),
             gamma.into_primitive(),
             beta.into_primitive(),
         );
-        let (y, mean, var) = B::bn_relu_train(x.clone(), gamma.clone(), beta, epsilon, relu);
+        let shortcut = Shortcut::from_option(shortcut.map(|s| s.into_primitive()));
+        let (y, mean, var) =
+            B::bn_relu_train(x.clone(), gamma.clone(), beta, shortcut, epsilon, relu);
         let statistics = (
             Self::from_inner(mean.clone()),
             Self::from_inner(var.clone()),
         );
-        let y = match BatchNormReluBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let kept_y = relu.then(|| y.clone());
-                prep.finish((x, kept_y, mean, var, gamma, epsilon), y)
+        let kept_y = relu.then(|| y.clone());
+        let state = (x, kept_y, mean, var, gamma, epsilon);
+        // The same node with or without the shortcut as a fourth parent.
+        let y = match shortcut_node {
+            None => match BatchNormReluBackward::<3>
+                .prepare::<C>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+            Some(shortcut) => {
+                let [x, gamma, beta] = nodes;
+                match BatchNormReluBackward::<4>
+                    .prepare::<C>([x, gamma, beta, shortcut])
+                    .compute_bound()
+                    .stateful()
+                {
+                    OpsKind::Tracked(prep) => prep.finish(state, y),
+                    OpsKind::UnTracked(prep) => prep.finish(y),
+                }
             }
-            OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (y, statistics.0, statistics.1)
     }
