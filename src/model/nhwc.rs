@@ -8,7 +8,10 @@
 //! product, and a 3x3 one into the same after gathering its patches (im2col), for the batch at
 //! once; BatchNorm becomes a per-column operation on that matrix. Everything is plain Burn tensor
 //! operations, so it runs on every backend and autodiff differentiates it as usual: frozen
-//! weights get no gradient, and nothing behind a frozen part is differentiated at all.
+//! weights get no gradient, and nothing behind a frozen part is differentiated at all. On flex
+//! the convolution and the training BatchNorm (with the ReLU and shortcut after it) are single
+//! operations with their own backward instead ([`train_ops`](super::train_ops)), held to these
+//! by the tests.
 //!
 //! The weights are stored as the matrices the products take ([`Conv`]), so neither the forward
 //! nor the backward copies a weight. [`ConvBn::forward`](super::block::ConvBn::forward) keeps

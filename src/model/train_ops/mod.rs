@@ -1,23 +1,33 @@
-//! BatchNorm in training mode, with the ReLU after it, as one operation with its own backward on
-//! flex.
+//! The channels-last path's convolution and training BatchNorm as single operations with their
+//! own backward on flex, through Burn's backend-extension API.
 //!
-//! Written as Burn tensor operations ([`nhwc::batch_norm`](super::nhwc::batch_norm)), a training
-//! BatchNorm is about ten element-wise operations forward and twenty backward, each a pass over
-//! the activations on one thread, each with its own output allocation and autodiff node. Here
-//! the forward is two passes (column sums, then normalize + ReLU) and the backward two (column
-//! sums of the gradient, then the input's gradient), split over rayon's threads, with the
-//! closed-form gradient of a batch normalization:
+//! As Burn tensor operations ([`nhwc`](super::nhwc)), a convolution was an im2col gather with a
+//! host-built index (a scatter-add backward) and a matmul whose output flex zeroes and then
+//! copies into an aligned block; a training BatchNorm about ten element-wise operations forward
+//! and twenty backward, each a pass over the activations on one thread with its own output
+//! allocation and autodiff node.
+//!
+//! [`ConvTrain`]: im2col written straight from the `[N, H, W, C]` input (a 1x1 stride-1
+//! convolution multiplies the input itself), one `gemm` product into a buffer the product
+//! fills. Backward: `dW = columnsᵀ · dY` and `dcolumns = dY · Wᵀ` side by side on the pool's
+//! threads, then col2im adds each row back onto the pixels it came from.
+//!
+//! [`BatchNormTrain`]: two passes forward (column sums, then normalize, add the shortcut where
+//! there is one, ReLU) and two backward (column sums of the gradient, then the input's
+//! gradient), split over rayon's threads, with the closed-form gradient of a batch
+//! normalization:
 //!
 //! ```text
-//! dz = dy · [y > 0]                  (the ReLU's mask; dz = dy without ReLU)
+//! dz = dy · [y > 0]                  (the ReLU's mask; dz = dy without ReLU; dshortcut = dz)
 //! dβ = Σ dz        dγ = Σ dz · x̂     (sums over the rows, per channel)
 //! dx = γ / σ · (dz − dβ / R − x̂ · dγ / R)
 //! ```
 //!
 //! where `x̂ = (x − μ) / σ`, `σ = √(var + ε)` and `R` is the number of rows (pixels × images).
-//! It is a Burn backend extension: implemented for flex and for autodiff over flex, and used
-//! only there (`tests/model.rs` holds it to the plain operations on ndarray and to autodiff's
-//! own gradients).
+//!
+//! Both are implemented for flex (`flex.rs`) and for autodiff over any backend that implements
+//! them, and are used only on flex; other backends compose Burn's operations, which
+//! `tests/model.rs` holds these to (outputs, every gradient, running statistics).
 
 // Without flex no backend implements the operations, and the generated dispatch leaves their
 // arguments unread.
