@@ -330,30 +330,41 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
         let nhwc = |x: Tensor<4>| x.permute([0, 2, 3, 1]);
         let nchw = |x: Tensor<4>| x.permute([0, 3, 1, 2]);
         // Output, input gradient, weight gradient and gamma gradient, plain or fast.
-        let run_then =
-            |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool, with_relu: bool| {
-                let unit = unit.clone();
-                let x = x.clone().require_grad();
-                let y = match (fast, with_relu) {
-                    (true, false) => nchw(unit.forward_nhwc(nhwc(x.clone()))),
-                    (true, true) => nchw(unit.forward_nhwc_relu(nhwc(x.clone()))),
-                    (false, false) => unit.forward(x.clone()),
-                    (false, true) => relu(unit.forward(x.clone())),
-                };
-                let grads = (y.clone() * weights.clone()).sum().backward();
-                let conv_grad = unit.conv.weight.grad(&grads).unwrap();
-                let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
-                let beta_grad = unit.bn.beta.grad(&grads).unwrap();
-                vec![
-                    floats(y.inner()),
-                    floats(x.grad(&grads).unwrap()),
-                    floats(conv_grad),
-                    floats(gamma_grad),
-                    floats(beta_grad),
-                ]
+        // What follows the unit: nothing, a ReLU, or a shortcut added and then a ReLU (a
+        // block's last unit), whose gradient then comes last.
+        let run_then = |unit: &ConvBn,
+                        x: &Tensor<4>,
+                        weights: &Tensor<4>,
+                        fast: bool,
+                        with_relu: bool,
+                        shortcut: Option<&Tensor<4>>| {
+            let unit = unit.clone();
+            let x = x.clone().require_grad();
+            let s = shortcut.map(|s| s.clone().require_grad());
+            let y = match (fast, with_relu, s.clone()) {
+                (true, false, _) => nchw(unit.forward_nhwc(nhwc(x.clone()))),
+                (true, true, None) => nchw(unit.forward_nhwc_relu(nhwc(x.clone()))),
+                (true, true, Some(s)) => nchw(unit.forward_nhwc_add_relu(nhwc(x.clone()), nhwc(s))),
+                (false, false, _) => unit.forward(x.clone()),
+                (false, true, None) => relu(unit.forward(x.clone())),
+                (false, true, Some(s)) => relu(unit.forward(x.clone()) + s),
             };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let conv_grad = unit.conv.weight.grad(&grads).unwrap();
+            let gamma_grad = unit.bn.gamma.grad(&grads).unwrap();
+            let beta_grad = unit.bn.beta.grad(&grads).unwrap();
+            let mut parts = vec![
+                floats(y.inner()),
+                floats(x.grad(&grads).unwrap()),
+                floats(conv_grad),
+                floats(gamma_grad),
+                floats(beta_grad),
+            ];
+            parts.extend(s.map(|s| floats(s.grad(&grads).unwrap())));
+            parts
+        };
         let run = |unit: &ConvBn, x: &Tensor<4>, weights: &Tensor<4>, fast: bool| {
-            run_then(unit, x, weights, fast, false)
+            run_then(unit, x, weights, fast, false, None)
         };
         let parts = [
             "output",
@@ -424,8 +435,8 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
             }
 
             // Training mode with the ReLU that follows most units (one operation on flex).
-            let want = run_then(&unit, &x, &weights, false, true);
-            let got = run_then(&unit, &x, &weights, true, true);
+            let want = run_then(&unit, &x, &weights, false, true, None);
+            let got = run_then(&unit, &x, &weights, true, true, None);
             for ((part, g), w) in parts.iter().zip(&got).zip(&want) {
                 let err = max_relative(g, w);
                 assert!(
@@ -436,24 +447,7 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
 
             // A block's last unit: the shortcut added before the ReLU (one operation on flex).
             let shortcut = Tensor::<4>::random(out_dims, Distribution::Normal(0.0, 1.0), &device);
-            let run_add = |fast: bool| {
-                let unit = unit.clone();
-                let (x, s) = (x.clone().require_grad(), shortcut.clone().require_grad());
-                let y = if fast {
-                    nchw(unit.forward_nhwc_add_relu(nhwc(x.clone()), nhwc(s.clone())))
-                } else {
-                    relu(unit.forward(x.clone()) + s.clone())
-                };
-                let grads = (y.clone() * weights.clone()).sum().backward();
-                vec![
-                    floats(y.inner()),
-                    floats(x.grad(&grads).unwrap()),
-                    floats(unit.conv.weight.grad(&grads).unwrap()),
-                    floats(unit.bn.gamma.grad(&grads).unwrap()),
-                    floats(unit.bn.beta.grad(&grads).unwrap()),
-                    floats(s.grad(&grads).unwrap()),
-                ]
-            };
+            let run_add = |fast| run_then(&unit, &x, &weights, fast, true, Some(&shortcut));
             let (want, got) = (run_add(false), run_add(true));
             for ((part, g), w) in parts.iter().chain(&["shortcut grad"]).zip(&got).zip(&want) {
                 let err = max_relative(g, w);

@@ -382,7 +382,9 @@ impl ConvTrainBackward for Flex {
                 })
             },
             || {
-                // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient.
+                // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient. The
+                // columns are gathered again rather than kept from the forward: one copy pass
+                // against holding a 3x3 convolution's nine-fold activations until the backward.
                 want_dw.then(|| {
                     let columns = shape.columns(&x);
                     let block = product(

@@ -36,7 +36,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, ExtensionType, backend_extension,
@@ -223,24 +223,11 @@ impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNor
         let state = (x, kept_y, mean, var, gamma, epsilon);
         // The same node with or without the shortcut as a fourth parent.
         let y = match shortcut_node {
-            None => match BatchNormReluBackward::<3>
-                .prepare::<C>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            },
+            None => record::<B, C, _, 3>(BatchNormReluBackward::<3>, nodes, state, y),
             Some(shortcut) => {
                 let [x, gamma, beta] = nodes;
-                match BatchNormReluBackward::<4>
-                    .prepare::<C>([x, gamma, beta, shortcut])
-                    .compute_bound()
-                    .stateful()
-                {
-                    OpsKind::Tracked(prep) => prep.finish(state, y),
-                    OpsKind::UnTracked(prep) => prep.finish(y),
-                }
+                let nodes = [x, gamma, beta, shortcut];
+                record::<B, C, _, 4>(BatchNormReluBackward::<4>, nodes, state, y)
             }
         };
         (y, statistics.0, statistics.1)
@@ -326,9 +313,20 @@ impl<B: ConvTrain + ConvTrainBackward, C: CheckpointStrategy> ConvTrain for Auto
         let nodes = [x.node(), weight.node()];
         let (x, weight) = (x.into_primitive(), weight.into_primitive());
         let y = B::conv_nhwc(x.clone(), weight.clone(), geometry);
-        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x, weight, geometry), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record::<B, C, _, 2>(ConvBackward, nodes, (x, weight, geometry), y)
+    }
+}
+
+/// Records `output` as the result of `op` on the `nodes` it read: with `state` for the backward
+/// where a parent is tracked, as a constant otherwise.
+fn record<B: Backend, C: CheckpointStrategy, Op: Backward<B, N>, const N: usize>(
+    op: Op,
+    nodes: [NodeGuard; N],
+    state: Op::State,
+    output: FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match op.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
     }
 }
