@@ -23,6 +23,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod files;
 pub mod infer;
 pub mod model;
 pub mod report;

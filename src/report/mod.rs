@@ -12,8 +12,8 @@ pub use run::{draw_confusion, draw_curves, draw_predictions, write_summary};
 use std::path::Path;
 use std::sync::Once;
 
-use crate::data::download::write_atomic;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 
 /// The font family every drawing uses.
 pub(crate) const FONT: &str = "sans-serif";

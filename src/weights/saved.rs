@@ -11,8 +11,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::Device;
 
 use crate::data::Preprocess;
-use crate::data::download::write_atomic;
 use crate::error::{Error, Result};
+use crate::files::{save_atomic, write_atomic};
 use crate::model::{ResNet, ResNetConfig};
 
 /// What a saved model needs besides its weights.
@@ -59,22 +59,13 @@ impl SavedModel {
     /// Saves to `path.bpk` and `path.json`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let (bpk, json) = saved_paths(path);
-        let dir = match bpk.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".save-")
-            .suffix(".bpk")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(dir, e))?;
-        self.model
-            .clone()
-            .into_record()
-            .save(tmp.path())
-            .map_err(|e| record_error(&bpk, e))?;
-        tmp.persist(&bpk).map_err(|e| Error::io(&bpk, e.error))?;
+        save_atomic(&bpk, |tmp| {
+            self.model
+                .clone()
+                .into_record()
+                .save(tmp)
+                .map_err(|e| record_error(&bpk, e))
+        })?;
         let card = serde_json::to_vec_pretty(&self.card).expect("a card serializes");
         write_atomic(&json, &card)
     }
