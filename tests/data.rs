@@ -343,6 +343,44 @@ fn finds_what_keras_downloaded_and_says_where_to_put_it_offline() {
 }
 
 #[test]
+fn finds_what_keras_3_downloaded_under_keras_home() {
+    let _search = search_lock();
+    let home = tempfile::tempdir().unwrap();
+    let keras_home = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let _env = EnvVars::set(&[
+        ("HOME", home.path()),
+        ("KERAS_HOME", keras_home.path()),
+        ("RESNET_TRANSFER_CACHE", cache.path()),
+    ]);
+    // Keras 3 under ~/.keras is not where Keras looks when KERAS_HOME is set.
+    let keras3 = "datasets/cifar-10-batches-py-target/cifar-10-batches-py";
+    copy_dir(
+        &fixtures().join("cifar-10-batches-py"),
+        &home.path().join(".keras").join(keras3),
+    );
+    let err = Cifar10::find_or_download(None, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&keras_home.path().display().to_string()),
+        "{err}"
+    );
+    copy_dir(
+        &fixtures().join("cifar-10-batches-py"),
+        &keras_home.path().join(keras3),
+    );
+    let cifar = Cifar10::find_or_download(None, None).unwrap();
+    check(&cifar);
+    assert_eq!(cifar.source, keras_home.path().join(keras3));
+
+    // Without KERAS_HOME, Keras 3's folder under ~/.keras.
+    // SAFETY: this test holds `search_lock()`, as every test that reads the variable does.
+    unsafe { std::env::remove_var("KERAS_HOME") };
+    let cifar = Cifar10::find_or_download(None, None).unwrap();
+    assert_eq!(cifar.source, home.path().join(".keras").join(keras3));
+}
+
+#[test]
 fn photo_folders_read_resize_and_batch_through_burns_batcher() {
     use burn::data::dataloader::batcher::Batcher;
     use burn::data::dataset::Dataset;
@@ -359,7 +397,8 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
         // Not an image by its ending: skipped.
         std::fs::write(root.path().join(class).join("notes.txt"), "x").unwrap();
     }
-    let (set, names) = read_image_folder(root.path(), 32).unwrap();
+    let folder = read_image_folder(root.path(), 32, false).unwrap();
+    let (set, names) = (folder.images, folder.class_names);
     assert_eq!(names, vec!["cat", "dog"]);
     assert_eq!(set.len(), 4);
     assert_eq!(set.labels(), &[0, 0, 1, 1]);
@@ -381,9 +420,15 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
 
     // A broken image is a typed error naming the file.
     std::fs::write(root.path().join("dog").join("broken.jpg"), b"not a jpeg").unwrap();
-    let err = read_image_folder(root.path(), 32).unwrap_err();
+    let err = read_image_folder(root.path(), 32, false).unwrap_err();
     assert!(
         matches!(&err, Error::Image { path, .. } if path.ends_with("broken.jpg")),
         "{err}"
     );
+    // Skipping bad files leaves it out, says which, and changes nothing else.
+    let skipping = read_image_folder(root.path(), 32, true).unwrap();
+    assert_eq!(skipping.images.len(), 4);
+    assert_eq!(skipping.skipped.len(), 1);
+    assert!(skipping.skipped[0].0.ends_with("broken.jpg"));
+    assert!(skipping.files[3].ends_with("dog/1.png"));
 }

@@ -238,8 +238,10 @@ impl Cifar10 {
     /// Finds CIFAR-10 in the usual places, or downloads it.
     ///
     /// Looks in `data_dir` (if given), then in this crate's cache folder
-    /// ([`download::cache_dir`]), then where Keras (`~/.keras/datasets`) and torchvision
-    /// (`<data_dir>/cifar-10-batches-py`) put it. With `download` set and nothing found, downloads
+    /// ([`download::cache_dir`]), then where Keras 2 (`~/.keras/datasets/cifar-10-batches-py`)
+    /// and Keras 3 (`~/.keras/datasets/cifar-10-batches-py-target/cifar-10-batches-py`) put it,
+    /// under `$KERAS_HOME` instead of `~/.keras` when that is set, as Keras does; torchvision's
+    /// `<root>/cifar-10-batches-py` is found by naming its root as `data_dir`. With `download` set and nothing found, downloads
     /// the binary archive into the cache folder, checking its MD5. Offline, the error says which
     /// file to put where.
     pub fn find_or_download(
@@ -249,8 +251,10 @@ impl Cifar10 {
         let mut candidates: Vec<PathBuf> = data_dir.map(Path::to_path_buf).into_iter().collect();
         let cache = download::cache_dir().join("cifar10");
         candidates.push(cache.clone());
-        if let Some(home) = std::env::var_os("HOME") {
-            candidates.push(PathBuf::from(home).join(".keras").join("datasets"));
+        if let Some(datasets) = keras_datasets_dir() {
+            // Keras 2 extracts into `datasets/`, Keras 3 into a `-target` folder inside it.
+            candidates.push(datasets.join("cifar-10-batches-py-target"));
+            candidates.push(datasets);
         }
         for dir in &candidates {
             if dir.is_file() || locate_in(dir).is_some() {
@@ -338,6 +342,14 @@ fn locate_in(path: &Path) -> Option<PathBuf> {
         .filter(|p| detect_dir(p).is_some())
         .chain(archives.filter(|p| p.is_file()))
         .next()
+}
+
+/// Keras's dataset folder: `$KERAS_HOME/datasets`, else `~/.keras/datasets`.
+fn keras_datasets_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("KERAS_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".keras")))?;
+    Some(home.join("datasets"))
 }
 
 fn placement_hint(dir: &Path) -> String {

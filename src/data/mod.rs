@@ -25,7 +25,11 @@ mod sample;
 
 pub use batcher::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order};
 pub use cifar10::{Cifar10, Downloader, Format};
-pub use folder::{IMAGE_EXTENSIONS, read_image, read_image_folder};
+pub use folder::{IMAGE_EXTENSIONS, ImageFolder, read_image, read_image_folder};
 pub use images::ImageSet;
+pub(crate) use preprocess::resize_to;
 pub use preprocess::{Augment, CAFFE_MEAN_BGR, Preprocess, TORCH_MEAN, TORCH_STD, resize};
-pub use sample::{Split, stratified_split};
+pub use sample::{
+    DEFAULT_TRAIN_SAMPLES, DEFAULT_VALID_CAP, DEFAULT_VALID_SHARE, Split, sample_sizes,
+    share_split, stratified_split,
+};

@@ -91,7 +91,18 @@ impl FromStr for Preprocess {
 /// centres, as `tf.image.resize` and `torch.nn.functional.interpolate` upsample). An image
 /// already of that size is returned as it is.
 pub fn resize(rgb: &[u8], height: usize, width: usize, size: usize) -> Vec<u8> {
-    if height == size && width == size {
+    resize_to(rgb, height, width, size, size)
+}
+
+/// [`resize`] to `out_height` x `out_width`.
+pub(crate) fn resize_to(
+    rgb: &[u8],
+    height: usize,
+    width: usize,
+    out_height: usize,
+    out_width: usize,
+) -> Vec<u8> {
+    if (height, width) == (out_height, out_width) {
         return rgb.to_vec();
     }
     let plane = height * width;
@@ -101,8 +112,9 @@ pub fn resize(rgb: &[u8], height: usize, width: usize, size: usize) -> Vec<u8> {
     }
     let img = image::RgbImage::from_raw(width as u32, height as u32, interleaved)
         .expect("the buffer matches the size");
-    let resized = image::imageops::resize(&img, size as u32, size as u32, FilterType::Triangle);
-    from_interleaved(resized.as_raw(), size * size)
+    let (w, h) = (out_width as u32, out_height as u32);
+    let resized = image::imageops::resize(&img, w, h, FilterType::Triangle);
+    from_interleaved(resized.as_raw(), out_height * out_width)
 }
 
 /// Planar from interleaved RGB.
