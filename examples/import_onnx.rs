@@ -2,7 +2,7 @@
 //! so the next load is fast.
 //!
 //! ```sh
-//! cargo run --release --example import_onnx -- --onnx FILE --out RECORD [--check REFERENCE.json]
+//! cargo run --release --example import_onnx -- --onnx FILE|NAME --out RECORD [--check REFERENCE.json]
 //! ```
 //! `--check` compares the logits with a reference written by `tests/fixtures/make_onnx.py`
 //! (onnxruntime's output for the generator's input formula) and prints the relative error.
@@ -17,15 +17,18 @@ use resnet_transfer::weights::{ModelCard, SavedModel, describe, import_onnx, par
 #[derive(Parser)]
 #[command(about = "Import a ResNet ONNX export into a Burn record")]
 struct Args {
-    /// The ONNX file.
+    /// The ONNX file, or a catalog name (found in ./weights or the cache, else downloaded).
     #[arg(long)]
-    onnx: PathBuf,
+    onnx: String,
     /// Where to save the record (writes OUT.bpk and OUT.json).
     #[arg(long)]
     out: Option<PathBuf>,
     /// A reference JSON from tests/fixtures/make_onnx.py to compare the logits with.
     #[arg(long)]
     check: Option<PathBuf>,
+    /// Never download catalog weights.
+    #[arg(long)]
+    offline: bool,
     /// Backend: flex, ndarray or wgpu.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
     backend: String,
@@ -42,8 +45,9 @@ fn main() {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = resnet_transfer::device::device(&args.backend)?;
     let start = Instant::now();
-    let imported = import_onnx(&args.onnx, &device)?;
-    println!("{}", describe(&imported, &args.onnx));
+    let onnx = resnet_transfer::weights::resolve(&args.onnx, !args.offline, true)?;
+    let imported = import_onnx(&onnx, &device)?;
+    println!("{}", describe(&imported, &onnx));
     println!("ONNX import: {:.2} s", start.elapsed().as_secs_f64());
 
     if let Some(reference) = &args.check {
@@ -78,7 +82,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             preprocess: imported.preprocess,
             input_size: imported.input_size.unwrap_or(224),
             class_names: Vec::new(),
-            source: args.onnx.display().to_string(),
+            source: onnx.display().to_string(),
         };
         let saved = SavedModel {
             model: imported.model,

@@ -1,7 +1,7 @@
 //! Classifies photos with a ResNet from an ONNX file or a saved model.
 //!
 //! ```sh
-//! cargo run --release --example predict -- --weights FILE [--preprocess caffe|torch|unit]
+//! cargo run --release --example predict -- --weights NAME|FILE [--preprocess caffe|torch|unit]
 //!     [--input-size N] [--classes imagenet|cifar10|FILE] [--top-k K] [--json] [--logits] IMAGE...
 //! ```
 
@@ -15,9 +15,9 @@ use resnet_transfer::{Classifier, weights};
 #[derive(Parser)]
 #[command(about = "Classify PNG or JPEG photos with a ResNet")]
 struct Args {
-    /// An ONNX file, a saved model (NAME.bpk + NAME.json) or a run folder.
+    /// A run folder, a saved model (NAME.bpk + NAME.json), an ONNX file, or a catalog name.
     #[arg(long)]
-    weights: PathBuf,
+    weights: String,
     /// Preprocessing; default: what the weights want.
     #[arg(long)]
     preprocess: Option<Preprocess>,
@@ -39,6 +39,9 @@ struct Args {
     /// Backend: flex, ndarray or wgpu.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
     backend: String,
+    /// Never download catalog weights.
+    #[arg(long)]
+    offline: bool,
     /// The images.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -54,7 +57,8 @@ fn main() {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = resnet_transfer::device::device(&args.backend)?;
-    let mut classifier = Classifier::new(weights::load(&args.weights, &device)?, &device);
+    let saved = weights::load_named(&args.weights, &device, !args.offline, !args.json)?;
+    let mut classifier = Classifier::new(saved, &device);
     if let Some(p) = args.preprocess {
         classifier.preprocess = p;
     }

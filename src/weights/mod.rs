@@ -9,11 +9,52 @@ pub use catalog::{CATALOG, WeightsEntry};
 pub use onnx::{Imported, InputLayout, describe, import_onnx, parity_input};
 pub use saved::{ModelCard, SavedModel, saved_paths};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use crate::error::{Error, Result};
+
+/// Resolves what a user names as weights: an existing file or folder is taken as it is; otherwise
+/// `name_or_path` must be a [`catalog`] name, whose file is looked for in `./weights` and the
+/// cache folder ([`catalog::weights_dir`]) and, when `download` is set and the entry is published
+/// online, downloaded there with its checksum checked. Offline, the error says which file to put
+/// where; an unknown name, which names there are.
+///
+/// ```
+/// use resnet_transfer::weights;
+///
+/// let err = weights::resolve("no-such-weights", false, false).unwrap_err();
+/// assert!(err.to_string().contains("resnet50-v1-12"));
+/// ```
+pub fn resolve(name_or_path: &str, download: bool, progress: bool) -> Result<PathBuf> {
+    let path = Path::new(name_or_path);
+    if path.exists() || saved_paths(path).0.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let Some(entry) = catalog::entry(name_or_path) else {
+        let names: Vec<&str> = CATALOG.iter().map(|e| e.name).collect();
+        return Err(Error::NotFound {
+            what: format!("weights `{name_or_path}`"),
+            looked_in: "the file system and the catalog of known weights".into(),
+            hint: format!(
+                "Give an .onnx file, a saved model, a run folder, or one of: {}",
+                names.join(", ")
+            ),
+        });
+    };
+    entry.locate(&[Path::new("weights")], download, progress)
+}
+
+/// [`resolve`]s `name_or_path`, then [`load`]s it: what every example does with `--weights`.
+pub fn load_named(
+    name_or_path: &str,
+    device: &Device,
+    download: bool,
+    progress: bool,
+) -> Result<SavedModel> {
+    load(&resolve(name_or_path, download, progress)?, device)
+}
 
 /// Loads a model from an ONNX file, a saved model (`NAME`, `NAME.bpk`, `NAME.json`), or a run
 /// folder holding `model.bpk`. An ONNX model's card says what the import detected.
