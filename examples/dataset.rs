@@ -98,6 +98,7 @@ fn run(args: Args) -> resnet_transfer::Result<()> {
                         width: cifar.train.width(),
                         caption: String::new(),
                         color: BLACK,
+                        framed: false,
                     })
                     .collect(),
             })

@@ -20,6 +20,8 @@ pub struct Tile {
     pub caption: String,
     /// Colour of the caption (e.g. green for a right prediction, red for a wrong one).
     pub color: RGBColor,
+    /// Draw a frame of [`color`](Self::color) around the image.
+    pub framed: bool,
 }
 
 /// A row of a grid, with an optional label on its left.
@@ -31,48 +33,104 @@ pub struct GridRow {
     pub tiles: Vec<Tile>,
 }
 
-const SCALE: usize = 3;
 const CAPTION: usize = 20;
 const GAP: usize = 6;
 const TITLE: usize = 34;
+/// Width of a tile's frame, in pixels.
+pub(crate) const FRAME: usize = 3;
+/// The longest side an image is shown at.
+const MAX_SIDE: usize = 144;
 
-/// Draws `rows` of images, each scaled up 3 times with nearest-neighbour sampling so small images
-/// stay sharp, under an optional title, and writes the PNG to `path`.
+/// The size an image is shown at: small images (CIFAR's 32x32) three times larger, sharp;
+/// photos scaled to at most 144 pixels on their longer side.
+fn display_size(tile: &Tile) -> (usize, usize) {
+    let side = tile.height.max(tile.width).max(1);
+    let target = if 3 * side <= MAX_SIDE {
+        3 * side
+    } else {
+        MAX_SIDE.min(side)
+    };
+    let scale = |v: usize| ((v * target) as f64 / side as f64).round().max(1.0) as usize;
+    (scale(tile.width), scale(tile.height))
+}
+
+/// Where things go in a grid.
+pub(crate) struct Layout {
+    cell_w: usize,
+    cell_h: usize,
+    label_w: usize,
+    top: usize,
+    /// The PNG's width and height.
+    pub size: (usize, usize),
+}
+
+impl Layout {
+    pub(crate) fn new(title: bool, rows: &[GridRow]) -> Self {
+        let sizes = || rows.iter().flat_map(|r| &r.tiles).map(display_size);
+        let cell_w = sizes().map(|s| s.0).max().unwrap_or(96).max(80) + 2 * FRAME;
+        let cell_h = sizes().map(|s| s.1).max().unwrap_or(96) + 2 * FRAME + CAPTION;
+        let label_w = if rows.iter().any(|r| r.label.is_some()) {
+            110
+        } else {
+            0
+        };
+        let columns = rows.iter().map(|r| r.tiles.len()).max().unwrap_or(1).max(1);
+        let top = if title { TITLE } else { GAP };
+        let size = (
+            label_w + columns * (cell_w + GAP) + GAP,
+            top + rows.len().max(1) * (cell_h + GAP),
+        );
+        Self {
+            cell_w,
+            cell_h,
+            label_w,
+            top,
+            size,
+        }
+    }
+
+    fn cell(&self, r: usize, c: usize) -> (usize, usize) {
+        (
+            self.label_w + GAP + c * (self.cell_w + GAP),
+            self.top + r * (self.cell_h + GAP),
+        )
+    }
+
+    /// The image of tile (`r`, `c`) as x, y, width, height in pixels (its frame lies around).
+    pub(crate) fn image_rect(&self, r: usize, c: usize, tile: &Tile) -> [usize; 4] {
+        let (x, y) = self.cell(r, c);
+        let (w, h) = display_size(tile);
+        [x + (self.cell_w - w) / 2, y + FRAME, w, h]
+    }
+}
+
+/// Draws `rows` of images under an optional title and writes the PNG to `path`. Small images
+/// are shown three times larger with nearest-neighbour sampling so they stay sharp; photos are
+/// scaled to at most 144 pixels on their longer side.
 pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<()> {
     register_font();
-    let cell_w = rows
-        .iter()
-        .flat_map(|r| &r.tiles)
-        .map(|t| t.width * SCALE)
-        .max()
-        .unwrap_or(32 * SCALE)
-        .max(80);
-    let cell_h = rows
-        .iter()
-        .flat_map(|r| &r.tiles)
-        .map(|t| t.height * SCALE)
-        .max()
-        .unwrap_or(32 * SCALE)
-        + CAPTION;
-    let label_w = if rows.iter().any(|r| r.label.is_some()) {
-        110
-    } else {
-        0
-    };
-    let columns = rows.iter().map(|r| r.tiles.len()).max().unwrap_or(1).max(1);
-    let top = if title.is_some() { TITLE } else { GAP };
-    let width = label_w + columns * (cell_w + GAP) + GAP;
-    let height = top + rows.len().max(1) * (cell_h + GAP);
+    let layout = Layout::new(title.is_some(), rows);
+    let (width, height) = layout.size;
     let mut buf = vec![255u8; width * height * 3];
 
     // Pixels first, straight into the buffer; plotters then writes the text over it.
     for (r, row) in rows.iter().enumerate() {
         for (c, tile) in row.tiles.iter().enumerate() {
-            let x0 = label_w + GAP + c * (cell_w + GAP) + (cell_w - tile.width * SCALE) / 2;
-            let y0 = top + r * (cell_h + GAP);
-            blit(&mut buf, width, tile, x0, y0);
+            let rect = layout.image_rect(r, c, tile);
+            if tile.framed {
+                let [x, y, w, h] = rect;
+                let color = [tile.color.0, tile.color.1, tile.color.2];
+                fill(
+                    &mut buf,
+                    width,
+                    [x - FRAME, y - FRAME, w + 2 * FRAME, h + 2 * FRAME],
+                    color,
+                );
+            }
+            blit(&mut buf, width, tile, rect);
         }
     }
+    let caption_y = (layout.cell_h - CAPTION) as i32 + 2;
     {
         let backend = BitMapBackend::with_buffer(&mut buf, (width as u32, height as u32));
         let root = backend.into_drawing_area();
@@ -83,18 +141,17 @@ pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<(
                 .map_err(err)?;
         }
         for (r, row) in rows.iter().enumerate() {
-            let y0 = (top + r * (cell_h + GAP)) as i32;
+            let y0 = layout.cell(r, 0).1 as i32;
             if let Some(label) = &row.label {
                 let style = (FONT, 17).into_font().color(&BLACK);
-                let y = y0 + (cell_h as i32 - CAPTION as i32) / 2 - 8;
+                let y = y0 + caption_y / 2 - 8;
                 root.draw_text(label, &style, (GAP as i32, y))
                     .map_err(err)?;
             }
             for (c, tile) in row.tiles.iter().enumerate() {
-                let x0 = (label_w + GAP + c * (cell_w + GAP)) as i32;
+                let x0 = layout.cell(r, c).0 as i32;
                 let style = (FONT, 15).into_font().color(&tile.color);
-                let y = y0 + (cell_h - CAPTION) as i32 + 2;
-                root.draw_text(&tile.caption, &style, (x0 + 2, y))
+                root.draw_text(&tile.caption, &style, (x0 + 2, y0 + caption_y))
                     .map_err(err)?;
             }
         }
@@ -103,14 +160,34 @@ pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<(
     save_png(path, buf, width as u32, height as u32)
 }
 
-fn blit(buf: &mut [u8], stride: usize, tile: &Tile, x0: usize, y0: usize) {
-    let plane = tile.height * tile.width;
-    for y in 0..tile.height * SCALE {
-        for x in 0..tile.width * SCALE {
-            let src = (y / SCALE) * tile.width + x / SCALE;
+fn fill(buf: &mut [u8], stride: usize, [x0, y0, w, h]: [usize; 4], color: [u8; 3]) {
+    for y in y0..y0 + h {
+        for x in x0..x0 + w {
+            buf[(y * stride + x) * 3..][..3].copy_from_slice(&color);
+        }
+    }
+}
+
+/// Copies a planar tile into the interleaved buffer at `rect`, scaled: nearest neighbour when
+/// enlarging (sharp pixels), bilinear with antialiasing when shrinking.
+fn blit(buf: &mut [u8], stride: usize, tile: &Tile, [x0, y0, w, h]: [usize; 4]) {
+    let rgb = if w < tile.width {
+        crate::data::resize_to(&tile.rgb, tile.height, tile.width, h, w)
+    } else {
+        tile.rgb.clone()
+    };
+    let (th, tw) = if w < tile.width {
+        (h, w)
+    } else {
+        (tile.height, tile.width)
+    };
+    let plane = th * tw;
+    for y in 0..h {
+        for x in 0..w {
+            let src = (y * th / h) * tw + x * tw / w;
             let dst = ((y0 + y) * stride + x0 + x) * 3;
             for c in 0..3 {
-                buf[dst + c] = tile.rgb[c * plane + src];
+                buf[dst + c] = rgb[c * plane + src];
             }
         }
     }
@@ -128,6 +205,7 @@ mod tests {
             width: 4,
             caption: caption.into(),
             color,
+            framed: false,
         };
         let rows = vec![
             GridRow {

@@ -5,8 +5,8 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::data::ImageSet;
-use crate::data::download::write_atomic;
 use crate::error::Result;
+use crate::files::write_atomic;
 use crate::report::{FONT, GridRow, Tile, draw_grid, drawing_error, register_font, save_png};
 use crate::train::{Evaluation, History};
 
@@ -16,9 +16,22 @@ type Pick = fn(&crate::train::EpochRecord) -> (f64, f64);
 /// Loss and accuracy per epoch, training and validation, with the unfreeze point marked and the
 /// jump written on it.
 pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
+    let (buf, _) = render_curves(path, history)?;
+    save_png(path, buf, CURVES_SIZE.0, CURVES_SIZE.1)
+}
+
+/// The curves picture's width and height.
+const CURVES_SIZE: (u32, u32) = (1100, 460);
+/// The unfreeze marker's colour (60% black on white).
+const MARKER: [u8; 3] = [102, 102, 102];
+
+/// Draws the curves into an RGB buffer of [`CURVES_SIZE`]; also returns the pixel column of each
+/// epoch in the loss panel.
+fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> {
     register_font();
-    let (w, h) = (1100u32, 460u32);
+    let (w, h) = CURVES_SIZE;
     let mut buf = vec![255u8; (w * h * 3) as usize];
+    let mut epoch_x = Vec::new();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         let err = |e| drawing_error(path, e);
@@ -56,6 +69,11 @@ pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
                 .draw()
                 .map_err(err)?;
             let x = |i: usize| (i + 1) as f64;
+            if epoch_x.is_empty() {
+                epoch_x = (0..values.len())
+                    .map(|i| chart.backend_coord(&(x(i), lo)).0)
+                    .collect();
+            }
             let train: Vec<(f64, f64)> = values
                 .iter()
                 .enumerate()
@@ -87,7 +105,7 @@ pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
                 chart
                     .draw_series(std::iter::once(PathElement::new(
                         line,
-                        BLACK.mix(0.6).stroke_width(2),
+                        RGBColor(MARKER[0], MARKER[1], MARKER[2]).stroke_width(2),
                     )))
                     .map_err(err)?;
                 let text = match (name, jump) {
@@ -113,15 +131,20 @@ pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
         }
         root.present().map_err(err)?;
     }
-    save_png(path, buf, w, h)
+    Ok((buf, epoch_x))
 }
 
-/// The confusion matrix as a heat map with counts, true classes down, predicted across.
+/// Side of a confusion-matrix cell, and the matrix's offset from the picture's left and top.
+const CONFUSION_CELL: usize = 52;
+const CONFUSION_LEFT: usize = 120;
+const CONFUSION_TOP: usize = 110;
+
+/// The confusion matrix as a heat map with counts, true classes down, predicted across: right
+/// answers green and wrong ones red, each the deeper the larger its share of the true class.
 pub fn draw_confusion(path: &Path, confusion: &[Vec<usize>], names: &[String]) -> Result<()> {
     register_font();
     let n = confusion.len().max(1);
-    let cell = 52usize;
-    let (left, top) = (120usize, 110usize);
+    let (cell, left, top) = (CONFUSION_CELL, CONFUSION_LEFT, CONFUSION_TOP);
     let (w, h) = (left + n * cell + 20, top + n * cell + 50);
     let mut buf = vec![255u8; w * h * 3];
     {
@@ -191,15 +214,23 @@ pub fn draw_confusion(path: &Path, confusion: &[Vec<usize>], names: &[String]) -
     save_png(path, buf, w as u32, h as u32)
 }
 
-/// A grid of test images, each captioned with its predicted class: green when right, red when
-/// wrong. Takes the first `count` images, mixing in every wrong one it can so mistakes show.
+/// A grid of test images, each framed and captioned with its predicted class: green when right,
+/// red when wrong. Takes up to `count` images, a third of them mistakes where there are any, so
+/// mistakes show; returns the indices shown, row by row, 8 to a row.
 pub fn draw_predictions(
     path: &Path,
     set: &ImageSet,
     predictions: &[usize],
     names: &[String],
     count: usize,
-) -> Result<()> {
+) -> Result<Vec<usize>> {
+    if predictions.len() != set.len() {
+        return Err(crate::Error::ShapeMismatch {
+            tensor: "predictions".into(),
+            expected: vec![set.len()],
+            found: vec![predictions.len()],
+        });
+    }
     let wrong: Vec<usize> = (0..set.len())
         .filter(|&i| predictions[i] != set.label(i))
         .collect();
@@ -218,15 +249,29 @@ pub fn draw_predictions(
         .copied()
         .collect();
     chosen.sort_unstable();
-    let columns = 8;
-    let name = |i: usize| {
-        names
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("class {i}"))
-    };
-    let rows: Vec<GridRow> = chosen
-        .chunks(columns)
+    let rows = prediction_rows(set, predictions, names, &chosen);
+    draw_grid(path, Some(PREDICTIONS_TITLE), &rows)?;
+    Ok(chosen)
+}
+
+/// Class `i`'s name, or `class i` where `names` has none.
+fn class_name(names: &[String], i: usize) -> String {
+    names
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("class {i}"))
+}
+
+/// The prediction grid's rows: the `chosen` images, framed and captioned.
+fn prediction_rows(
+    set: &ImageSet,
+    predictions: &[usize],
+    names: &[String],
+    chosen: &[usize],
+) -> Vec<GridRow> {
+    let name = |i: usize| class_name(names, i);
+    chosen
+        .chunks(PREDICTION_COLUMNS)
         .map(|chunk| GridRow {
             label: None,
             tiles: chunk
@@ -237,20 +282,23 @@ pub fn draw_predictions(
                     width: set.width(),
                     caption: name(predictions[i]),
                     color: if predictions[i] == set.label(i) {
-                        RGBColor(0, 150, 0)
+                        RIGHT
                     } else {
-                        RED
+                        WRONG
                     },
+                    framed: true,
                 })
                 .collect(),
         })
-        .collect();
-    draw_grid(
-        path,
-        Some("Predictions on test images: green right, red wrong"),
-        &rows,
-    )
+        .collect()
 }
+
+const PREDICTIONS_TITLE: &str = "Predictions on test images: green right, red wrong";
+const PREDICTION_COLUMNS: usize = 8;
+/// The colour of a right prediction's frame and caption.
+const RIGHT: RGBColor = RGBColor(0, 150, 0);
+/// The colour of a wrong prediction's frame and caption.
+const WRONG: RGBColor = RGBColor(220, 0, 0);
 
 /// `summary.md`: the numbers a person wants on one screen.
 pub fn write_summary(
@@ -260,12 +308,7 @@ pub fn write_summary(
     names: &[String],
     extra: &[(String, String)],
 ) -> Result<()> {
-    let name = |i: usize| {
-        names
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("class {i}"))
-    };
+    let name = |i: usize| class_name(names, i);
     let mut s = String::from("# Two-phase transfer learning: summary\n\n");
     s.push_str(&format!(
         "- test accuracy: **{:.2}%** (loss {:.4})\n",
@@ -316,4 +359,153 @@ pub fn write_summary(
         ));
     }
     write_atomic(path, s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::grid::{FRAME, Layout};
+    use crate::train::EpochRecord;
+
+    fn decode(path: &Path) -> image::RgbImage {
+        image::open(path).unwrap().to_rgb8()
+    }
+
+    fn history(phases: &[u8]) -> History {
+        let epochs = phases
+            .iter()
+            .enumerate()
+            .map(|(i, &phase)| EpochRecord {
+                epoch: i + 1,
+                phase,
+                lr: 1e-3,
+                train_loss: 2.0 - 0.2 * i as f64,
+                train_accuracy: 0.1 * i as f64,
+                valid_loss: 2.1 - 0.2 * i as f64,
+                valid_accuracy: 0.08 * i as f64 + 0.1 * f64::from(phase - 1),
+                seconds: 1.0,
+                cached_features: phase == 1,
+            })
+            .collect();
+        History {
+            epochs,
+            restored: Vec::new(),
+        }
+    }
+
+    /// Columns of the loss panel where the unfreeze marker's grey runs down most of the chart.
+    fn marker_columns(png: &image::RgbImage) -> Vec<u32> {
+        (0..png.width() / 2)
+            .filter(|&x| {
+                let grey = (0..png.height())
+                    .filter(|&y| {
+                        let p = png.get_pixel(x, y).0;
+                        (0..3).all(|c| p[c].abs_diff(MARKER[c]) <= 8)
+                    })
+                    .count();
+                grey > 200
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_unfreeze_marker_sits_between_the_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let run = history(&[1, 1, 1, 2, 2, 2]);
+        draw_curves(&path, &run).unwrap();
+        let png = decode(&path);
+        let (_, epoch_x) = render_curves(&path, &run).unwrap();
+        assert_eq!(epoch_x.len(), 6);
+        // Each epoch's training point is drawn in its column.
+        for &x in &epoch_x {
+            let blue = (0..png.height()).any(|y| png.get_pixel(x as u32, y).0 == [0, 0, 255]);
+            assert!(blue, "no training point in column {x}");
+        }
+        let columns = marker_columns(&png);
+        assert!(!columns.is_empty(), "no unfreeze marker");
+        let middle = (epoch_x[2] + epoch_x[3]) as f64 / 2.0;
+        for &x in &columns {
+            assert!(
+                (x as f64 - middle).abs() <= 2.0,
+                "marker at column {x}, epochs 3 and 4 at {} and {}",
+                epoch_x[2],
+                epoch_x[3]
+            );
+        }
+        // Phase 1 alone: no marker.
+        draw_curves(&path, &history(&[1, 1, 1])).unwrap();
+        assert!(marker_columns(&decode(&path)).is_empty());
+    }
+
+    #[test]
+    fn confusion_cells_follow_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confusion.png");
+        // automobile (1) is taken for truck (2) 4 times in 10; truck for automobile once.
+        let confusion = vec![vec![10, 0, 0], vec![0, 6, 4], vec![0, 1, 9]];
+        let names: Vec<String> = ["airplane", "automobile", "truck"]
+            .map(String::from)
+            .to_vec();
+        draw_confusion(&path, &confusion, &names).unwrap();
+        let png = decode(&path);
+        // A cell's colour, sampled in its lower right corner, away from the count's text.
+        let cell = |r: usize, c: usize| {
+            let x = CONFUSION_LEFT + c * CONFUSION_CELL + CONFUSION_CELL - 6;
+            let y = CONFUSION_TOP + r * CONFUSION_CELL + CONFUSION_CELL - 6;
+            png.get_pixel(x as u32, y as u32).0
+        };
+        for r in 0..3 {
+            let [red, green, blue] = cell(r, r);
+            assert!(green > red && green > blue, "diagonal {r} is green");
+        }
+        // Deeper green for a larger share right: 10/10 over 9/10 over 6/10.
+        assert!(cell(0, 0)[0] < cell(2, 2)[0] && cell(2, 2)[0] < cell(1, 1)[0]);
+        // Mistakes red, deeper for more: automobile->truck (4) over truck->automobile (1).
+        let (many, few) = (cell(1, 2), cell(2, 1));
+        assert!(many[0] == 255 && many[1] < few[1] && few[1] < 255);
+        assert_eq!(cell(0, 1), [255, 255, 255], "no count, no colour");
+    }
+
+    #[test]
+    fn exactly_the_wrong_predictions_have_red_frames() {
+        let side = 8;
+        let n = 20;
+        let pixels: Vec<u8> = (0..n * 3 * side * side).map(|i| (i % 200) as u8).collect();
+        let labels: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        let set = ImageSet::new(pixels, labels.clone(), side, side).unwrap();
+        let wrong = [3, 7, 11];
+        let predictions: Vec<usize> = (0..n)
+            .map(|i| {
+                if wrong.contains(&i) {
+                    (labels[i] + 1) % 3
+                } else {
+                    labels[i]
+                }
+            })
+            .collect();
+        let names: Vec<String> = ["cat", "dog", "frog"].map(String::from).to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predictions.png");
+        let chosen = draw_predictions(&path, &set, &predictions, &names, 16).unwrap();
+        assert_eq!(chosen.len(), 16);
+        assert!(wrong.iter().all(|w| chosen.contains(w)), "mistakes shown");
+        let png = decode(&path);
+        let rows = prediction_rows(&set, &predictions, &names, &chosen);
+        let layout = Layout::new(true, &rows);
+        assert_eq!((png.width() as usize, png.height() as usize), layout.size);
+        for (k, &i) in chosen.iter().enumerate() {
+            let (r, c) = (k / PREDICTION_COLUMNS, k % PREDICTION_COLUMNS);
+            let [x, y, w, h] = layout.image_rect(r, c, &rows[r].tiles[c]);
+            let frame = png.get_pixel((x - FRAME + 1) as u32, (y + h / 2) as u32).0;
+            let want = if wrong.contains(&i) { WRONG } else { RIGHT };
+            assert_eq!(frame, [want.0, want.1, want.2], "image {i}'s frame");
+            // Inside the frame, the image itself: its top-left pixel, enlarged.
+            let inside = png.get_pixel(x as u32, y as u32).0;
+            let plane = side * side;
+            let first = set.image(i);
+            assert_eq!(inside, [first[0], first[plane], first[2 * plane]]);
+            let _ = w;
+        }
+    }
 }
