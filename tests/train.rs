@@ -1,13 +1,13 @@
 //! The two-phase learner on data whose answer we know: colour classes a narrow ResNet tells
 //! apart. Phase 1 lowers the loss with the backbone bit-identical, phase 2 moves the backbone,
-//! the feature cache gives the plain path's head, and a killed run resumes.
-
-use std::path::{Path, PathBuf};
+//! the feature cache gives the plain path's head, a stopped run resumes, early stopping restores
+//! the best weights, and a resumed schedule gives the same rates. (`tests/examples.rs` kills and
+//! resumes the real main job.)
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use resnet_transfer::data::{ImageBatcher, ImageSet, Preprocess};
-use resnet_transfer::train::{TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
+use resnet_transfer::train::{Schedule, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
 use resnet_transfer::{Device, ResNet, ResNetConfig};
 
 const SIDE: usize = 32;
@@ -222,169 +222,111 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     assert!(tmp.path().join("parts/history.csv").is_file());
 }
 
-/// CIFAR-10 binary files of colour images (class = tint), so the main job has data to read.
-fn write_cifar(dir: &Path, per_file: usize) {
-    let dir = dir.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut rng = StdRng::seed_from_u64(9);
-    for name in [
-        "data_batch_1",
-        "data_batch_2",
-        "data_batch_3",
-        "data_batch_4",
-        "data_batch_5",
-        "test_batch",
-    ] {
-        let mut bytes = Vec::new();
-        for i in 0..per_file {
-            let label = (i % 10) as u8;
-            bytes.push(label);
-            for c in 0..3 {
-                let base = (label as usize * 25 + c * 80) % 256;
-                bytes.extend((0..1024).map(|_| ((base + rng.random_range(0..30)) % 256) as u8));
-            }
-        }
-        std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
-    }
-}
-
-/// Builds an example with this test's own features, so cargo finds it built already (`cargo test`
-/// builds the examples) instead of compiling Burn again for another feature set.
-fn example(name: &str) -> PathBuf {
-    let features: Vec<&str> = resnet_transfer::BackendKind::compiled()
-        .into_iter()
-        .map(|kind| kind.name())
-        .collect();
-    let status = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            name,
-            "--no-default-features",
-        ])
-        .args(["--features", &features.join(",")])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name)
+/// The set with every label moved to the next class: the better a model learns the colours, the
+/// worse its loss here, so validation loss soon stops improving.
+fn mislabelled(set: ImageSet) -> ImageSet {
+    let labels = set.labels().iter().map(|&l| (l + 1) % 4).collect();
+    ImageSet::new(set.pixels().to_vec(), labels, SIDE, SIDE).unwrap()
 }
 
 #[test]
-fn killed_main_job_resumes_and_loses_nothing() {
+fn early_stopping_stops_and_restores_the_best_weights() {
+    let _serial = serial();
+    let (train, valid) = (colours(12, 11), mislabelled(colours(6, 12)));
+    let config = TwoPhaseConfig::new()
+        .with_phase1_epochs(10)
+        .with_phase2_epochs(0)
+        .with_phase1_lr(1e-2)
+        .with_patience(Some(2));
+    let start = model(0.5);
     let tmp = tempfile::tempdir().unwrap();
-    write_cifar(tmp.path(), 30);
-    let out = tmp.path().join("run");
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/torch-bn.onnx");
-    let exe = example("train_cifar10");
-    let args = |resume: bool| {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(["--data-dir"])
-            .arg(tmp.path())
-            .args(["--weights"])
-            .arg(&weights);
-        cmd.args([
-            "--train-samples",
-            "100",
-            "--valid-samples",
-            "30",
-            "--test-samples",
-            "20",
-        ]);
-        cmd.args([
-            "--phase1-epochs",
-            "2",
-            "--phase2-epochs",
-            "4",
-            "--batch-size",
-            "10",
-            "--offline",
-            "--quiet",
-        ]);
-        cmd.arg("--out").arg(&out);
-        if resume {
-            cmd.arg("--resume");
-        }
-        cmd
-    };
-    let mut child = args(false).spawn().unwrap();
-    let state = out.join("checkpoint/state.json");
-    // Kill it once it is into phase 2: after at least three finished epochs.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let next = std::fs::read(&state)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["next_epoch"].as_u64())
-            .unwrap_or(0);
-        if next >= 3 {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint in time"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!out.join("summary.md").exists(), "killed before the end");
-
-    // Without --resume the run folder is refused, untouched.
-    assert!(!args(false).output().unwrap().status.success());
-    let done = args(true).output().unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(
-        stdout.contains("test accuracy") && stdout.contains("report"),
-        "{stdout}"
-    );
-
-    let history: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
-    let epochs: Vec<u64> = history["epochs"]
-        .as_array()
-        .unwrap()
+    let mut stopping = learner(config.clone());
+    stopping.run_dir = Some(tmp.path().to_path_buf());
+    let (stopped, h) = stopping
+        .fit(start.clone(), &train, &valid, &device())
+        .unwrap();
+    let best = h
+        .epochs
         .iter()
-        .map(|e| e["epoch"].as_u64().unwrap())
-        .collect();
-    assert_eq!(epochs, vec![1, 2, 3, 4, 5, 6], "every epoch exactly once");
-    for file in [
-        "model.bpk",
-        "model.json",
-        "config.json",
-        "history.csv",
-        "curves.png",
-        "confusion.png",
-        "predictions.png",
-        "summary.md",
-    ] {
-        assert!(out.join(file).is_file(), "{file} missing");
-    }
-    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(
-        summary.contains("most confused pair") && summary.contains("jump"),
-        "{summary}"
+        .min_by(|a, b| a.valid_loss.total_cmp(&b.valid_loss))
+        .unwrap()
+        .epoch;
+    assert_eq!(
+        h.epochs.len(),
+        best + 2,
+        "stopped two epochs after the best: {h:?}"
     );
-    // The saved model loads in predict's way.
-    let device = resnet_transfer::device::device("ndarray").unwrap();
-    let saved = resnet_transfer::weights::load(&out, &device).unwrap();
-    assert_eq!(saved.card.class_names.len(), 10);
+    assert!(h.epochs.len() < 10);
+    assert_eq!(h.restored, vec![best]);
+
+    // The same run cut at its best epoch ends with the same head.
+    let cut = config.clone().with_phase1_epochs(best).with_patience(None);
+    let (at_best, _) = learner(cut)
+        .fit(start.clone(), &train, &valid, &device())
+        .unwrap();
+    assert_eq!(head_weights(&stopped), head_weights(&at_best));
+    // The checkpoint holds the restored weights too, and no file of the best epoch is left over.
+    let files = std::fs::read_dir(tmp.path().join("checkpoint"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        files, 4,
+        "state, model, optimizer and the best epoch's model"
+    );
+
+    // Keeping the last weights instead: the head of the last epoch run, not the best.
+    let last = config.with_restore_best_weights(false);
+    let (kept, hk) = learner(last).fit(start, &train, &valid, &device()).unwrap();
+    assert!(hk.restored.is_empty());
+    assert_ne!(head_weights(&kept), head_weights(&at_best));
+}
+
+#[test]
+fn resumed_schedules_give_the_same_rates() {
+    let _serial = serial();
+    let (train, valid) = (colours(6, 13), mislabelled(colours(3, 14)));
+    let start = model(0.5);
+    for schedule in [Schedule::Cosine, Schedule::Plateau] {
+        let tmp = tempfile::tempdir().unwrap();
+        let full = TwoPhaseConfig::new()
+            .with_phase1_epochs(2)
+            .with_phase2_epochs(3)
+            .with_phase2_lr(1e-3)
+            .with_schedule(schedule)
+            .with_plateau_patience(1);
+        let mut whole = learner(full.clone());
+        whole.run_dir = Some(tmp.path().join("whole"));
+        let (_, ha) = whole.fit(start.clone(), &train, &valid, &device()).unwrap();
+
+        // Stopped at the unfreeze point, then continued.
+        let mut first = learner(full.clone().with_phase2_epochs(0));
+        first.run_dir = Some(tmp.path().join("parts"));
+        first.fit(start.clone(), &train, &valid, &device()).unwrap();
+        let mut rest = learner(full.clone());
+        rest.run_dir = Some(tmp.path().join("parts"));
+        let (_, hb) = rest.fit(start.clone(), &train, &valid, &device()).unwrap();
+
+        let rates = |h: &resnet_transfer::train::History| -> Vec<f64> {
+            h.epochs.iter().map(|e| e.lr).collect()
+        };
+        assert_eq!(rates(&ha), rates(&hb), "{schedule}");
+        let want: Vec<f64> = match schedule {
+            Schedule::Cosine => (0..5).map(|e| full.learning_rate(e)).collect(),
+            _ => rates(&ha),
+        };
+        assert_eq!(rates(&hb), want);
+        if schedule == Schedule::Cosine {
+            assert!(
+                want[3] < want[2] && want[4] < want[3],
+                "decays in phase 2: {want:?}"
+            );
+        } else {
+            assert!(
+                hb.epochs[4].lr < 1e-3,
+                "the plateau lowered phase 2's rate: {hb:?}"
+            );
+        }
+    }
 }
 
 /// Every parameter of a model, flattened in module order.

@@ -20,6 +20,34 @@ pub enum Schedule {
     Constant,
     /// Cosine decay from the phase's rate to zero over its epochs.
     Cosine,
+    /// The phase's rate, multiplied by `plateau_factor` whenever validation loss has not improved
+    /// for `plateau_patience` epochs (Keras's `ReduceLROnPlateau`).
+    Plateau,
+}
+
+impl Schedule {
+    /// Every schedule, for listings.
+    pub const ALL: [Schedule; 3] = [Schedule::Constant, Schedule::Cosine, Schedule::Plateau];
+
+    /// The name used on command lines: `constant`, `cosine` or `plateau`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+            Schedule::Plateau => "plateau",
+        }
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Schedule::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| Error::invalid_config("schedule", "constant, cosine or plateau", s))
+    }
 }
 
 /// The two-phase recipe: a new head on a frozen backbone, then the released backbone at a low
@@ -62,9 +90,19 @@ pub struct TwoPhaseConfig {
     /// Adam's L2 weight decay (0 for none).
     #[config(default = 0.0)]
     pub weight_decay: f64,
-    /// Stop a phase when validation loss has not improved for this many epochs.
+    /// Early stopping: end a phase when validation loss has not improved for this many epochs.
     #[config(default = "None")]
     pub patience: Option<usize>,
+    /// With early stopping on, end each phase with the weights of its best validation loss
+    /// (Keras's `restore_best_weights`), whether or not it stopped early.
+    #[config(default = true)]
+    pub restore_best_weights: bool,
+    /// What [`Schedule::Plateau`] multiplies the rate by.
+    #[config(default = 0.1)]
+    pub plateau_factor: f64,
+    /// Epochs without a better validation loss before [`Schedule::Plateau`] lowers the rate.
+    #[config(default = 2)]
+    pub plateau_patience: usize,
     /// Compute the frozen backbone's features once in phase 1 when nothing random touches the
     /// input (no augmentation): the same result, many times faster.
     #[config(default = true)]
@@ -93,6 +131,19 @@ impl TwoPhaseConfig {
         {
             return invalid("unfreeze", "a stage from 1 to 4", k.to_string());
         }
+        if self.patience == Some(0) {
+            return invalid("patience", "at least 1 epoch", "0".into());
+        }
+        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
+            return invalid(
+                "plateau_factor",
+                "in (0, 1)",
+                self.plateau_factor.to_string(),
+            );
+        }
+        if self.plateau_patience == 0 {
+            return invalid("plateau_patience", "at least 1 epoch", "0".into());
+        }
         if self.phase1_epochs + self.phase2_epochs == 0 {
             return invalid(
                 "phase1_epochs",
@@ -103,7 +154,9 @@ impl TwoPhaseConfig {
         Ok(())
     }
 
-    /// The learning rate of `epoch` (0-based, counted over both phases).
+    /// The learning rate of `epoch` (0-based, counted over both phases) before any
+    /// reduce-on-plateau step, which depends on the validation losses and which the learner
+    /// applies on top.
     pub fn learning_rate(&self, epoch: usize) -> f64 {
         let (base, start, len) = if epoch < self.phase1_epochs {
             (self.phase1_lr, 0, self.phase1_epochs)
@@ -111,7 +164,7 @@ impl TwoPhaseConfig {
             (self.phase2_lr, self.phase1_epochs, self.phase2_epochs)
         };
         match self.schedule {
-            Schedule::Constant => base,
+            Schedule::Constant | Schedule::Plateau => base,
             Schedule::Cosine => {
                 let t = (epoch - start) as f64 / len.max(1) as f64;
                 base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
@@ -138,6 +191,14 @@ mod tests {
                 .is_err()
         );
         assert!(TwoPhaseConfig::new().with_batch_size(0).validate().is_err());
+        let err = TwoPhaseConfig::new().with_patience(Some(0)).validate();
+        assert!(err.unwrap_err().to_string().contains("patience"));
+        let err = TwoPhaseConfig::new().with_plateau_factor(1.5).validate();
+        assert!(err.unwrap_err().to_string().contains("plateau_factor"));
+        for k in Schedule::ALL {
+            assert_eq!(k.name().parse::<Schedule>().unwrap(), k);
+        }
+        assert!("step".parse::<Schedule>().is_err());
     }
 
     #[test]

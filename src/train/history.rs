@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::data::download::write_atomic;
 use crate::error::Result;
+use crate::files::write_atomic;
 
 /// One finished epoch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +33,10 @@ pub struct EpochRecord {
 pub struct History {
     /// The epochs, in order.
     pub epochs: Vec<EpochRecord>,
+    /// Epochs (from 1) whose weights early stopping restored at the end of their phase
+    /// (`restore_best_weights`), one per phase at most.
+    #[serde(default)]
+    pub restored: Vec<usize>,
 }
 
 impl History {
@@ -105,6 +109,7 @@ mod tests {
                 record(3, 2, 0.55),
                 record(4, 2, 0.6),
             ],
+            restored: Vec::new(),
         };
         assert_eq!(h.unfreeze_epoch(), Some(3));
         assert!((h.jump().unwrap() - 0.15).abs() < 1e-12);

@@ -16,12 +16,12 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::download::write_atomic;
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
+use crate::files::{save_atomic, write_atomic};
 use crate::model::{BatchNormMode, FusedResNet, Head, InferenceModel, ResNet};
 use crate::train::adam::FusedAdamConfig;
-use crate::train::config::{TwoPhaseConfig, Unfreeze};
+use crate::train::config::{Schedule, TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
 
 /// Runs the two-phase recipe on a model.
@@ -47,6 +47,34 @@ struct CheckpointState {
     history: History,
     model_file: String,
     optimizer_file: Option<String>,
+    /// Early stopping's and the schedule's state within the current phase.
+    #[serde(default)]
+    progress: PhaseProgress,
+}
+
+/// What early stopping and reduce-on-plateau know of the current phase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PhaseProgress {
+    /// The phase's best validation loss so far and the epoch (from 1) that reached it.
+    best: Option<(f64, usize)>,
+    /// The checkpoint file holding the best epoch's weights, kept while early stopping may
+    /// restore them.
+    best_model_file: Option<String>,
+    /// What the reduce-on-plateau schedule multiplies the phase's rate by.
+    lr_scale: f64,
+    /// Epochs without a better validation loss since the rate last dropped.
+    plateau_wait: usize,
+}
+
+impl Default for PhaseProgress {
+    fn default() -> Self {
+        Self {
+            best: None,
+            best_model_file: None,
+            lr_scale: 1.0,
+            plateau_wait: 0,
+        }
+    }
 }
 
 fn record_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -90,6 +118,39 @@ impl TwoPhase {
         }
     }
 
+    /// Whether each phase ends with its best epoch's weights.
+    fn restores_best(&self) -> bool {
+        self.config.patience.is_some() && self.config.restore_best_weights
+    }
+
+    /// The weights of the phase's best epoch: the copy kept in memory, else the checkpoint file
+    /// a resumed run left (then with the phase's trainable parts set again).
+    fn best_weights(
+        &self,
+        model: &ResNet,
+        kept: Option<ResNet>,
+        progress: &PhaseProgress,
+        unfrozen: bool,
+    ) -> Result<Option<ResNet>> {
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        let (Some(dir), Some(file)) = (self.checkpoint_dir(), &progress.best_model_file) else {
+            return Ok(None);
+        };
+        let record =
+            ModuleRecord::load(dir.join(file)).map_err(|e| record_error(&dir.join(file), e))?;
+        let best = model
+            .clone()
+            .try_load_record(record)
+            .map_err(|e| record_error(&dir.join(file), e))?;
+        Ok(Some(if unfrozen {
+            self.release(best)?
+        } else {
+            best.freeze_backbone()
+        }))
+    }
+
     fn checkpoint_dir(&self) -> Option<PathBuf> {
         self.run_dir.as_ref().map(|d| d.join("checkpoint"))
     }
@@ -125,6 +186,7 @@ impl TwoPhase {
         let mut start = 0;
         let mut unfrozen = false;
         let mut optim = self.optimizer();
+        let mut progress = PhaseProgress::default();
 
         if let Some(state) = self.read_checkpoint()? {
             let dir = self.checkpoint_dir().expect("read from it");
@@ -141,6 +203,7 @@ impl TwoPhase {
             start = state.next_epoch;
             unfrozen = state.unfrozen;
             history = state.history;
+            progress = state.progress;
             self.say(&format!(
                 "resuming at epoch {} of {}",
                 start + 1,
@@ -154,7 +217,8 @@ impl TwoPhase {
         };
 
         let mut cache: Option<(Tensor<2>, Tensor<2>)> = None;
-        let mut best = (f64::INFINITY, 0usize);
+        // The best epoch's weights, kept in memory while early stopping may restore them.
+        let mut best_model: Option<ResNet> = None;
         let mut epoch = start;
         while epoch < self.total_epochs() {
             let phase1 = epoch < config.phase1_epochs;
@@ -162,14 +226,15 @@ impl TwoPhase {
                 model = self.release(model)?;
                 optim = self.optimizer();
                 unfrozen = true;
-                best = (f64::INFINITY, epoch);
+                progress = PhaseProgress::default();
+                best_model = None;
                 self.say(&format!(
                     "unfreeze point: epoch {} releases {:?}",
                     epoch + 1,
                     config.unfreeze
                 ));
             }
-            let lr = config.learning_rate(epoch);
+            let lr = config.learning_rate(epoch) * progress.lr_scale;
             device.seed(config.seed.wrapping_add(epoch as u64));
             let shuffle = config
                 .seed
@@ -248,23 +313,55 @@ impl TwoPhase {
             history.epochs.push(record);
             epoch += 1;
 
-            // Early stopping within the phase, on validation loss.
-            if valid_loss < best.0 {
-                best = (valid_loss, epoch);
-            } else if config.patience.is_some_and(|p| epoch - best.1 >= p) {
-                let phase_end = if phase1 {
-                    config.phase1_epochs
-                } else {
-                    self.total_epochs()
-                };
+            // Early stopping and reduce-on-plateau, within the phase, on validation loss.
+            // A NaN or infinite loss is never an improvement (and never a checkpoint's best).
+            let improved =
+                valid_loss.is_finite() && progress.best.is_none_or(|(best, _)| valid_loss < best);
+            if improved {
+                progress.best = Some((valid_loss, epoch));
+                progress.plateau_wait = 0;
+                if self.restores_best() {
+                    best_model = Some(model.clone());
+                    progress.best_model_file = Some(model_file(epoch));
+                }
+            } else {
+                progress.plateau_wait += 1;
+                if config.schedule == Schedule::Plateau
+                    && progress.plateau_wait >= config.plateau_patience
+                {
+                    progress.lr_scale *= config.plateau_factor;
+                    progress.plateau_wait = 0;
+                    self.say(&format!(
+                        "validation loss on a plateau: learning rate x{}",
+                        config.plateau_factor
+                    ));
+                }
+            }
+            let phase_end = if phase1 {
+                config.phase1_epochs
+            } else {
+                self.total_epochs()
+            };
+            let best_epoch = progress.best.map_or(epoch, |(_, e)| e);
+            if config.patience.is_some_and(|p| epoch - best_epoch >= p) {
                 self.say(&format!(
                     "early stop: no better validation loss for {} epochs",
-                    epoch - best.1
+                    epoch - best_epoch
                 ));
                 epoch = phase_end;
-                best = (f64::INFINITY, epoch);
             }
-            self.write_checkpoint(&model, &optim, epoch, unfrozen, &history)?;
+            let ends_off_best = best_epoch != record_epoch(&history);
+            if epoch == phase_end
+                && self.restores_best()
+                && ends_off_best
+                && let Some(best) =
+                    self.best_weights(&model, best_model.take(), &progress, unfrozen)?
+            {
+                model = best;
+                history.restored.push(best_epoch);
+                self.say(&format!("restored the weights of epoch {best_epoch}"));
+            }
+            self.write_checkpoint(&model, &optim, epoch, unfrozen, &history, &progress)?;
         }
         Ok((model, history))
     }
@@ -419,6 +516,14 @@ impl TwoPhase {
     /// Writes the epoch's model and optimizer under new names, then `state.json` (the commit
     /// point, atomic), then removes the previous epoch's files: a kill at any moment leaves a
     /// complete checkpoint behind.
+    /// The files a checkpoint state needs: its model, optimizer and best epoch's weights.
+    fn files_of(state: &CheckpointState) -> Vec<String> {
+        std::iter::once(state.model_file.clone())
+            .chain(state.optimizer_file.clone())
+            .chain(state.progress.best_model_file.clone())
+            .collect()
+    }
+
     fn write_checkpoint(
         &self,
         model: &ResNet,
@@ -426,30 +531,41 @@ impl TwoPhase {
         next_epoch: usize,
         unfrozen: bool,
         history: &History,
+        progress: &PhaseProgress,
     ) -> Result<()> {
         let Some(dir) = self.checkpoint_dir() else {
             return Ok(());
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let previous = self.read_checkpoint()?;
-        let model_file = format!("model-e{next_epoch}.bpk");
+        let model_file = model_file(next_epoch);
         let optimizer_file = format!("optimizer-e{next_epoch}.bpk");
-        save_atomic(&dir, &model_file, |p| model.clone().into_record().save(p))?;
-        save_atomic(&dir, &optimizer_file, |p| optim.save(p))?;
+        let path = dir.join(&model_file);
+        save_atomic(&path, |p| {
+            model
+                .clone()
+                .into_record()
+                .save(p)
+                .map_err(|e| record_error(&path, e))
+        })?;
+        let path = dir.join(&optimizer_file);
+        save_atomic(&path, |p| optim.save(p).map_err(|e| record_error(&path, e)))?;
         let state = CheckpointState {
             next_epoch,
             unfrozen,
             history: history.clone(),
             model_file,
             optimizer_file: Some(optimizer_file),
+            progress: progress.clone(),
         };
         write_atomic(
             &dir.join("state.json"),
             &serde_json::to_vec_pretty(&state).expect("serializes"),
         )?;
         if let Some(old) = previous {
-            for file in std::iter::once(old.model_file).chain(old.optimizer_file) {
-                if file != state.model_file && Some(&file) != state.optimizer_file.as_ref() {
+            let keep = Self::files_of(&state);
+            for file in Self::files_of(&old) {
+                if !keep.contains(&file) {
                     let _ = std::fs::remove_file(dir.join(file));
                 }
             }
@@ -461,20 +577,14 @@ impl TwoPhase {
     }
 }
 
-fn save_atomic<E: std::fmt::Display>(
-    dir: &Path,
-    name: &str,
-    save: impl FnOnce(&Path) -> std::result::Result<(), E>,
-) -> Result<()> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(".bpk")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    save(tmp.path()).map_err(|e| record_error(&dir.join(name), e))?;
-    tmp.persist(dir.join(name))
-        .map_err(|e| Error::io(dir.join(name), e.error))?;
-    Ok(())
+/// The checkpoint file of the model after `epoch` epochs.
+fn model_file(epoch: usize) -> String {
+    format!("model-e{epoch}.bpk")
+}
+
+/// The number of the last finished epoch (from 1), 0 before any.
+fn record_epoch(history: &History) -> usize {
+    history.epochs.last().map_or(0, |e| e.epoch)
 }
 
 fn no_head() -> Error {
