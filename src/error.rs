@@ -157,6 +157,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// A run folder that already holds a run, given to a job that was not asked to resume it.
+    #[error(
+        "{path} already holds a run (a checkpoint); pass --resume to continue it, or choose another --out"
+    )]
+    RunExists {
+        /// The run folder.
+        path: PathBuf,
+    },
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod files;
 pub mod infer;
+pub mod job;
 pub mod model;
 pub mod report;
 pub mod train;

@@ -1,0 +1,121 @@
+//! The options both training examples (`train_cifar10`, `fine_tune`) take: the weights, the
+//! recipe, early stopping and the schedule, the run folder. Included by each with `#[path]`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use resnet_transfer::job::FineTuneJob;
+use resnet_transfer::train::{Schedule, TwoPhaseConfig, Unfreeze};
+
+/// Options of a two-phase job.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// ImageNet weights: a catalog name (see weights/README.md), an ONNX file, a saved model or a
+    /// run folder.
+    #[arg(long, default_value = "resnet50-v1-12")]
+    pub weights: String,
+    /// Backend: flex, ndarray or wgpu.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    pub backend: String,
+    /// Epochs with the backbone frozen (phase 1).
+    #[arg(long, default_value_t = 5)]
+    pub phase1_epochs: usize,
+    /// Epochs after the unfreeze point (phase 2).
+    #[arg(long, default_value_t = 5)]
+    pub phase2_epochs: usize,
+    /// Phase 1 learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    pub phase1_lr: f64,
+    /// Phase 2 learning rate (Adam): low, so the expert weights are not broken.
+    #[arg(long, default_value_t = 1e-5)]
+    pub phase2_lr: f64,
+    /// Learning-rate schedule within each phase: constant, cosine or plateau.
+    #[arg(long, default_value = "constant")]
+    pub schedule: Schedule,
+    /// With --schedule plateau: multiply the rate by this after --plateau-patience epochs
+    /// without a better validation loss.
+    #[arg(long, default_value_t = 0.1)]
+    pub plateau_factor: f64,
+    /// With --schedule plateau: epochs without a better validation loss before the rate drops.
+    #[arg(long, default_value_t = 2)]
+    pub plateau_patience: usize,
+    /// Early stopping: end a phase after this many epochs without a better validation loss,
+    /// keeping the weights of its best epoch.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// With --patience: keep the last epoch's weights instead of the best one's.
+    #[arg(long)]
+    pub keep_last_weights: bool,
+    /// Release stages K..4 only at the unfreeze point (default: the whole backbone).
+    #[arg(long)]
+    pub unfreeze_from: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Random crops and flips on training images (turns the phase-1 feature cache off).
+    #[arg(long)]
+    pub augment: bool,
+    /// Let BatchNorm update its statistics in phase 2 (the Keras guide keeps them frozen).
+    #[arg(long)]
+    pub batch_norm_train: bool,
+    /// Seed of the sample, shuffling, augmentation, dropout and the new head.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue the run in --out from its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or per-epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Never download data or weights.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl JobArgs {
+    /// The job these options describe, writing to `out` at `input_size`.
+    pub fn job(&self, out: PathBuf, input_size: usize) -> FineTuneJob {
+        let config = TwoPhaseConfig::new()
+            .with_phase1_epochs(self.phase1_epochs)
+            .with_phase2_epochs(self.phase2_epochs)
+            .with_phase1_lr(self.phase1_lr)
+            .with_phase2_lr(self.phase2_lr)
+            .with_schedule(self.schedule)
+            .with_plateau_factor(self.plateau_factor)
+            .with_plateau_patience(self.plateau_patience)
+            .with_patience(self.patience)
+            .with_restore_best_weights(!self.keep_last_weights)
+            .with_unfreeze(
+                self.unfreeze_from
+                    .map(Unfreeze::FromStage)
+                    .unwrap_or(Unfreeze::All),
+            )
+            .with_batch_size(self.batch_size)
+            .with_seed(self.seed)
+            .with_augment(self.augment)
+            .with_batch_norm_frozen(!self.batch_norm_train);
+        FineTuneJob {
+            config,
+            weights: self.weights.clone(),
+            backend: self.backend.clone(),
+            input_size,
+            out,
+            resume: self.resume,
+            download: !self.offline,
+            quiet: self.quiet,
+        }
+    }
+}
+
+/// Prints what a finished job wrote, the way both examples end.
+pub fn report(outcome: &resnet_transfer::job::JobOutcome, out: &std::path::Path) {
+    println!("test accuracy: {:.2}%", 100.0 * outcome.evaluation.accuracy);
+    match outcome.history.jump() {
+        Some(j) => println!(
+            "jump at the unfreeze point: {:+.2} points of validation accuracy",
+            100.0 * j
+        ),
+        None => println!("no unfreeze point (phase 2 did not run)"),
+    }
+    println!("report, model and history written to {}", out.display());
+}

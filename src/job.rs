@@ -1,0 +1,300 @@
+//! The whole fine-tuning job behind the `train_cifar10` and `fine_tune` examples, for any
+//! labelled images: weights by catalog name or file, a new seeded head, the two phases with
+//! checkpoints and resuming, the test evaluation, the saved model and the report.
+//!
+//! ```no_run
+//! use resnet_transfer::data::read_image_folder;
+//! use resnet_transfer::job::{FineTuneJob, JobData};
+//!
+//! let photos = read_image_folder("photos/train".as_ref(), 224, false)?;
+//! let valid = read_image_folder("photos/valid".as_ref(), 224, false)?;
+//! let data = JobData {
+//!     source: "photos/".into(),
+//!     class_names: photos.class_names,
+//!     train: photos.images,
+//!     test: valid.images.clone(),
+//!     valid: valid.images,
+//!     notes: Vec::new(),
+//! };
+//! let done = FineTuneJob::new("resnet50-v1-12", "runs/photos").with_input_size(224).run(&data)?;
+//! println!("test accuracy {:.1}%", 100.0 * done.evaluation.accuracy);
+//! # Ok::<(), resnet_transfer::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::data::{ImageBatcher, ImageSet};
+use crate::error::{Error, Result};
+use crate::files::write_atomic;
+use crate::report::{draw_confusion, draw_curves, draw_predictions, write_summary};
+use crate::train::{Evaluation, History, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
+use crate::weights::{self, ModelCard, SavedModel};
+
+/// The images of a job, already split, with their class names.
+#[derive(Debug, Clone)]
+pub struct JobData {
+    /// Training images.
+    pub train: ImageSet,
+    /// Validation images, evaluated after every epoch (early stopping, the schedule, the jump).
+    pub valid: ImageSet,
+    /// Images of the final evaluation, the confusion matrix and the prediction grid.
+    pub test: ImageSet,
+    /// Class names in label order; they go into the saved model's card and the report.
+    pub class_names: Vec<String>,
+    /// Where the images came from, in words (the model card and the summary say it).
+    pub source: String,
+    /// Lines for the summary, as (what, value).
+    pub notes: Vec<(String, String)>,
+}
+
+/// A two-phase fine-tuning run, written to a folder.
+#[derive(Debug, Clone)]
+pub struct FineTuneJob {
+    /// The recipe.
+    pub config: TwoPhaseConfig,
+    /// ImageNet weights: a catalog name, an ONNX file, a saved model or a run folder
+    /// ([`weights::resolve`]).
+    pub weights: String,
+    /// Backend name ([`crate::device::training_device`]).
+    pub backend: String,
+    /// The square side the model sees; images of another size are resized to it.
+    pub input_size: usize,
+    /// The run folder: checkpoints, model, history, report.
+    pub out: PathBuf,
+    /// Continue the run found in [`out`](Self::out). A run folder without a checkpoint (a run
+    /// killed before its first epoch ended) starts over exactly as a fresh run does.
+    pub resume: bool,
+    /// Download catalog weights that are not cached.
+    pub download: bool,
+    /// No progress bars or lines on standard error.
+    pub quiet: bool,
+}
+
+/// What a finished job returns (and has written to its folder).
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// The trained model with its card (saved as `model.bpk` + `model.json`).
+    pub model: SavedModel,
+    /// Every epoch.
+    pub history: History,
+    /// The evaluation on [`JobData::test`].
+    pub evaluation: Evaluation,
+}
+
+impl FineTuneJob {
+    /// A job with the default recipe, on the default backend, at 32x32, downloading weights if
+    /// needed, with progress shown.
+    pub fn new(weights: &str, out: impl Into<PathBuf>) -> Self {
+        Self {
+            config: TwoPhaseConfig::new(),
+            weights: weights.to_string(),
+            backend: crate::BackendKind::default().to_string(),
+            input_size: 32,
+            out: out.into(),
+            resume: false,
+            download: true,
+            quiet: false,
+        }
+    }
+
+    /// The same job at another input side.
+    pub fn with_input_size(mut self, input_size: usize) -> Self {
+        self.input_size = input_size;
+        self
+    }
+
+    fn say(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Runs the job: trains, evaluates, saves the model and writes the report into
+    /// [`out`](Self::out). Refuses a folder that holds a run unless [`resume`](Self::resume) is set.
+    pub fn run(&self, data: &JobData) -> Result<JobOutcome> {
+        let started = Instant::now();
+        self.config.validate()?;
+        if self.input_size == 0 {
+            return Err(Error::invalid_config("input_size", "at least 1", 0));
+        }
+        let classes = data.class_names.len();
+        if classes < 2 {
+            return Err(Error::invalid_config(
+                "class_names",
+                "at least two classes",
+                format!("{:?}", data.class_names),
+            ));
+        }
+        let device = crate::device::training_device(&self.backend)?;
+        let inference = device.clone().inner();
+        let card_path = self.out.join("model-card.json");
+        let has_checkpoint = self.out.join("checkpoint").join("state.json").is_file();
+        if has_checkpoint && !self.resume {
+            return Err(Error::RunExists {
+                path: self.out.clone(),
+            });
+        }
+        let (model, card) = if has_checkpoint {
+            // The checkpoint holds the weights; the card, the architecture they fit.
+            let card: ModelCard = read_json(&card_path)?;
+            if card.class_names != data.class_names {
+                return Err(Error::invalid_config(
+                    "class_names",
+                    format!("the run's classes {:?}", card.class_names),
+                    format!("{:?}", data.class_names),
+                ));
+            }
+            (card.config.init(&inference)?, card)
+        } else {
+            if self.resume {
+                self.say(&format!(
+                    "{} holds no checkpoint yet: starting from the beginning",
+                    self.out.display()
+                ));
+            }
+            let loaded =
+                weights::load_named(&self.weights, &inference, self.download, !self.quiet)?;
+            let model = with_new_head(
+                loaded.model,
+                classes,
+                self.config.dropout,
+                self.config.seed,
+                &inference,
+            );
+            let card = ModelCard {
+                config: loaded
+                    .card
+                    .config
+                    .clone()
+                    .with_num_classes(Some(classes))
+                    .with_dropout(self.config.dropout),
+                preprocess: loaded.card.preprocess,
+                input_size: self.input_size,
+                class_names: data.class_names.clone(),
+                source: format!("{} fine-tuned on {}", self.weights, data.source),
+            };
+            (model, card)
+        };
+        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
+        write_json(&card_path, &card)?;
+        write_json(&self.out.join("config.json"), &self.config)?;
+        self.say(&format!(
+            "ResNet{} on {} ({} training, {} validation, {} test images of {} classes, {}x{} px, preprocessing {})",
+            card.config.depth,
+            self.backend,
+            data.train.len(),
+            data.valid.len(),
+            data.test.len(),
+            classes,
+            self.input_size,
+            self.input_size,
+            card.preprocess
+        ));
+
+        let batcher = ImageBatcher {
+            preprocess: card.preprocess,
+            size: (self.input_size != data.train.height()).then_some(self.input_size),
+            augment: None,
+        };
+        let learner = TwoPhase {
+            config: self.config.clone(),
+            batcher,
+            run_dir: Some(self.out.clone()),
+            quiet: self.quiet,
+        };
+        let (model, history) = learner.fit(model, &data.train, &data.valid, &device)?;
+        let test_batcher = ImageBatcher {
+            size: (self.input_size != data.test.height()).then_some(self.input_size),
+            ..batcher
+        };
+        let evaluation = evaluate(
+            &model,
+            &data.test,
+            &test_batcher,
+            self.config.batch_size,
+            &inference,
+        );
+        let saved = SavedModel { model, card };
+        saved.save(&self.out.join("model"))?;
+        write_json(&self.out.join("evaluation.json"), &evaluation)?;
+        self.write_report(data, &saved.card, &history, &evaluation, started)?;
+        Ok(JobOutcome {
+            model: saved,
+            history,
+            evaluation,
+        })
+    }
+
+    fn write_report(
+        &self,
+        data: &JobData,
+        card: &ModelCard,
+        history: &History,
+        evaluation: &Evaluation,
+        started: Instant,
+    ) -> Result<()> {
+        let out = &self.out;
+        draw_curves(&out.join("curves.png"), history)?;
+        draw_confusion(
+            &out.join("confusion.png"),
+            &evaluation.confusion,
+            &card.class_names,
+        )?;
+        draw_predictions(
+            &out.join("predictions.png"),
+            &data.test,
+            &evaluation.predictions,
+            &card.class_names,
+            32,
+        )?;
+        let phase_time = |p: u8| {
+            let e: Vec<f64> = history
+                .epochs
+                .iter()
+                .filter(|e| e.phase == p)
+                .map(|e| e.seconds)
+                .collect();
+            if e.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1} s", e.iter().sum::<f64>() / e.len() as f64)
+            }
+        };
+        let mut extra = vec![
+            ("weights".to_string(), self.weights.clone()),
+            ("data".to_string(), data.source.clone()),
+            ("backend".to_string(), self.backend.clone()),
+            ("mean epoch time, phase 1".to_string(), phase_time(1)),
+            ("mean epoch time, phase 2".to_string(), phase_time(2)),
+            (
+                "total time (this sitting)".to_string(),
+                format!("{:.1} s", started.elapsed().as_secs_f64()),
+            ),
+        ];
+        extra.extend(data.notes.iter().cloned());
+        write_summary(
+            &out.join("summary.md"),
+            history,
+            evaluation,
+            &card.class_names,
+            &extra,
+        )
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &json)
+}

@@ -1,0 +1,404 @@
+//! The examples run as a user runs them: the main job killed and resumed (after and before its
+//! first checkpoint), the defaults on a small set, `fine_tune` on a folder of photos of mixed
+//! sizes and formats, and `predict`, `evaluate` and `dataset` with `--json`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_same_history, example, history_of, learnable_weights, run_ok, weights, write_cifar,
+};
+
+/// `train_cifar10` on a small CIFAR-10 in `data` (which holds the weights too), writing to
+/// `out`: three epochs per phase, the plateau schedule with a patience of one epoch, and a
+/// phase-2 rate too small to move any weight, so that phase 2's validation loss stays flat and
+/// the schedule lowers the rate after its second epoch.
+fn main_job(data: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(example("train_cifar10"));
+    cmd.arg("--data-dir").arg(data);
+    cmd.arg("--weights").arg(data.join("resnet18-w8"));
+    cmd.args(["--train-samples", "100", "--valid-samples", "30"]);
+    cmd.args(["--test-samples", "20", "--batch-size", "10"]);
+    cmd.args(["--phase1-epochs", "3", "--phase2-epochs", "3"]);
+    cmd.args(["--phase1-lr", "1e-2", "--phase2-lr", "1e-30"]);
+    cmd.args(["--schedule", "plateau", "--plateau-patience", "1"]);
+    cmd.args(["--offline", "--quiet"]).arg("--out").arg(out);
+    cmd
+}
+
+/// The CIFAR-10 files the main-job tests share, and an uninterrupted run on them.
+fn uninterrupted() -> &'static (tempfile::TempDir, PathBuf) {
+    static WHOLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    WHOLE.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        write_cifar(tmp.path(), 30);
+        learnable_weights(tmp.path());
+        let out = tmp.path().join("whole");
+        run_ok(&mut main_job(tmp.path(), &out));
+        (tmp, out)
+    })
+}
+
+fn next_epoch(out: &Path) -> u64 {
+    std::fs::read(out.join("checkpoint/state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["next_epoch"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Polls `ready` until it holds, then kills `child`; fails if the run ends or stalls first.
+fn kill_when(mut child: std::process::Child, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "not ready in time");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn killed_main_job_resumes_and_loses_nothing() {
+    let (data, whole) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Killed in phase 2 after its second epoch, once the schedule has lowered the rate for the
+    // third: only the checkpoint knows that.
+    let child = main_job(data.path(), &out).spawn().unwrap();
+    kill_when(child, || next_epoch(&out) >= 5);
+    assert!(!out.join("summary.md").exists(), "killed before the end");
+
+    // Without --resume the run folder is refused, untouched, and the error says what to do.
+    let refused = main_job(data.path(), &out).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    let stdout = run_ok(main_job(data.path(), &out).arg("--resume"));
+    assert!(
+        stdout.contains("test accuracy") && stdout.contains("report"),
+        "{stdout}"
+    );
+
+    let (resumed, _) = history_of(&out);
+    let (expected, _) = history_of(whole);
+    assert_eq!(
+        resumed.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6],
+        "every epoch exactly once"
+    );
+    assert_same_history(&resumed, &expected);
+    assert!(
+        resumed[5].2 < resumed[4].2,
+        "the plateau schedule lowered the rate after the kill: {resumed:?}"
+    );
+    for file in [
+        "model.bpk",
+        "model.json",
+        "config.json",
+        "history.csv",
+        "curves.png",
+        "confusion.png",
+        "predictions.png",
+        "summary.md",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("most confused pair") && summary.contains("jump"),
+        "{summary}"
+    );
+    // The saved model loads in predict's way.
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let saved = resnet_transfer::weights::load(&out, &device).unwrap();
+    assert_eq!(saved.card.class_names.len(), 10);
+}
+
+#[test]
+fn killed_before_its_first_checkpoint_the_main_job_starts_as_a_fresh_run_does() {
+    let (data, whole) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // The card is written once the weights are loaded, before the first epoch starts.
+    let child = main_job(data.path(), &out).spawn().unwrap();
+    kill_when(child, || out.join("model-card.json").is_file());
+    assert!(
+        !out.join("checkpoint/state.json").exists(),
+        "the kill came after the first checkpoint: this test needs a slower first epoch"
+    );
+    let stdout = run_ok(main_job(data.path(), &out).arg("--resume"));
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    // The ImageNet weights, the seed and the schedule as a fresh run: the same history.
+    let (resumed, restored) = history_of(&out);
+    let (expected, expected_restored) = history_of(whole);
+    assert_same_history(&resumed, &expected);
+    assert_eq!(restored, expected_restored);
+}
+
+#[test]
+fn defaults_fit_a_small_set_and_errors_name_the_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 50); // 250 training images, 25 per class
+    let job = |out: &str| {
+        let mut cmd = Command::new(example("train_cifar10"));
+        cmd.arg("--data-dir")
+            .arg(tmp.path())
+            .arg("--weights")
+            .arg(weights());
+        cmd.args(["--phase1-epochs", "1", "--phase2-epochs", "0", "--offline"]);
+        cmd.arg("--out").arg(tmp.path().join(out));
+        cmd
+    };
+    // No sizes given: 200 training and 50 validation images, said at the start.
+    let out = job("defaults").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("200 training, 50 validation"), "{said}");
+    let (epochs, _) = history_of(&tmp.path().join("defaults"));
+    assert_eq!(epochs.len(), 1);
+
+    let failed = job("too-many")
+        .args(["--train-samples", "200", "--valid-samples", "100"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("valid_samples") && err.contains("at most 50"),
+        "{err}"
+    );
+}
+
+/// A photo of `class` (0 red stripes, 1 green bars, 2 blue checks), `w` x `h`, with noise.
+fn photo(class: usize, w: u32, h: u32, seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let on = match class {
+            0 => (y / 4) % 2 == 0,
+            1 => (x / 4) % 2 == 0,
+            _ => (x / 6 + y / 6) % 2 == 0,
+        };
+        let noise = ((x * 31 + y * 17 + seed * 7) % 40) as u8;
+        let mut px = [noise, noise, noise];
+        if on {
+            px[class] = 200 + noise / 2;
+        }
+        image::Rgb(px)
+    })
+}
+
+/// Class folders of photos of several sizes, saved as JPEG and as RGB, RGBA and greyscale PNG.
+fn photo_folders(root: &Path, per_class: u32) -> Vec<PathBuf> {
+    let sizes = [(40, 30), (64, 48), (36, 60), (50, 50)];
+    let mut files = Vec::new();
+    for (class, name) in ["cherry", "apple", "blueberry"].iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let (w, h) = sizes[i as usize % sizes.len()];
+            let img = image::DynamicImage::ImageRgb8(photo(class, w, h, i));
+            let path = dir.join(format!("{i}.{}", if i % 4 == 0 { "jpg" } else { "png" }));
+            match i % 4 {
+                1 => img.to_rgba8().save(&path).unwrap(),
+                3 => img.to_luma8().save(&path).unwrap(),
+                _ => img.to_rgb8().save(&path).unwrap(),
+            }
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    let files = photo_folders(&photos, 16);
+    std::fs::write(photos.join("apple/broken.jpg"), b"not a jpeg").unwrap();
+    let out = tmp.path().join("run");
+    let backbone = learnable_weights(tmp.path());
+    let fine_tune = |skip: bool| {
+        let mut cmd = Command::new(example("fine_tune"));
+        cmd.arg("--images")
+            .arg(&photos)
+            .arg("--weights")
+            .arg(&backbone);
+        cmd.args([
+            "--input-size",
+            "32",
+            "--valid-share",
+            "0.25",
+            "--batch-size",
+            "8",
+        ]);
+        cmd.args([
+            "--phase1-epochs",
+            "4",
+            "--phase2-epochs",
+            "1",
+            "--phase1-lr",
+            "1e-2",
+        ]);
+        cmd.args(["--offline", "--quiet"]).arg("--out").arg(&out);
+        if skip {
+            cmd.arg("--skip-bad");
+        }
+        cmd
+    };
+    // A file that does not decode stops the run, named.
+    let failed = fine_tune(false).output().unwrap();
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("broken.jpg"));
+    // --skip-bad leaves it out and says so.
+    let stdout = run_ok(&mut fine_tune(true));
+    assert!(
+        stdout.contains("skipped 1 files") && stdout.contains("broken.jpg"),
+        "{stdout}"
+    );
+
+    let names = ["apple", "blueberry", "cherry"];
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["class_names"], serde_json::json!(names));
+    let evaluation: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("evaluation.json")).unwrap()).unwrap();
+    let accuracy = evaluation["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.6, "chance is 1/3: {evaluation}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("files skipped (not decodable): 1"),
+        "{summary}"
+    );
+    let confusion = image::open(out.join("confusion.png")).unwrap();
+    assert_eq!(confusion.width(), 120 + 3 * 52 + 20, "a column per class");
+    image::open(out.join("predictions.png")).unwrap();
+
+    // predict --json: one object per image, top-k best first, the run's class names.
+    let mut predict = Command::new(example("predict"));
+    predict
+        .arg("--weights")
+        .arg(&out)
+        .args(["--json", "--top-k", "2"]);
+    let stdout = run_ok(predict.args(&files[..3]));
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        let top = line["top_k"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        let probs: Vec<f64> = top.iter().map(|s| s["prob"].as_f64().unwrap()).collect();
+        assert!(probs[0] >= probs[1] && probs[0] <= 1.0, "{line}");
+        assert!(names.contains(&top[0]["label"].as_str().unwrap()));
+    }
+
+    // evaluate --images --json on the photos, with the model's own names.
+    let mut evaluate = Command::new(example("evaluate"));
+    evaluate
+        .arg("--model")
+        .arg(&out)
+        .arg("--images")
+        .arg(&photos);
+    let stdout = run_ok(evaluate.args(["--skip-bad", "--json"]));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["classes"], serde_json::json!(names));
+    assert_eq!(result["images"], 48);
+    let counted: u64 = result["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 48);
+    assert!(result["accuracy"].as_f64().unwrap() > 0.6, "{result}");
+}
+
+#[test]
+fn catalog_names_resolve_and_say_where_to_put_the_file_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("x.png");
+    photo(0, 20, 20, 0).save(&image).unwrap();
+    // Run where no ./weights folder holds the file.
+    let out = Command::new(example("predict"))
+        .args(["--weights", "resnet50-v1-12", "--offline"])
+        .arg(&image)
+        .env("RESNET_TRANSFER_CACHE", tmp.path())
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resnet50-v1-12.onnx") && err.contains(&tmp.path().display().to_string()),
+        "{err}"
+    );
+    // Put there, the name loads.
+    std::fs::create_dir_all(tmp.path().join("weights")).unwrap();
+    std::fs::copy(weights(), tmp.path().join("weights/resnet50-v1-12.onnx")).unwrap();
+    let mut predict = Command::new(example("predict"));
+    predict.args(["--weights", "resnet50-v1-12", "--offline", "--json"]);
+    predict
+        .env("RESNET_TRANSFER_CACHE", tmp.path())
+        .current_dir(tmp.path());
+    let stdout = run_ok(predict.arg(&image));
+    assert!(stdout.contains("top_k"), "{stdout}");
+}
+
+#[test]
+fn dataset_prints_json_and_draws_the_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 20);
+    let grid = tmp.path().join("grid.png");
+    let mut dataset = Command::new(example("dataset"));
+    dataset
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .arg("--grid")
+        .arg(&grid);
+    let stdout = run_ok(dataset.args(["--json", "--offline", "--per-class", "3"]));
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(json["train"]["count"], 100);
+    assert_eq!(json["test"]["count"], 20);
+    let per_class: Vec<u64> = serde_json::from_value(json["train"]["per_class"].clone()).unwrap();
+    assert_eq!(per_class, vec![10; 10]);
+    // Ten rows of images down a column through the first image of each row (past the class
+    // names), each tinted by its class: write_cifar's red is 25 * class plus noise below 30.
+    let png = image::open(&grid).unwrap().to_rgb8();
+    let x = 110 + 6 + 50;
+    let mut runs: Vec<Vec<u8>> = Vec::new();
+    let mut inside = false;
+    for y in 40..png.height() {
+        let p = png.get_pixel(x, y).0;
+        let image_pixel = p != [255, 255, 255];
+        if image_pixel && !inside {
+            runs.push(Vec::new());
+        }
+        if image_pixel {
+            runs.last_mut().unwrap().push(p[0]);
+        }
+        inside = image_pixel;
+    }
+    runs.retain(|r| r.len() > 50);
+    assert_eq!(runs.len(), 10, "a row per class");
+    for (class, run) in runs.iter().enumerate() {
+        let mean = run.iter().map(|&v| v as f64).sum::<f64>() / run.len() as f64;
+        let base = 25.0 * class as f64;
+        assert!(
+            mean > base + 5.0 && mean < base + 25.0,
+            "row {class}: red {mean}"
+        );
+    }
+}
