@@ -281,7 +281,7 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
         "{summary}"
     );
     let confusion = image::open(out.join("confusion.png")).unwrap();
-    assert_eq!(confusion.width(), 120 + 3 * 52 + 20, "a column per class");
+    assert_eq!(confusion.height(), 110 + 3 * 52 + 50, "a row per class");
     image::open(out.join("predictions.png")).unwrap();
 
     // predict --json: one object per image, top-k best first, the run's class names.

@@ -64,6 +64,13 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
             chart
                 .configure_mesh()
                 .x_desc("epoch")
+                .x_label_formatter(&|x| {
+                    if x.fract() == 0.0 {
+                        format!("{x:.0}")
+                    } else {
+                        String::new()
+                    }
+                })
                 .label_style((FONT, 14))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
@@ -145,7 +152,8 @@ pub fn draw_confusion(path: &Path, confusion: &[Vec<usize>], names: &[String]) -
     register_font();
     let n = confusion.len().max(1);
     let (cell, left, top) = (CONFUSION_CELL, CONFUSION_LEFT, CONFUSION_TOP);
-    let (w, h) = (left + n * cell + 20, top + n * cell + 50);
+    // At least as wide as the title, however few the classes.
+    let (w, h) = ((left + n * cell + 20).max(520), top + n * cell + 50);
     let mut buf = vec![255u8; w * h * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w as u32, h as u32)).into_drawing_area();

@@ -229,9 +229,12 @@ impl TwoPhase {
                 progress = PhaseProgress::default();
                 best_model = None;
                 self.say(&format!(
-                    "unfreeze point: epoch {} releases {:?}",
+                    "unfreeze point: epoch {} releases {}",
                     epoch + 1,
-                    config.unfreeze
+                    match config.unfreeze {
+                        Unfreeze::All => "the whole backbone".to_string(),
+                        Unfreeze::FromStage(k) => format!("stages {k} to 4"),
+                    }
                 ));
             }
             let lr = config.learning_rate(epoch) * progress.lr_scale;
