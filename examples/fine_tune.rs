@@ -49,11 +49,7 @@ struct Args {
 }
 
 fn main() {
-    resnet_transfer::device::tune_host_allocator();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    job_args::main(|| run(Args::parse()));
 }
 
 /// Reads a photo folder; its classes must be `classes` when given (a validation or test folder).

@@ -44,11 +44,7 @@ struct Args {
 }
 
 fn main() {
-    resnet_transfer::device::tune_host_allocator();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    job_args::main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -107,6 +107,16 @@ impl JobArgs {
     }
 }
 
+/// The examples' `main`: glibc tuned for training, then `run`, its error printed and the exit
+/// status 1 on failure.
+pub fn main(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
+    resnet_transfer::device::tune_host_allocator();
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints what a finished job wrote, the way both examples end.
 pub fn report(outcome: &resnet_transfer::job::JobOutcome, out: &std::path::Path) {
     println!("test accuracy: {:.2}%", 100.0 * outcome.evaluation.accuracy);

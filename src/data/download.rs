@@ -11,6 +11,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::files::save_atomic;
 
 /// The environment variable that overrides the cache folder.
 pub const CACHE_ENV: &str = "RESNET_TRANSFER_CACHE";
@@ -115,8 +116,6 @@ pub fn fetch(url: &str, dest: &Path, checksum: &Checksum, progress: bool) -> Res
     if dest.is_file() && checksum.verify_file(dest).is_ok() {
         return Ok(());
     }
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let failed = |reason: String| Error::Download {
         url: url.to_string(),
         reason,
@@ -149,39 +148,31 @@ pub fn fetch(url: &str, dest: &Path, checksum: &Checksum, progress: bool) -> Res
         indicatif::ProgressBar::hidden()
     };
 
-    // The temporary file lives beside the destination so the final rename is atomic; dropped
-    // on any error, it is deleted.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    let mut hasher = checksum.hasher();
-    let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut received = 0u64;
-    loop {
-        let n = body.read(&mut buf).map_err(|e| failed(e.to_string()))?;
-        if n == 0 {
-            break;
+    // Only a complete body with the published checksum is renamed into place.
+    save_atomic(dest, |tmp| {
+        let mut file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut hasher = checksum.hasher();
+        let mut body = response.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut received = 0u64;
+        loop {
+            let n = body.read(&mut buf).map_err(|e| failed(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).map_err(|e| Error::io(tmp, e))?;
+            received += n as u64;
+            bar.set_position(received);
         }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|e| Error::io(tmp.path(), e))?;
-        received += n as u64;
-        bar.set_position(received);
-    }
-    bar.finish_and_clear();
-    if let Some(total) = total.filter(|&t| t != received) {
-        return Err(failed(format!(
-            "connection closed after {received} of {total} bytes"
-        )));
-    }
-    checksum.check(dest, hasher.hex())?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
-    Ok(())
+        bar.finish_and_clear();
+        if let Some(total) = total.filter(|&t| t != received) {
+            return Err(failed(format!(
+                "connection closed after {received} of {total} bytes"
+            )));
+        }
+        checksum.check(dest, hasher.hex())
+    })
 }
 
 #[cfg(test)]
