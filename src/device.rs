@@ -291,6 +291,7 @@ mod tests {
     fn tuned_allocator_serves_megabytes_from_its_heap() {
         assert!(tune_host_allocator());
         // A 16 MiB block, above glibc's starting threshold, no longer comes from its own mmap.
+        // SAFETY: mallinfo2 only reads glibc's allocator statistics.
         let mapped = || unsafe { libc::mallinfo2() }.hblkhd;
         let before = mapped();
         let block = vec![1u8; 16 << 20];
@@ -308,34 +309,7 @@ mod tests {
         let b: Vec<f32> = (0..k * n)
             .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
             .collect();
-        let product = || {
-            let mut c = vec![0f32; m * n];
-            // SAFETY: row-major m x k, k x n and m x n buffers of exactly those sizes.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    k as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            c
-        };
+        let product = || crate::cpu::gemm::product([m, k, n], (&a, [k, 1]), (&b, [n, 1]), false);
         gemm::set_lhs_packing_threshold_single_thread(
             gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
         );

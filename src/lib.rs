@@ -19,7 +19,9 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;

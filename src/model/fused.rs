@@ -18,17 +18,18 @@
 //! use [`ResNet::forward`].
 
 use std::borrow::Cow;
-use std::ops::Range;
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::cpu::for_each_image;
+use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
+use crate::cpu::im2col::{im2col, kept_taps};
 use crate::error::{Error, Result};
 use crate::model::block::{ConvBn, Head};
 use crate::model::config::Pooling;
-use crate::model::nhwc::kept_taps;
 use crate::model::resnet::{ResNet, check_images};
 
 /// A [`ResNet`] folded for inference on the CPU: see the [module docs](self). Built by
@@ -89,9 +90,9 @@ struct MaxPool {
 enum Weight {
     /// Row-major, for `gemm`.
     Plain(Vec<f32>),
-    /// Packed once into panels, for the AVX2 product ([`panels`](super::panels)).
+    /// Packed once into panels, for the AVX2 product ([`panels`](crate::cpu::panels)).
     #[cfg(target_arch = "x86_64")]
-    Panels(super::panels::Panels),
+    Panels(crate::cpu::panels::Panels),
 }
 
 /// Channels-last activations `[N, H, W, C]` in one buffer.
@@ -99,9 +100,6 @@ struct Maps {
     data: Vec<f32>,
     dims: [usize; 4],
 }
-
-/// Below this many multiply-adds a product runs on one thread (flex's own threshold).
-pub(crate) const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
 impl ResNet {
     /// This model folded for fast inference on the CPU: see [`FusedResNet`]. Reads every weight
@@ -114,7 +112,7 @@ impl ResNet {
     /// mode, which no ResNet this crate builds has).
     pub fn fused(&self) -> Result<FusedResNet> {
         #[cfg(target_arch = "x86_64")]
-        let panels = super::panels::available();
+        let panels = crate::cpu::panels::available();
         #[cfg(not(target_arch = "x86_64"))]
         let panels = false;
         self.fused_with(panels)
@@ -290,8 +288,8 @@ impl FusedConv {
         let depth = weight.len() / c_out;
         #[cfg(target_arch = "x86_64")]
         let weight = if panels {
-            shift.resize(super::panels::Panels::padded_channels(c_out), 0.0);
-            Weight::Panels(super::panels::Panels::pack(&weight, depth, c_out))
+            shift.resize(crate::cpu::panels::Panels::padded_channels(c_out), 0.0);
+            Weight::Panels(crate::cpu::panels::Panels::pack(&weight, depth, c_out))
         } else {
             Weight::Plain(weight)
         };
@@ -353,7 +351,7 @@ impl FusedConv {
                 let mut out = Vec::with_capacity(rows * c_out);
                 let spare = &mut out.spare_capacity_mut()[..rows * c_out];
                 let (shift, a) = (&self.shift, &columns[..]);
-                super::panels::product(
+                crate::cpu::panels::product(
                     a, depth, panels, first, spare, shift, residual, relu, parallel,
                 );
                 // SAFETY: `panels::product` wrote every value of `spare`.
@@ -364,36 +362,12 @@ impl FusedConv {
                 };
             }
         };
-        let mut out = vec![0.0; rows * c_out];
-        // SAFETY: `columns` holds `rows × depth` values row-major, `weight` `depth × c_out` and
-        // `out` `rows × c_out`, with the strides given; gemm reads and writes only inside them.
-        unsafe {
-            gemm::gemm(
-                rows,
-                c_out,
-                depth,
-                out.as_mut_ptr(),
-                1,
-                c_out as isize,
-                false,
-                columns.as_ptr(),
-                1,
-                depth as isize,
-                weight.as_ptr(),
-                1,
-                c_out as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                if parallel {
-                    gemm::Parallelism::Rayon(0)
-                } else {
-                    gemm::Parallelism::None
-                },
-            );
-        }
+        let mut out = product(
+            [rows, depth, c_out],
+            (&columns, [depth, 1]),
+            (weight, [c_out, 1]),
+            parallel,
+        );
         epilogue.apply(&mut out, &self.shift[..c_out], rows, parallel);
         Maps {
             data: out,
@@ -453,45 +427,6 @@ impl FusedBlock {
         });
         last.forward(y.as_ref().unwrap_or(x), Some(identity), parallel)
     }
-}
-
-/// im2col of channels-last `x`: row `p` holds, for output pixel `p` (row-major over `N, Ho, Wo`),
-/// the input values under each kept tap `(ky, kx)` in that order, `C` channels each, zeros where
-/// a tap falls in the padding.
-pub(crate) fn im2col(
-    x: &[f32],
-    [n, h, w, c]: [usize; 4],
-    [taps_y, taps_x]: [&Range<usize>; 2],
-    [sh, sw]: [usize; 2],
-    [ph, pw]: [usize; 2],
-    [ho, wo]: [usize; 2],
-    parallel: bool,
-) -> Vec<f32> {
-    let row_len = taps_y.len() * taps_x.len() * c;
-    let span = taps_x.len() * c;
-    let mut columns = vec![0.0; n * ho * wo * row_len];
-    for_each_image(parallel, &mut columns, ho * wo * row_len, |i, out| {
-        let image = &x[i * h * w * c..][..h * w * c];
-        for (p, row) in out.chunks_exact_mut(row_len).enumerate() {
-            let (oy, ox) = (p / wo, p % wo);
-            for (t, ky) in taps_y.clone().enumerate() {
-                let dst = &mut row[t * span..(t + 1) * span];
-                let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
-                    continue; // a padding row: zeros, as allocated
-                };
-                // The kept taps along x whose input column is inside the image, one
-                // contiguous run of `C`-value pixels in both the input row and `dst`.
-                let x0 = ox * sw + taps_x.start; // padded coordinate of the first tap
-                let first = pw.saturating_sub(x0).min(taps_x.len());
-                let last = (w + pw).saturating_sub(x0).min(taps_x.len());
-                if first < last {
-                    let src = (y * w + x0 + first - pw) * c;
-                    dst[first * c..last * c].copy_from_slice(&image[src..src + (last - first) * c]);
-                }
-            }
-        }
-    });
-    columns
 }
 
 impl MaxPool {
@@ -554,23 +489,6 @@ fn global_pool(x: &Maps, pooling: Pooling) -> Vec<f32> {
         }
     }
     out
-}
-
-/// `f(i, chunk)` for each `len`-long chunk `i` of `data` (an image, or a run of rows), on the
-/// pool's threads when `parallel`.
-pub(crate) fn for_each_image<T: Send>(
-    parallel: bool,
-    data: &mut [T],
-    len: usize,
-    f: impl Fn(usize, &mut [T]) + Send + Sync,
-) {
-    if parallel {
-        data.par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
-    } else {
-        data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
-    }
 }
 
 /// A model ready for inference on a device: folded ([`FusedResNet`]) on the CPU backends, where
@@ -654,7 +572,7 @@ mod tests {
         let want = want.as_slice::<f32>().unwrap();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         #[cfg(target_arch = "x86_64")]
-        let products = [false, super::super::panels::available()];
+        let products = [false, crate::cpu::panels::available()];
         #[cfg(not(target_arch = "x86_64"))]
         let products = [false];
         for panels in products {

@@ -5,8 +5,6 @@ mod config;
 mod conv;
 mod fused;
 mod nhwc;
-#[cfg(target_arch = "x86_64")]
-mod panels;
 mod resnet;
 mod train_ops;
 

@@ -25,6 +25,7 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Slice, Tensor, TensorData, activation};
 
+use crate::cpu::im2col::kept_taps;
 use crate::model::conv::Conv;
 
 /// `[N, C, H, W]` to `[N, H, W, C]`.
@@ -140,37 +141,6 @@ fn im2col_windows(
     let windows: Tensor<4> = x.unfold(2, kw * c, sw * c);
     let windows: Tensor<5> = windows.unfold(1, kh, sh);
     windows.permute([0, 1, 2, 4, 3])
-}
-
-/// The kernel taps `[rows, columns]` a convolution of an `[h, w]` map multiplies.
-///
-/// The taps that see an input pixel for at least one output pixel. On CIFAR-10's 1x1 maps of
-/// stage 4 only a 3x3 kernel's centre does: the other eight multiply padding (89% of those
-/// products), so they are left out where the weight's remaining rows (ordered ky, kx, channel)
-/// stay one block; otherwise every tap is kept.
-pub(crate) fn kept_taps(
-    [h, w]: [usize; 2],
-    [kh, kw]: [usize; 2],
-    [sh, sw]: [usize; 2],
-    [ph, pw]: [usize; 2],
-    [ho, wo]: [usize; 2],
-) -> [Range<usize>; 2] {
-    let taps_y = tap_range(h, kh, sh, ph, ho);
-    let taps_x = tap_range(w, kw, sw, pw, wo);
-    if taps_y.len() == 1 || taps_x.len() == kw {
-        [taps_y, taps_x]
-    } else {
-        [0..kh, 0..kw]
-    }
-}
-
-/// The kernel taps along one axis that fall inside the input for at least one output position.
-fn tap_range(size: usize, kernel: usize, stride: usize, pad: usize, out: usize) -> Range<usize> {
-    let inside =
-        |k: usize| (0..out).any(|o| (o * stride + k).checked_sub(pad).is_some_and(|i| i < size));
-    let first = (0..kernel).find(|&k| inside(k)).unwrap_or(0);
-    let last = (0..kernel).rev().find(|&k| inside(k)).unwrap_or(kernel - 1);
-    first..last + 1
 }
 
 /// The gather index of an im2col over `[N, H, W]` pixels: for each output pixel (row-major) and

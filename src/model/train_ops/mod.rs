@@ -1,5 +1,5 @@
 //! The channels-last path's convolution and training BatchNorm as single operations with their
-//! own backward on flex, through Burn's backend-extension API.
+//! own backward on the CPU backends (flex and ndarray), through Burn's backend-extension API.
 //!
 //! As Burn tensor operations ([`nhwc`](super::nhwc)), a convolution was an im2col gather with a
 //! host-built index (a scatter-add backward) and a matmul whose output flex zeroes and then
@@ -25,13 +25,19 @@
 //!
 //! where `x̂ = (x − μ) / σ`, `σ = √(var + ε)` and `R` is the number of rows (pixels × images).
 //!
-//! Both are implemented for flex (`flex.rs`) and for autodiff over any backend that implements
-//! them, and are used only on flex; other backends compose Burn's operations, which
-//! `tests/model.rs` holds these to (outputs, every gradient, running statistics).
+//! Both are implemented for flex and ndarray (`host.rs`, on the kernels of [`crate::cpu::train`])
+//! and for autodiff over any backend that implements them; other backends (wgpu) compose Burn's
+//! operations, which `tests/model.rs` holds these to (outputs, every gradient, running
+//! statistics), on both CPU backends.
 
-// Without flex no backend implements the operations, and the generated dispatch leaves their
+// Without a CPU backend none implements the operations, and the generated dispatch leaves their
 // arguments unread.
-#![cfg_attr(not(feature = "flex"), allow(unused_variables))]
+#![cfg_attr(
+    not(any(feature = "flex", feature = "ndarray")),
+    allow(unused_variables)
+)]
+// ndarray is deprecated upstream and kept on purpose: users asked for it.
+#![allow(deprecated)]
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -43,13 +49,13 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
-#[cfg(feature = "flex")]
-mod flex;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod host;
 
 /// BatchNorm over the columns of a `[rows, channels]` matrix with batch statistics, plus a
 /// shortcut of the same shape where given, then a ReLU where `relu`: `(y, mean, var)`, the
 /// biased variance, as the running statistics take them.
-#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
 pub trait BatchNormTrain: Backend {
     /// The forward pass; see the module's documentation.
     fn bn_relu_train(
@@ -103,7 +109,7 @@ trait BatchNormTrainBackward: Backend {
 }
 
 /// `bn(x) [+ shortcut]`, then ReLU where `relu`, for `[rows, channels]` f32 `x` on autodiff
-/// over flex; the batch mean and biased variance come back beside it (untracked). `None` where
+/// over a CPU backend; the batch mean and biased variance come back beside it (untracked). `None` where
 /// the operation does not apply (another backend or dtype): the caller composes Burn's
 /// operations instead.
 pub(crate) fn batch_norm_train(
@@ -133,26 +139,9 @@ pub(crate) fn batch_norm_train(
     ))
 }
 
-/// Whether the fused operation runs for `x`: f32 on flex, under autodiff.
+/// Whether the fused operation runs for `x`: f32 on a CPU backend, under autodiff.
 fn applies(x: &Tensor<2>) -> bool {
-    x.dtype() == DType::F32 && x.device().is_autodiff() && on_flex(&x.device())
-}
-
-/// Whether `device` is flex's (with or without autodiff).
-fn on_flex(device: &burn::tensor::Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::DispatchDevice;
-        matches!(
-            device.clone().inner().as_dispatch(),
-            DispatchDevice::Flex(_)
-        )
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
+    x.dtype() == DType::F32 && x.device().is_autodiff() && crate::device::is_host(&x.device())
 }
 
 impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNormTrain
@@ -237,7 +226,7 @@ impl<B: BatchNormTrain + BatchNormTrainBackward, C: CheckpointStrategy> BatchNor
 /// A convolution of channels-last `[N, H, W, C]` input by a `[kh·kw·C, C_out]` weight matrix
 /// (see [`Conv`](super::conv::Conv)), as one matrix product over the batch: im2col straight
 /// from the input, no gather index, and outputs written by the product itself.
-#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
 pub trait ConvTrain: Backend {
     /// `[N, Ho, Wo, C_out]`; `geometry` is `[kh, kw, stride_y, stride_x, pad_y, pad_x]`.
     fn conv_nhwc(
@@ -259,8 +248,8 @@ trait ConvTrainBackward: Backend {
     ) -> [Option<FloatTensor<Self>>; 2];
 }
 
-/// `conv(x)` for channels-last f32 `x` on flex (with or without autodiff); `None` elsewhere,
-/// where the caller composes Burn's operations.
+/// `conv(x)` for channels-last f32 `x` on a CPU backend (with or without autodiff); `None`
+/// elsewhere, where the caller composes Burn's operations.
 pub(crate) fn conv_nhwc(
     x: Tensor<4>,
     weight: Tensor<2>,
@@ -268,7 +257,7 @@ pub(crate) fn conv_nhwc(
     [sh, sw]: [usize; 2],
     [ph, pw]: [usize; 2],
 ) -> Option<Tensor<4>> {
-    if !on_flex(&x.device()) || [x.dtype(), weight.dtype()] != [DType::F32; 2] {
+    if !crate::device::is_host(&x.device()) || [x.dtype(), weight.dtype()] != [DType::F32; 2] {
         return None;
     }
     let y = <Dispatch as ConvTrain>::conv_nhwc(
@@ -328,5 +317,26 @@ fn record<B: Backend, C: CheckpointStrategy, Op: Backward<B, N>, const N: usize>
     match op.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, output),
         OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendKind;
+
+    #[test]
+    fn both_cpu_backends_run_the_operations_and_wgpu_composes_burns() {
+        for kind in BackendKind::compiled() {
+            let device = crate::device::training_device(kind.name()).unwrap();
+            let x = Tensor::<4>::ones([1, 4, 4, 2], &device);
+            let weight = Tensor::<2>::ones([2, 3], &device);
+            let conv = conv_nhwc(x, weight, [1, 1], [1, 1], [0, 0]);
+            let rows = Tensor::<2>::ones([4, 3], &device);
+            let [gamma, beta] = [Tensor::<1>::ones([3], &device), Tensor::zeros([3], &device)];
+            let bn = batch_norm_train(rows, [gamma, beta], None, 1e-5, true);
+            let host = kind != BackendKind::Wgpu;
+            assert_eq!((conv.is_some(), bn.is_some()), (host, host), "{kind:?}");
+        }
     }
 }

@@ -103,6 +103,8 @@ pub(crate) fn product(
     let residual = Shared(residual.map_or(std::ptr::null_mut(), |r| r.as_ptr().cast_mut()));
     let run = |range: Range<usize>| {
         let (out, residual) = (&out, &residual);
+        // SAFETY: as said above: AVX2 and FMA present, offsets inside the checked slices, and
+        // each thread's `range` of panels a disjoint set of `out`'s columns.
         unsafe {
             product_avx2(
                 a, depth, weight, first, rows, out.0, shift, residual.0, relu, range,
@@ -128,8 +130,16 @@ struct Shared(*mut f32);
 // SAFETY: the threads of a split product write disjoint columns through it and only read
 // through the shortcut's.
 unsafe impl Sync for Shared {}
+// SAFETY: as for `Sync`: the pointer is only used while the product's slices are borrowed.
 unsafe impl Send for Shared {}
 
+/// The panel product over `panels` (see [`product`]).
+///
+/// # Safety
+///
+/// The CPU has AVX2 and FMA; `a` holds `rows × depth` values, `out` (and `residual`, unless
+/// null) `rows × C_out`, `shift` whole panels, `first + depth <= weight.depth`; no other thread
+/// writes the columns of `panels` meanwhile.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
@@ -179,7 +189,7 @@ unsafe fn product_avx2(
             };
             for p in panels.clone() {
                 let cols = NR.min(c_out - p * NR);
-                // SAFETY (all offsets below): rows < `rows`, depth offsets < `depth`, panel
+                // SAFETY: (and for the offsets below) rows < `rows`, depth offsets < `depth`, panel
                 // rows < `weight.depth` and columns < `c_out` (or the panel's zero padding).
                 let b = unsafe {
                     weight
@@ -187,16 +197,20 @@ unsafe fn product_avx2(
                         .as_ptr()
                         .add((p * weight.depth + first + k0) * NR)
                 };
+                // SAFETY: `shift` holds whole panels, `p` is one of them.
                 let shift = unsafe { shift.as_ptr().add(p * NR) };
                 let mut r = r0;
                 while r < r1 {
                     let m = MR.min(r1 - r);
+                    // SAFETY: the tile's packed rows lie inside `packed` (MC rows of KC depth).
                     let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
                     let offset = r * c_out + p * NR;
+                    // SAFETY: row `r` < `rows`, panel column `p·16` < `C_out`.
                     let c = unsafe { out.add(offset) };
                     let res = if residual.is_null() {
                         residual
                     } else {
+                        // SAFETY: the shortcut has `out`'s shape.
                         unsafe { residual.add(offset) }
                     };
                     let tile = Tile {
@@ -207,6 +221,8 @@ unsafe fn product_avx2(
                         residual: res,
                         cols,
                     };
+                    // SAFETY: the tile's pointers are inside their slices (above), `m` rows of
+                    // them valid, and this function's caller vouches for AVX2 and FMA.
                     unsafe {
                         match m {
                             6 => tile.run::<6>(&pass),
@@ -250,6 +266,13 @@ struct Tile {
 }
 
 impl Tile {
+    /// Multiplies, accumulates and stores the tile.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `a` holds `R` packed rows of `pass.kc` depths, `b` a panel
+    /// block of `pass.kc` rows, and `c` (and `residual`, unless null) `R` rows `pass.ldc` apart
+    /// with at least `cols` writable values each.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn run<const R: usize>(&self, pass: &Pass) {
@@ -341,9 +364,14 @@ impl Tile {
     }
 
     /// 16 values from `src`, of which `cols` are valid (zeros after them).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; `src` points at `cols` readable values.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn load(&self, src: *const f32) -> [__m256; 2] {
+        // SAFETY: a full panel reads 16 values from `src`, a partial one `cols` into `staged`.
         unsafe {
             if self.cols == NR {
                 [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
@@ -359,9 +387,14 @@ impl Tile {
     }
 
     /// Stores the first `cols` of 16 values at `dst`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2; `dst` points at `cols` writable values.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn store(&self, dst: *mut f32, v: &[__m256; 2]) {
+        // SAFETY: a full panel writes 16 values at `dst`, a partial one `cols` from `staged`.
         unsafe {
             if self.cols == NR {
                 _mm256_storeu_ps(dst, v[0]);

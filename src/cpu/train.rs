@@ -1,0 +1,430 @@
+//! The training operations' kernels, for any CPU backend whose buffers [`HostBackend`] hands
+//! over: BatchNorm with batch statistics (+ shortcut + ReLU) and the channels-last convolution,
+//! forward and backward. Plain loops over the host buffers, split over rayon's threads, and
+//! [`product`] for the matrix products.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use burn::backend::tensor::FloatTensor;
+use rayon::prelude::*;
+
+use crate::cpu::for_each_image;
+use crate::cpu::gemm::product;
+use crate::cpu::host::HostBackend;
+use crate::cpu::im2col::{im2col, kept_taps};
+
+/// BatchNorm with batch statistics over the columns of `[rows, channels]` `x`, plus `shortcut`
+/// where given, then ReLU where `relu`: `(y, mean, biased variance)`. See
+/// [`BatchNormTrain`](crate::model::train_ops::BatchNormTrain).
+pub(crate) fn bn_relu_train<B: HostBackend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    shortcut: Option<FloatTensor<B>>,
+    epsilon: f64,
+    relu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let [rows, channels] = dims2::<B>(&x);
+    let x = &*B::values(&x);
+    let (gamma, beta) = (B::values(&gamma), B::values(&beta));
+    let shortcut = shortcut.as_ref().map(|s| B::values(s));
+    let [sum, sum_sq] = column_sums(x, channels, |row, [sum, sum_sq]| {
+        for ((s, q), &v) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(row) {
+            let v = f64::from(v);
+            *s += v;
+            *q += v * v;
+        }
+    });
+    let n = rows as f64;
+    let mean: Vec<f32> = sum.iter().map(|&s| (s / n) as f32).collect();
+    let var: Vec<f32> = sum
+        .iter()
+        .zip(&sum_sq)
+        .map(|(&s, &q)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32)
+        .collect();
+    // y = x·a + b with a = γ/σ, b = β − μ·a.
+    let a: Vec<f32> = (0..channels)
+        .map(|c| gamma[c] / (f64::from(var[c]) + epsilon).sqrt() as f32)
+        .collect();
+    let b: Vec<f32> = (0..channels).map(|c| beta[c] - mean[c] * a[c]).collect();
+    let y = map_rows(x, channels, |r, row, out| {
+        let values = out.iter_mut().zip(row).zip(a.iter().zip(&b));
+        match (&shortcut, relu) {
+            (None, true) => {
+                values.for_each(|((out, &x), (&a, &b))| *out = (x * a + b).max(0.0));
+            }
+            (None, false) => values.for_each(|((out, &x), (&a, &b))| *out = x * a + b),
+            (Some(shortcut), _) => {
+                let shortcut = &shortcut[r * channels..(r + 1) * channels];
+                for (((out, &x), (&a, &b)), &s) in values.zip(shortcut) {
+                    let v = x * a + b + s;
+                    *out = if relu { v.max(0.0) } else { v };
+                }
+            }
+        }
+    });
+    (
+        B::from_values(y, &[rows, channels]),
+        B::from_values(mean, &[channels]),
+        B::from_values(var, &[channels]),
+    )
+}
+
+/// `[dx, dγ, dβ, dshortcut]` of [`bn_relu_train`] from the output's gradient, the shortcut's
+/// only where `shortcut`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bn_relu_train_backward<B: HostBackend>(
+    output_grad: FloatTensor<B>,
+    x: FloatTensor<B>,
+    y: Option<FloatTensor<B>>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    epsilon: f64,
+    shortcut: bool,
+) -> [Option<FloatTensor<B>>; 4] {
+    let [rows, channels] = dims2::<B>(&x);
+    let (grad_values, y) = (B::values(&output_grad), y.as_ref().map(|y| B::values(y)));
+    // The shortcut's gradient is the ReLU's masked gradient: made once where it is needed,
+    // and the passes below read it instead of masking as they go.
+    let masked = match (&y, shortcut) {
+        (Some(y), true) => Some(map_rows(&grad_values, channels, |r, grad, out| {
+            let y = &y[r * channels..(r + 1) * channels];
+            for ((out, &g), &y) in out.iter_mut().zip(grad).zip(y) {
+                *out = if y > 0.0 { g } else { 0.0 };
+            }
+        })),
+        _ => None,
+    };
+    let (grad, y) = match &masked {
+        Some(dz) => (&dz[..], None),
+        None => (&grad_values[..], y),
+    };
+    let x = B::values(&x);
+    let (mean, var, gamma) = (B::values(&mean), B::values(&var), B::values(&gamma));
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|&v| (1.0 / (f64::from(v) + epsilon).sqrt()) as f32)
+        .collect();
+    // dz = dy where the ReLU passed its input (or everywhere without one).
+    let dz_row = |r: usize, out: &mut [f32]| {
+        let span = r * channels..(r + 1) * channels;
+        out.copy_from_slice(&grad[span.clone()]);
+        if let Some(y) = &y {
+            for (d, &y) in out.iter_mut().zip(&y[span]) {
+                *d = if y > 0.0 { *d } else { 0.0 };
+            }
+        }
+    };
+    let [sum_dz, sum_dz_xc] = column_sums_indexed(rows, channels, |r, [sum, sum_xc], dz| {
+        dz_row(r, dz);
+        let x = &x[r * channels..(r + 1) * channels];
+        let columns = sum.iter_mut().zip(sum_xc.iter_mut());
+        for ((s, q), ((&g, &x), &m)) in columns.zip(dz.iter().zip(x).zip(mean.iter())) {
+            let g = f64::from(g);
+            *s += g;
+            *q += g * f64::from(x - m);
+        }
+    });
+    let n = rows as f64;
+    let d_beta: Vec<f32> = sum_dz.iter().map(|&s| s as f32).collect();
+    let d_gamma: Vec<f32> = (0..channels)
+        .map(|c| (sum_dz_xc[c] * f64::from(inv_std[c])) as f32)
+        .collect();
+    // dx = k1·dz + k2·x + k3, per channel.
+    let k1: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+    let k2: Vec<f32> = (0..channels)
+        .map(|c| (-f64::from(k1[c]) * f64::from(inv_std[c]) * f64::from(d_gamma[c]) / n) as f32)
+        .collect();
+    let k3: Vec<f32> = (0..channels)
+        .map(|c| (-f64::from(k1[c]) * sum_dz[c] / n - f64::from(k2[c]) * f64::from(mean[c])) as f32)
+        .collect();
+    let mut dx = vec![0f32; rows * channels];
+    let chunk = chunk_rows(rows, channels);
+    dx.par_chunks_mut(chunk * channels)
+        .enumerate()
+        .for_each(|(task, out)| {
+            for (i, out) in out.chunks_exact_mut(channels).enumerate() {
+                let r = task * chunk + i;
+                dz_row(r, out);
+                let x = &x[r * channels..(r + 1) * channels];
+                let k = k1.iter().zip(&k2).zip(&k3);
+                for ((out, &x), ((&k1, &k2), &k3)) in out.iter_mut().zip(x).zip(k) {
+                    *out = k1 * *out + k2 * x + k3;
+                }
+            }
+        });
+    let d_shortcut = shortcut.then(|| match masked {
+        Some(dz) => B::from_values(dz, &[rows, channels]),
+        None => output_grad.clone(),
+    });
+    [
+        Some(B::from_values(dx, &[rows, channels])),
+        Some(B::from_values(d_gamma, &[channels])),
+        Some(B::from_values(d_beta, &[channels])),
+        d_shortcut,
+    ]
+}
+
+/// `[rows, channels]` of a matrix (the trailing dimensions flattened).
+fn dims2<B: HostBackend>(x: &FloatTensor<B>) -> [usize; 2] {
+    let shape = B::dims(x);
+    [shape[0], shape[1..].iter().product()]
+}
+
+/// Rows per task: a few tasks per thread, each at least 64 KiB of values.
+fn chunk_rows(rows: usize, channels: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    rows.div_ceil(tasks)
+        .max((16 << 10) / channels.max(1))
+        .max(1)
+}
+
+/// Two sets of column sums of a row-major matrix, `channels` each, in f64, as `add` accumulates
+/// them from one row.
+fn column_sums(
+    x: &[f32],
+    channels: usize,
+    add: impl Fn(&[f32], [&mut [f64]; 2]) + Sync,
+) -> [Vec<f64>; 2] {
+    let rows = x.len() / channels.max(1);
+    column_sums_indexed(rows, channels, |r, acc, _| {
+        add(&x[r * channels..(r + 1) * channels], acc)
+    })
+}
+
+/// As [`column_sums`], with `add` given the row's index and a scratch row of `channels` values.
+fn column_sums_indexed(
+    rows: usize,
+    channels: usize,
+    add: impl Fn(usize, [&mut [f64]; 2], &mut [f32]) + Sync,
+) -> [Vec<f64>; 2] {
+    let chunk = chunk_rows(rows, channels);
+    let total = (0..rows.div_ceil(chunk))
+        .into_par_iter()
+        .map(|task| {
+            let mut acc = vec![0f64; 2 * channels];
+            let mut scratch = vec![0f32; channels];
+            for r in task * chunk..((task + 1) * chunk).min(rows) {
+                let (first, second) = acc.split_at_mut(channels);
+                add(r, [first, second], &mut scratch);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; 2 * channels],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    let second = total[channels..].to_vec();
+    let mut first = total;
+    first.truncate(channels);
+    [first, second]
+}
+
+/// A new row-major matrix, `write` filling each output row from the input row (and its index).
+fn map_rows(
+    x: &[f32],
+    channels: usize,
+    write: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let rows = x.len() / channels.max(1);
+    let chunk = chunk_rows(rows, channels) * channels;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(task, (out, x))| {
+            let rows = out.chunks_exact_mut(channels).zip(x.chunks_exact(channels));
+            for (i, (out, x)) in rows.enumerate() {
+                write(task * chunk / channels + i, x, out);
+            }
+        });
+    out
+}
+
+/// The shapes of one convolution, as the products see them.
+struct ConvShape {
+    /// Input `[N, H, W, C]`.
+    input: [usize; 4],
+    /// Output `[Ho, Wo]`.
+    out: [usize; 2],
+    /// Output channels.
+    c_out: usize,
+    /// The kept taps (rows, columns) of the kernel.
+    taps: [Range<usize>; 2],
+    /// The weight's first row multiplied, and how many (the im2col row length).
+    first: usize,
+    depth: usize,
+    stride: [usize; 2],
+    padding: [usize; 2],
+}
+
+impl ConvShape {
+    fn new(s: &[usize], weight: &[usize], [kh, kw, sh, sw, ph, pw]: [usize; 6]) -> Self {
+        let [n, h, w, c] = [s[0], s[1], s[2], s[3]];
+        let c_out = weight[1];
+        let out = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let taps = kept_taps([h, w], [kh, kw], [sh, sw], [ph, pw], out);
+        Self {
+            input: [n, h, w, c],
+            out,
+            c_out,
+            first: (taps[0].start * kw + taps[1].start) * c,
+            depth: taps[0].len() * taps[1].len() * c,
+            taps,
+            stride: [sh, sw],
+            padding: [ph, pw],
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.input[0] * self.out[0] * self.out[1]
+    }
+
+    /// Whether the input already is the im2col matrix (a 1x1, stride-1, unpadded convolution).
+    fn is_pointwise(&self) -> bool {
+        self.depth == self.input[3] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// The im2col matrix `[rows, depth]` of `x`.
+    fn columns<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.is_pointwise() {
+            return Cow::Borrowed(x);
+        }
+        let [taps_y, taps_x] = &self.taps;
+        let parallel = self.rows() * self.depth >= PARALLEL_COPY;
+        Cow::Owned(im2col(
+            x,
+            self.input,
+            [taps_y, taps_x],
+            self.stride,
+            self.padding,
+            self.out,
+            parallel,
+        ))
+    }
+}
+
+/// Below this many values an im2col or col2im runs on one thread.
+const PARALLEL_COPY: usize = 1 << 16;
+
+/// The convolution of channels-last `x` by a `[kh·kw·C, C_out]` weight matrix: im2col, then one
+/// product. `geometry` is `[kh, kw, stride_y, stride_x, pad_y, pad_x]`.
+pub(crate) fn conv_nhwc<B: HostBackend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    geometry: [usize; 6],
+) -> FloatTensor<B> {
+    let shape = ConvShape::new(&B::dims(&x), &B::dims(&weight), geometry);
+    let (x, weight) = (B::values(&x), B::values(&weight));
+    let columns = shape.columns(&x);
+    let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
+    let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
+    let y = product(
+        [rows, depth, c_out],
+        (&columns, [depth, 1]),
+        (weight, [c_out, 1]),
+        true,
+    );
+    let [n, _, _, _] = shape.input;
+    let [ho, wo] = shape.out;
+    B::from_values(y, &[n, ho, wo, c_out])
+}
+
+/// `[dx, dweight]` of [`conv_nhwc`], each only where asked for.
+pub(crate) fn conv_nhwc_backward<B: HostBackend>(
+    grad: FloatTensor<B>,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    geometry: [usize; 6],
+    [want_dx, want_dw]: [bool; 2],
+) -> [Option<FloatTensor<B>>; 2] {
+    let shape = ConvShape::new(&B::dims(&x), &B::dims(&weight), geometry);
+    let weight_rows = B::dims(&weight)[0];
+    let (grad, x, weight) = (B::values(&grad), B::values(&x), B::values(&weight));
+    let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
+    // The two products are independent: side by side they keep both threads busy where
+    // one alone is too small to split well (the late stages' products).
+    let (dx, dw) = rayon::join(
+        || {
+            // dColumns = dY · Wᵀ, summed back onto the pixels each row was gathered from.
+            want_dx.then(|| {
+                let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
+                let d_columns = product(
+                    [rows, c_out, depth],
+                    (&grad, [c_out, 1]),
+                    (weight, [1, c_out]),
+                    true,
+                );
+                let dx = if shape.is_pointwise() {
+                    d_columns
+                } else {
+                    col2im(&d_columns, &shape)
+                };
+                B::from_values(dx, &shape.input)
+            })
+        },
+        || {
+            // dW = columnsᵀ · dY, into the kept taps' rows; the others get no gradient. The
+            // columns are gathered again rather than kept from the forward: one copy pass
+            // against holding a 3x3 convolution's nine-fold activations until the backward.
+            want_dw.then(|| {
+                let columns = shape.columns(&x);
+                let block = product(
+                    [depth, rows, c_out],
+                    (&columns, [1, depth]),
+                    (&grad, [c_out, 1]),
+                    true,
+                );
+                let dw = if depth * c_out == weight.len() {
+                    block
+                } else {
+                    let mut dw = vec![0f32; weight_rows * c_out];
+                    dw[shape.first * c_out..(shape.first + depth) * c_out].copy_from_slice(&block);
+                    dw
+                };
+                B::from_values(dw, &[weight_rows, c_out])
+            })
+        },
+    );
+    [dx, dw]
+}
+
+/// The adjoint of [`im2col`]: each row's values added back onto the input pixels they were
+/// copied from (padding taps dropped), per image on the pool's threads.
+fn col2im(columns: &[f32], shape: &ConvShape) -> Vec<f32> {
+    let [n, h, w, c] = shape.input;
+    let [ho, wo] = shape.out;
+    let [sh, sw] = shape.stride;
+    let [ph, pw] = shape.padding;
+    let [taps_y, taps_x] = &shape.taps;
+    let (depth, span) = (shape.depth, taps_x.len() * c);
+    let mut dx = vec![0f32; n * h * w * c];
+    let parallel = columns.len() >= PARALLEL_COPY;
+    for_each_image(parallel, &mut dx, h * w * c, |i, image| {
+        let rows = &columns[i * ho * wo * depth..(i + 1) * ho * wo * depth];
+        for (p, row) in rows.chunks_exact(depth).enumerate() {
+            let (oy, ox) = (p / wo, p % wo);
+            for (t, ky) in taps_y.clone().enumerate() {
+                let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
+                    continue;
+                };
+                let x0 = ox * sw + taps_x.start;
+                let first = pw.saturating_sub(x0).min(taps_x.len());
+                let last = (w + pw).saturating_sub(x0).min(taps_x.len());
+                if first < last {
+                    let src = &row[t * span + first * c..t * span + last * c];
+                    let dst = (y * w + x0 + first - pw) * c;
+                    for (d, s) in image[dst..dst + src.len()].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
