@@ -21,6 +21,8 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 
+pub use crate::cpu::tuning::{on_pool_worker, pack_skinny_products, tune_host_allocator};
+
 /// The backends this crate knows about, whether or not this build compiles them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
@@ -142,27 +144,6 @@ pub fn training_device(name: &str) -> Result<Device> {
     Ok(device(name)?.autodiff())
 }
 
-/// Makes the `gemm` crate, which flex multiplies with, pack the left operand of skinny products.
-///
-/// flex multiplies row-major matrices, which `gemm` turns into the column-major product
-/// `Cᵀ = Bᵀ·Aᵀ`: a convolution's weight `[K, C_out]` becomes the left operand. `gemm` copies that
-/// operand into contiguous panels only when the product has more than 96 columns, i.e. more
-/// than 96 rows of activations. Below that (stage 4 of a ResNet at 32x32 has one row per image)
-/// its microkernel reads the weight in place, 16 floats from each of `K` rows that lie
-/// `C_out · 4` bytes apart: a multiple of 4 KiB for 1024 or more channels, so every one of those
-/// reads falls in the same L1 cache set and misses. Packing from 7 columns on costs one copy of
-/// the weight and removes the misses: stage 4 of a ResNet50 inference at batch 32 took 13-14 ms
-/// instead of 25 (measured in alternating runs on README's machine). The microkernel does the
-/// same multiply-adds in the same order either way, so results are bit for bit the same.
-///
-/// [`BackendKind::device`] calls this for flex, [`ResNetConfig::init`](crate::ResNetConfig::init)
-/// for any device and [`ResNet::fused`](crate::ResNet::fused) for its own products; it sets `gemm`'s process-wide thresholds, which affect only how fast products
-/// run.
-pub fn pack_skinny_products() {
-    gemm::set_lhs_packing_threshold_single_thread(1);
-    gemm::set_lhs_packing_threshold_multi_thread(1);
-}
-
 /// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
 /// There [`ResNet::fused`](crate::ResNet::fused) runs inference faster than the module, and the
 /// crate's own inference uses it.
@@ -181,64 +162,6 @@ pub fn is_host(device: &Device) -> bool {
         DispatchDevice::NdArray(_) => true,
         #[allow(unreachable_patterns)]
         _ => false,
-    }
-}
-
-/// Runs `work` on one of the worker threads of the CPU backends' thread pool (rayon's global
-/// pool) and returns what it returns; runs it in place when already on one.
-///
-/// flex and ndarray split matrix products and large element-wise operations over rayon's
-/// workers, one per core, and run the rest on the thread that called them. Called from any
-/// other thread (such as `main`), every parallel operation is handed into the pool and the
-/// caller sleeps until it is done, and while the caller then works alone, both workers spin
-/// briefly before they sleep: three busy threads on two cores. Run from a worker, the caller
-/// takes its own share of each operation and only one other thread competes. On README's
-/// 2-core machine, 60 ResNet50 inferences at batch 32 on flex took 8,400 context switches
-/// instead of 44,000 and each inference 5-12% less time (three alternating pairs of runs); a
-/// training step showed no clear change either way.
-///
-/// [`TwoPhase::fit`](crate::train::TwoPhase::fit),
-/// [`evaluate`](crate::train::evaluate) and [`Classifier`](crate::Classifier) call it
-/// themselves; wrap your own loops around a [`ResNet`](crate::ResNet) in it. On wgpu it changes
-/// nothing but the thread that submits the work.
-///
-/// ```
-/// let sum = resnet_transfer::device::on_pool_worker(|| (1..=4).sum::<i32>());
-/// assert_eq!(sum, 10);
-/// ```
-pub fn on_pool_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    // From outside the pool, `rayon::scope` runs its closure on a worker and blocks until it
-    // returns; from a worker, it runs in place.
-    rayon::scope(|_| work())
-}
-
-/// Makes glibc's `malloc` keep the memory a training step frees, for the next step to reuse.
-///
-/// A ResNet step on the CPU backends allocates and frees hundreds of tensors of a few megabytes.
-/// glibc hands blocks above its mmap threshold (128 KiB at start, raised as it goes) straight
-/// back to the kernel and trims its heap when the top of it is free, so the next step takes
-/// page faults and zeroes fresh pages for the same sizes again. This sets `M_MMAP_THRESHOLD` to
-/// 32 MiB (its largest) and `M_TRIM_THRESHOLD` to 1 GiB: the same as running with
-/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
-/// On the 2-core machine of README's Performance section it halved the page faults of a
-/// ResNet50 training step (flex, 32x32, batch 32) and made the step about 10% faster, with the
-/// same peak resident memory.
-///
-/// It changes the whole process's allocator, so a library does not do it behind your back: call
-/// it once at the start of `main` (the bundled examples and benches do). Returns whether the
-/// settings were applied; `false` on targets without glibc, where it does nothing.
-pub fn tune_host_allocator() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only sets allocator parameters; it takes glibc's own lock.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
     }
 }
 
@@ -284,54 +207,6 @@ mod tests {
                 Err(other) => panic!("unexpected error {other:?}"),
             }
         }
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn tuned_allocator_serves_megabytes_from_its_heap() {
-        assert!(tune_host_allocator());
-        // A 16 MiB block, above glibc's starting threshold, no longer comes from its own mmap.
-        // SAFETY: mallinfo2 only reads glibc's allocator statistics.
-        let mapped = || unsafe { libc::mallinfo2() }.hblkhd;
-        let before = mapped();
-        let block = vec![1u8; 16 << 20];
-        assert!(mapped() < before + block.len(), "16 MiB block was mmapped");
-        drop(block);
-    }
-
-    #[test]
-    fn packed_skinny_products_are_bit_for_bit_the_same() {
-        // The shape of a stage-4 1x1 convolution at batch 32, its weight rows 4 KiB apart.
-        let (m, k, n) = (32, 512, 1024);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
-            .collect();
-        let product = || crate::cpu::gemm::product([m, k, n], (&a, [k, 1]), (&b, [n, 1]), false);
-        gemm::set_lhs_packing_threshold_single_thread(
-            gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD,
-        );
-        let unpacked = product();
-        pack_skinny_products();
-        assert_eq!(gemm::get_lhs_packing_threshold_single_thread(), 1);
-        let packed = product();
-        assert!(unpacked.iter().any(|v| *v != 0.0));
-        assert_eq!(packed, unpacked);
-    }
-
-    #[test]
-    fn work_runs_on_a_pool_worker() {
-        assert_eq!(rayon::current_thread_index(), None);
-        let index = on_pool_worker(rayon::current_thread_index);
-        assert!(index.is_some_and(|i| i < rayon::current_num_threads()));
-        // Nested calls run in place.
-        let nested = on_pool_worker(|| {
-            let outer = rayon::current_thread_index();
-            (outer, on_pool_worker(rayon::current_thread_index))
-        });
-        assert_eq!(nested.0, nested.1);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::{Preprocess, read_image};
 use crate::error::{Error, Result};
-use crate::model::InferenceModel;
+use crate::model::{FusedResNet, ResNet, check_images};
 use crate::weights::SavedModel;
 
 /// One class of a prediction.
@@ -133,5 +134,65 @@ pub fn default_names(classes: usize) -> Vec<String> {
             .map(|s| s.to_string())
             .collect(),
         n => (0..n).map(|i| format!("class {i}")).collect(),
+    }
+}
+
+/// A model ready for inference on a device: folded ([`FusedResNet`]) on the CPU backends, where
+/// that is faster, the module itself elsewhere (a GPU runs the module's own kernels). What
+/// [`evaluate`](crate::train::evaluate), the phase-1 feature pass and
+/// [`Classifier`](crate::Classifier) run.
+#[derive(Debug, Clone)]
+pub(crate) struct InferenceModel {
+    module: ResNet,
+    fused: Option<FusedResNet>,
+}
+
+impl InferenceModel {
+    /// `model` in inference mode, folded when `device` is a CPU backend's.
+    pub(crate) fn new(model: &ResNet, device: &Device) -> Self {
+        let module = model.valid();
+        let fused = crate::device::is_host(device)
+            .then(|| module.fused().ok())
+            .flatten();
+        Self { module, fused }
+    }
+
+    /// Logits (or features, without a head) for `[N, 3, H, W]` images.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] if the images are not `[N, 3, H, W]`.
+    pub(crate) fn try_forward(&self, images: Tensor<4>) -> Result<Tensor<2>> {
+        check_images(&images)?;
+        Ok(self.forward(images))
+    }
+
+    /// [`try_forward`](Self::try_forward) for images the caller has checked.
+    pub(crate) fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.run(images, FusedResNet::forward, ResNet::forward)
+    }
+
+    /// The pooled features of images the caller has checked.
+    pub(crate) fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.run(images, FusedResNet::features, ResNet::features)
+    }
+
+    /// The module itself, in inference mode.
+    pub(crate) fn module(&self) -> &ResNet {
+        &self.module
+    }
+
+    /// The folded path where there is one; the module where not, or where the folded path
+    /// cannot read the images (a dtype it does not take).
+    fn run(
+        &self,
+        images: Tensor<4>,
+        fused: fn(&FusedResNet, Tensor<4>) -> Result<Tensor<2>>,
+        module: fn(&ResNet, Tensor<4>) -> Tensor<2>,
+    ) -> Tensor<2> {
+        self.fused
+            .as_ref()
+            .and_then(|f| fused(f, images.clone()).ok())
+            .unwrap_or_else(|| module(&self.module, images))
     }
 }

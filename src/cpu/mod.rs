@@ -2,7 +2,7 @@
 //! wrapper around `gemm` for the products. The network (`model/`) calls into it: the folded
 //! inference path, and the training operations that flex and ndarray both run through
 //! ([`host::HostBackend`] hands these kernels either backend's buffers). All of the crate's
-//! `unsafe` code is here, but for the libc call that tunes glibc (`device.rs`).
+//! `unsafe` code is here.
 
 // Without a CPU backend the training kernels have no caller.
 #![cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(dead_code))]
@@ -13,6 +13,7 @@ pub(crate) mod im2col;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod panels;
 pub(crate) mod train;
+pub(crate) mod tuning;
 
 use rayon::prelude::*;
 

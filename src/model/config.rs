@@ -205,11 +205,11 @@ impl ResNetConfig {
     /// Parameters are initialized lazily (Kaiming uniform for convolutions, as Burn does), so
     /// building a full-size model only to load weights into it costs little.
     ///
-    /// This also applies [`pack_skinny_products`](crate::device::pack_skinny_products), whichever
-    /// way `device` was made: the same numbers, faster.
+    /// Building a model changes no process-wide setting; a flex device made other than through
+    /// [`crate::device`] trains faster after
+    /// [`pack_skinny_products`](crate::device::pack_skinny_products).
     pub fn init(&self, device: &Device) -> Result<ResNet> {
         self.validate()?;
-        crate::device::pack_skinny_products();
         Ok(ResNet::new(self, device))
     }
 }

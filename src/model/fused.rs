@@ -19,9 +19,8 @@
 
 use std::borrow::Cow;
 
-use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::cpu::for_each_image;
@@ -121,7 +120,6 @@ impl ResNet {
     /// [`fused`](Self::fused), with the weights packed for the AVX2 panel product or kept for
     /// `gemm` (the path of CPUs without AVX2 and FMA, which tests run on every CPU).
     pub(crate) fn fused_with(&self, panels: bool) -> Result<FusedResNet> {
-        crate::device::pack_skinny_products();
         let pool = &self.stem.pool;
         let pads = match pool.padding {
             PaddingConfig2d::Valid => [0; 4],
@@ -489,66 +487,6 @@ fn global_pool(x: &Maps, pooling: Pooling) -> Vec<f32> {
         }
     }
     out
-}
-
-/// A model ready for inference on a device: folded ([`FusedResNet`]) on the CPU backends, where
-/// that is faster, the module itself elsewhere (a GPU runs the module's own kernels). What
-/// [`evaluate`](crate::train::evaluate), the phase-1 feature pass and
-/// [`Classifier`](crate::Classifier) run.
-#[derive(Debug, Clone)]
-pub(crate) struct InferenceModel {
-    module: ResNet,
-    fused: Option<FusedResNet>,
-}
-
-impl InferenceModel {
-    /// `model` in inference mode, folded when `device` is a CPU backend's.
-    pub(crate) fn new(model: &ResNet, device: &Device) -> Self {
-        let module = model.valid();
-        let fused = crate::device::is_host(device)
-            .then(|| module.fused().ok())
-            .flatten();
-        Self { module, fused }
-    }
-
-    /// Logits (or features, without a head) for `[N, 3, H, W]` images.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ShapeMismatch`] if the images are not `[N, 3, H, W]`.
-    pub(crate) fn try_forward(&self, images: Tensor<4>) -> Result<Tensor<2>> {
-        check_images(&images)?;
-        Ok(self.forward(images))
-    }
-
-    /// [`try_forward`](Self::try_forward) for images the caller has checked.
-    pub(crate) fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.run(images, FusedResNet::forward, ResNet::forward)
-    }
-
-    /// The pooled features of images the caller has checked.
-    pub(crate) fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        self.run(images, FusedResNet::features, ResNet::features)
-    }
-
-    /// The module itself, in inference mode.
-    pub(crate) fn module(&self) -> &ResNet {
-        &self.module
-    }
-
-    /// The folded path where there is one; the module where not, or where the folded path
-    /// cannot read the images (a dtype it does not take).
-    fn run(
-        &self,
-        images: Tensor<4>,
-        fused: fn(&FusedResNet, Tensor<4>) -> Result<Tensor<2>>,
-        module: fn(&ResNet, Tensor<4>) -> Tensor<2>,
-    ) -> Tensor<2> {
-        self.fused
-            .as_ref()
-            .and_then(|f| fused(f, images.clone()).ok())
-            .unwrap_or_else(|| module(&self.module, images))
-    }
 }
 
 #[cfg(test)]

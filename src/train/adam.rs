@@ -67,18 +67,8 @@ impl FusedAdam {
     /// Whether steps on `device` take the fused loop (host memory: `flex`, `ndarray`) rather
     /// than Burn's Adam (wgpu). AMSGrad state always takes Burn's Adam.
     pub fn is_fused_on(device: &Device) -> bool {
-        on_host(device)
+        crate::device::is_host(device)
     }
-}
-
-/// Whether tensors on `device` live in host memory, where reading them back costs nothing.
-fn on_host(device: &Device) -> bool {
-    let device = device.clone().inner();
-    crate::BackendKind::compiled()
-        .into_iter()
-        .filter(|kind| *kind != crate::BackendKind::Wgpu)
-        .filter_map(|kind| kind.device().ok())
-        .any(|host| host == device)
 }
 
 /// Floats of a tensor, without a copy where the backend hands its buffer over.
@@ -98,7 +88,7 @@ impl Optimizer for FusedAdam {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let device = tensor.device();
-        let fused = on_host(&device)
+        let fused = crate::device::is_host(&device)
             && tensor.dtype() == DType::F32
             && grad.dtype() == DType::F32
             && state

@@ -6,21 +6,21 @@
 //! training the head on cached backbone features in phase 1, and checkpoints that carry the
 //! history and phase so that a killed run resumes exactly where it stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
-use crate::files::{save_atomic, write_atomic};
-use crate::model::{BatchNormMode, FusedResNet, Head, InferenceModel, ResNet};
+use crate::infer::InferenceModel;
+use crate::model::{BatchNormMode, FusedResNet, Head, ResNet};
 use crate::train::adam::FusedAdamConfig;
+use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
 use crate::train::config::{Schedule, TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
 
@@ -35,53 +35,6 @@ pub struct TwoPhase {
     pub run_dir: Option<PathBuf>,
     /// No progress bars.
     pub quiet: bool,
-}
-
-/// What checkpoints remember besides the weights.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct CheckpointState {
-    /// The next epoch to run (0-based over both phases).
-    next_epoch: usize,
-    /// Whether the backbone was already released.
-    unfrozen: bool,
-    history: History,
-    model_file: String,
-    optimizer_file: Option<String>,
-    /// Early stopping's and the schedule's state within the current phase.
-    #[serde(default)]
-    progress: PhaseProgress,
-}
-
-/// What early stopping and reduce-on-plateau know of the current phase.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct PhaseProgress {
-    /// The phase's best validation loss so far and the epoch (from 1) that reached it.
-    best: Option<(f64, usize)>,
-    /// The checkpoint file holding the best epoch's weights, kept while early stopping may
-    /// restore them.
-    best_model_file: Option<String>,
-    /// What the reduce-on-plateau schedule multiplies the phase's rate by.
-    lr_scale: f64,
-    /// Epochs without a better validation loss since the rate last dropped.
-    plateau_wait: usize,
-}
-
-impl Default for PhaseProgress {
-    fn default() -> Self {
-        Self {
-            best: None,
-            best_model_file: None,
-            lr_scale: 1.0,
-            plateau_wait: 0,
-        }
-    }
-}
-
-fn record_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::BadFormat {
-        path: path.to_path_buf(),
-        reason: format!("checkpoint: {e}"),
-    }
 }
 
 impl TwoPhase {
@@ -135,15 +88,11 @@ impl TwoPhase {
         if kept.is_some() {
             return Ok(kept);
         }
-        let (Some(dir), Some(file)) = (self.checkpoint_dir(), &progress.best_model_file) else {
+        let (Some(checkpoints), Some(file)) = (self.checkpoints(), &progress.best_model_file)
+        else {
             return Ok(None);
         };
-        let record =
-            ModuleRecord::load(dir.join(file)).map_err(|e| record_error(&dir.join(file), e))?;
-        let best = model
-            .clone()
-            .try_load_record(record)
-            .map_err(|e| record_error(&dir.join(file), e))?;
+        let best = checkpoints.load_model(model.clone(), file)?;
         Ok(Some(if unfrozen {
             self.release(best)?
         } else {
@@ -151,8 +100,31 @@ impl TwoPhase {
         }))
     }
 
-    fn checkpoint_dir(&self) -> Option<PathBuf> {
-        self.run_dir.as_ref().map(|d| d.join("checkpoint"))
+    fn checkpoints(&self) -> Option<Checkpoints> {
+        let dir = self.run_dir.as_ref()?.join("checkpoint");
+        Some(Checkpoints::new(dir))
+    }
+
+    fn read_checkpoint(&self) -> Result<Option<CheckpointState>> {
+        self.checkpoints().map_or(Ok(None), |c| c.read())
+    }
+
+    /// Writes the checkpoint after an epoch, and the run's history beside it.
+    #[allow(clippy::too_many_arguments)]
+    fn write_checkpoint(
+        &self,
+        model: &ResNet,
+        optim: &ModuleOptimizer,
+        next_epoch: usize,
+        unfrozen: bool,
+        history: &History,
+        progress: &PhaseProgress,
+    ) -> Result<()> {
+        let (Some(checkpoints), Some(run)) = (self.checkpoints(), &self.run_dir) else {
+            return Ok(());
+        };
+        checkpoints.write(model, optim, next_epoch, unfrozen, history, progress)?;
+        history.save(run)
     }
 
     /// Trains `model` (with its new head) on `train`, validating on `valid` after every epoch.
@@ -188,17 +160,10 @@ impl TwoPhase {
         let mut optim = self.optimizer();
         let mut progress = PhaseProgress::default();
 
-        if let Some(state) = self.read_checkpoint()? {
-            let dir = self.checkpoint_dir().expect("read from it");
-            let record = ModuleRecord::load(dir.join(&state.model_file))
-                .map_err(|e| record_error(&dir, e))?;
-            model = model
-                .try_load_record(record)
-                .map_err(|e| record_error(&dir, e))?;
+        if let (Some(checkpoints), Some(state)) = (self.checkpoints(), self.read_checkpoint()?) {
+            model = checkpoints.load_model(model, &state.model_file)?;
             if let Some(file) = &state.optimizer_file {
-                optim = optim
-                    .load(dir.join(file))
-                    .map_err(|e| record_error(&dir, e))?;
+                optim = checkpoints.load_optimizer(optim, file)?;
             }
             start = state.next_epoch;
             unfrozen = state.unfrozen;
@@ -498,91 +463,6 @@ impl TwoPhase {
             right as f64 / seen.max(1) as f64,
         )
     }
-
-    fn read_checkpoint(&self) -> Result<Option<CheckpointState>> {
-        let Some(dir) = self.checkpoint_dir() else {
-            return Ok(None);
-        };
-        let path = dir.join("state.json");
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::BadFormat {
-                path,
-                reason: format!("not a checkpoint state: {e}"),
-            })
-    }
-
-    /// Writes the epoch's model and optimizer under new names, then `state.json` (the commit
-    /// point, atomic), then removes the previous epoch's files: a kill at any moment leaves a
-    /// complete checkpoint behind.
-    /// The files a checkpoint state needs: its model, optimizer and best epoch's weights.
-    fn files_of(state: &CheckpointState) -> Vec<String> {
-        std::iter::once(state.model_file.clone())
-            .chain(state.optimizer_file.clone())
-            .chain(state.progress.best_model_file.clone())
-            .collect()
-    }
-
-    fn write_checkpoint(
-        &self,
-        model: &ResNet,
-        optim: &ModuleOptimizer,
-        next_epoch: usize,
-        unfrozen: bool,
-        history: &History,
-        progress: &PhaseProgress,
-    ) -> Result<()> {
-        let Some(dir) = self.checkpoint_dir() else {
-            return Ok(());
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let previous = self.read_checkpoint()?;
-        let model_file = model_file(next_epoch);
-        let optimizer_file = format!("optimizer-e{next_epoch}.bpk");
-        let path = dir.join(&model_file);
-        save_atomic(&path, |p| {
-            model
-                .clone()
-                .into_record()
-                .save(p)
-                .map_err(|e| record_error(&path, e))
-        })?;
-        let path = dir.join(&optimizer_file);
-        save_atomic(&path, |p| optim.save(p).map_err(|e| record_error(&path, e)))?;
-        let state = CheckpointState {
-            next_epoch,
-            unfrozen,
-            history: history.clone(),
-            model_file,
-            optimizer_file: Some(optimizer_file),
-            progress: progress.clone(),
-        };
-        write_atomic(
-            &dir.join("state.json"),
-            &serde_json::to_vec_pretty(&state).expect("serializes"),
-        )?;
-        if let Some(old) = previous {
-            let keep = Self::files_of(&state);
-            for file in Self::files_of(&old) {
-                if !keep.contains(&file) {
-                    let _ = std::fs::remove_file(dir.join(file));
-                }
-            }
-        }
-        if let Some(run) = &self.run_dir {
-            history.save(run)?;
-        }
-        Ok(())
-    }
-}
-
-/// The checkpoint file of the model after `epoch` epochs.
-fn model_file(epoch: usize) -> String {
-    format!("model-e{epoch}.bpk")
 }
 
 /// The number of the last finished epoch (from 1), 0 before any.

@@ -4,7 +4,8 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::Device;
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches};
-use crate::model::{InferenceModel, ResNet};
+use crate::infer::InferenceModel;
+use crate::model::ResNet;
 
 /// How a model does on a labelled set.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

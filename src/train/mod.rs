@@ -1,6 +1,7 @@
 //! Training: the two-phase freeze/unfreeze learner, its configuration, history and metrics.
 
 mod adam;
+mod checkpoint;
 mod config;
 mod history;
 mod learner;
