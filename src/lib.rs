@@ -24,6 +24,7 @@
 mod cpu;
 pub mod data;
 pub mod device;
+pub mod download;
 pub mod error;
 pub mod files;
 pub mod infer;

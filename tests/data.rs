@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use resnet_transfer::Error;
-use resnet_transfer::data::download::{self, Checksum};
 use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, Preprocess, stratified_split};
+use resnet_transfer::download::{self, Checksum};
 
 const PER_FILE: usize = 8;
 

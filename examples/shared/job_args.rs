@@ -55,9 +55,10 @@ pub struct JobArgs {
     /// Random crops and flips on training images (turns the phase-1 feature cache off).
     #[arg(long)]
     pub augment: bool,
-    /// Let BatchNorm update its statistics in phase 2 (the Keras guide keeps them frozen).
-    #[arg(long)]
-    pub batch_norm_train: bool,
+    /// BatchNorm in the released backbone during phase 2: inference (statistics frozen, as the
+    /// Keras guide advises) or training (batch statistics, running ones updated).
+    #[arg(long, default_value = "inference")]
+    pub batch_norm: resnet_transfer::BatchNormMode,
     /// Seed of the sample, shuffling, augmentation, dropout and the new head.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -93,7 +94,7 @@ impl JobArgs {
             .with_batch_size(self.batch_size)
             .with_seed(self.seed)
             .with_augment(self.augment)
-            .with_batch_norm_frozen(!self.batch_norm_train);
+            .with_batch_norm(self.batch_norm);
         FineTuneJob {
             config,
             weights: self.weights.clone(),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_pickle::{DeOptions, HashableValue, Value};
 
-use crate::data::download::{self, Checksum};
 use crate::data::images::ImageSet;
+use crate::download::{self, Checksum};
 use crate::error::{Error, Result};
 
 /// The ten class names, in label order.

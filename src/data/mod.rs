@@ -17,7 +17,6 @@
 
 mod batcher;
 pub mod cifar10;
-pub mod download;
 mod folder;
 mod images;
 mod preprocess;

@@ -3,6 +3,7 @@
 use burn::config::Config;
 
 use crate::error::{Error, Result};
+use crate::model::BatchNormMode;
 
 /// What the unfreeze point releases.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -78,9 +79,10 @@ pub struct TwoPhaseConfig {
     /// Dropout before the head's Linear layer.
     #[config(default = 0.5)]
     pub dropout: f64,
-    /// Keep BatchNorm in inference mode while the backbone learns (the Keras guide's advice).
-    #[config(default = true)]
-    pub batch_norm_frozen: bool,
+    /// What BatchNorm does in the released part of the backbone during phase 2: inference mode
+    /// (statistics frozen, the Keras guide's advice) or training mode.
+    #[config(default = "BatchNormMode::Inference")]
+    pub batch_norm: BatchNormMode,
     /// Random crops and flips on training images (turns the phase-1 feature cache off).
     #[config(default = false)]
     pub augment: bool,
@@ -182,7 +184,7 @@ mod tests {
         let c = TwoPhaseConfig::new();
         assert_eq!(c.phase2_lr, 1e-5);
         assert_eq!(c.dropout, 0.5);
-        assert!(c.batch_norm_frozen);
+        assert_eq!(c.batch_norm, BatchNormMode::Inference);
         c.validate().unwrap();
         assert!(
             TwoPhaseConfig::new()

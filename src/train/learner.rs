@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
 use crate::infer::InferenceModel;
-use crate::model::{BatchNormMode, FusedResNet, Head, ResNet};
+use crate::model::{FusedResNet, Head, ResNet};
 use crate::train::adam::FusedAdamConfig;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
 use crate::train::config::{Schedule, TwoPhaseConfig, Unfreeze};
@@ -60,11 +60,7 @@ impl TwoPhase {
     }
 
     fn release(&self, model: ResNet) -> Result<ResNet> {
-        let mode = if self.config.batch_norm_frozen {
-            BatchNormMode::Inference
-        } else {
-            BatchNormMode::Training
-        };
+        let mode = self.config.batch_norm;
         match self.config.unfreeze {
             Unfreeze::All => Ok(model.unfreeze_all(mode)),
             Unfreeze::FromStage(k) => model.unfreeze_from(k, mode),

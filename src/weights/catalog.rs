@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::data::Preprocess;
-use crate::data::download::{self, Checksum};
+use crate::download::{self, Checksum};
 use crate::error::{Error, Result};
 
 /// One entry of the catalog.
