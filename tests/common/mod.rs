@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
