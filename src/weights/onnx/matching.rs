@@ -1,66 +1,27 @@
-//! ResNet weights from ONNX: any export of the family, matched by structure, not by names.
-//!
-//! The file is parsed at run time with onnx-ir (the parser burn-import and burn-onnx use). From
-//! the graph's input the importer walks the network as a ResNet is built: an optional NHWC
-//! Transpose, the stem (Pad, Conv 7x7/2, BatchNorm, ReLU, Pad, MaxPool 3x3/2), the residual
-//! blocks (convolutions with their BatchNorms and ReLUs, projection shortcuts, Add, ReLU), and
-//! the head (global pooling, Flatten/Squeeze, Gemm or MatMul+Add, an optional Softmax). BatchNorm
-//! may be a BatchNormalization node, a Mul and an Add (tf2onnx), or folded into the convolution
-//! by the exporter; a folded one becomes an identity BatchNorm whose shift holds the folded bias,
-//! so the model stays trainable. Every tensor's shape is checked against the detected
-//! configuration, and anything else stops the import with the node where matching failed.
+//! Matching: walking an ONNX graph as a ResNet is built, from the input to the head, and
+//! checking that each node is what a ResNet has there.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Param, RunningState};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, TensorData};
 use onnx_ir::{Argument, Node, NodeType, OnnxGraph};
 
-use crate::data::Preprocess;
+use super::building::transpose;
+use super::{Imported, InputLayout, dims_of, floats, op};
 use crate::error::{Error, Result};
-use crate::model::{ConvBn, Pooling, ResNet, ResNetConfig, StridePlacement};
-
-/// How the exported model takes its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum InputLayout {
-    /// `[N, 3, H, W]` (PyTorch, MXNet).
-    Nchw,
-    /// `[N, H, W, 3]` (Keras/TensorFlow): the export starts with a Transpose to NCHW.
-    Nhwc,
-}
-
-/// A ResNet read from ONNX, with what the file says about its use.
-#[derive(Debug, Clone)]
-pub struct Imported {
-    /// The model, in this crate's layout (NCHW input, logits out).
-    pub model: ResNet,
-    /// The configuration detected from the graph.
-    pub config: ResNetConfig,
-    /// The preprocessing the weights were trained with: caffe for Keras (NHWC) exports, torch
-    /// for the others. Override it when you know better.
-    pub preprocess: Preprocess,
-    /// The export's input layout (the imported model always takes NCHW).
-    pub layout: InputLayout,
-    /// The input side fixed in the graph, if it is fixed.
-    pub input_size: Option<usize>,
-    /// Whether the export ends in a Softmax (Keras's top); the imported model returns the logits
-    /// before it.
-    pub softmax: bool,
-    /// Whether BatchNorm was folded into the convolutions by the exporter.
-    pub folded_batch_norm: bool,
-}
+use crate::model::Pooling;
 
 /// One convolution and what normalizes it, as found in the graph.
-struct Unit {
-    node: String,
-    weight: TensorData,
-    bias: Option<TensorData>,
-    stride: usize,
-    norm: Norm,
+pub(super) struct Unit {
+    pub(super) node: String,
+    pub(super) weight: TensorData,
+    pub(super) bias: Option<TensorData>,
+    pub(super) stride: usize,
+    pub(super) norm: Norm,
 }
 
-enum Norm {
+pub(super) enum Norm {
     /// A BatchNormalization node: gamma, beta, mean, var, and its epsilon.
     Node([Vec<f32>; 4], f64),
     /// Mul by a scale, then Add a shift (tf2onnx's rewrite).
@@ -69,75 +30,33 @@ enum Norm {
     Folded,
 }
 
-struct Block {
-    convs: Vec<Unit>,
-    shortcut: Option<Unit>,
+pub(super) struct Block {
+    pub(super) convs: Vec<Unit>,
+    pub(super) shortcut: Option<Unit>,
 }
 
-struct Head {
+pub(super) struct Head {
     /// `[classes, features]`.
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    classes: usize,
-    features: usize,
-    pooling: Pooling,
-    softmax: bool,
+    pub(super) weight: Vec<f32>,
+    pub(super) bias: Vec<f32>,
+    pub(super) classes: usize,
+    pub(super) features: usize,
+    pub(super) pooling: Pooling,
+    pub(super) softmax: bool,
 }
 
 /// A classifier read from the graph: (`[classes, features]` weight, classes, features), bias,
 /// and the tensor after it.
-type Dense<'a> = ((Vec<f32>, usize, usize), Vec<f32>, &'a str);
+pub(super) type Dense<'a> = ((Vec<f32>, usize, usize), Vec<f32>, &'a str);
 
-struct Matcher<'a> {
-    path: &'a Path,
-    graph: &'a OnnxGraph,
-    consumers: HashMap<&'a str, Vec<usize>>,
-}
-
-/// Reads a ResNet from an ONNX file onto `device`.
-///
-/// ```no_run
-/// let device = resnet_transfer::Device::default();
-/// let imported = resnet_transfer::weights::import_onnx("resnet50.onnx".as_ref(), &device)?;
-/// println!("depth {} width {}", imported.config.depth, imported.config.width);
-/// # Ok::<(), resnet_transfer::Error>(())
-/// ```
-pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let graph = parse(path, &bytes)?;
-    let matcher = Matcher::new(path, &graph);
-    matcher.import(device)
-}
-
-fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph> {
-    let bad = |reason: String| Error::BadFormat {
-        path: path.to_path_buf(),
-        reason,
-    };
-    // onnx-ir reports most problems as errors, but a malformed file can reach an assertion
-    // inside it; neither may take the caller down.
-    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_bytes(bytes));
-    match parsed {
-        Ok(Ok(graph)) => Ok(graph),
-        Ok(Err(e)) => Err(bad(format!("not a readable ONNX model: {e}"))),
-        Err(_) => Err(bad("not a readable ONNX model (the parser gave up)".into())),
-    }
-}
-
-fn op(node: &Node) -> String {
-    node.node_type().to_string()
-}
-
-fn dims_of(data: &TensorData) -> Vec<usize> {
-    data.shape().to_vec()
-}
-
-fn floats(data: &TensorData) -> Vec<f32> {
-    data.try_to_vec_as::<f32>().unwrap_or_default()
+pub(super) struct Matcher<'a> {
+    pub(super) path: &'a Path,
+    pub(super) graph: &'a OnnxGraph,
+    pub(super) consumers: HashMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Matcher<'a> {
-    fn new(path: &'a Path, graph: &'a OnnxGraph) -> Self {
+    pub(super) fn new(path: &'a Path, graph: &'a OnnxGraph) -> Self {
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             for input in node.inputs() {
@@ -151,7 +70,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn fail(&self, node: &Node, reason: impl Into<String>) -> Error {
+    pub(super) fn fail(&self, node: &Node, reason: impl Into<String>) -> Error {
         Error::UnsupportedGraph {
             path: self.path.to_path_buf(),
             node: node.name().to_string(),
@@ -160,7 +79,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn fail_at(&self, tensor: &str, reason: impl Into<String>) -> Error {
+    pub(super) fn fail_at(&self, tensor: &str, reason: impl Into<String>) -> Error {
         Error::UnsupportedGraph {
             path: self.path.to_path_buf(),
             node: tensor.to_string(),
@@ -169,7 +88,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn users(&self, tensor: &str) -> Vec<&'a Node> {
+    pub(super) fn users(&self, tensor: &str) -> Vec<&'a Node> {
         let graph = self.graph;
         self.consumers
             .get(tensor)
@@ -178,7 +97,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// The one node reading `tensor`, skipping Identity nodes.
-    fn next(&self, tensor: &str, expected: &str) -> Result<&'a Node> {
+    pub(super) fn next(&self, tensor: &str, expected: &str) -> Result<&'a Node> {
         let users = self.users(tensor);
         match users.as_slice() {
             [node] if node.node_type() == NodeType::Identity => self.next(out(node), expected),
@@ -191,13 +110,13 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn constant(&self, node: &Node, arg: &Argument, what: &str) -> Result<TensorData> {
+    pub(super) fn constant(&self, node: &Node, arg: &Argument, what: &str) -> Result<TensorData> {
         arg.value()
             .ok_or_else(|| self.fail(node, format!("{what} is not a constant")))
     }
 
     /// The constant among a binary node's two inputs, and the other (dynamic) input's name.
-    fn constant_operand(&self, node: &'a Node) -> Option<(TensorData, &'a str)> {
+    pub(super) fn constant_operand(&self, node: &'a Node) -> Option<(TensorData, &'a str)> {
         let inputs = node.inputs();
         if inputs.len() != 2 {
             return None;
@@ -209,7 +128,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn import(&self, device: &Device) -> Result<Imported> {
+    pub(super) fn import(&self, device: &Device) -> Result<Imported> {
         let input = self.graph.inputs.first().ok_or_else(|| Error::BadFormat {
             path: self.path.to_path_buf(),
             reason: "the graph has no input".into(),
@@ -288,7 +207,7 @@ impl<'a> Matcher<'a> {
         self.build(stem, blocks, head, layout, input_size, device)
     }
 
-    fn expect(&self, node: &Node, ty: NodeType, what: &str) -> Result<()> {
+    pub(super) fn expect(&self, node: &Node, ty: NodeType, what: &str) -> Result<()> {
         if node.node_type() == ty {
             Ok(())
         } else {
@@ -298,7 +217,7 @@ impl<'a> Matcher<'a> {
 
     /// Skips a constant zero Pad on the spatial axes, returning its (symmetric) amount and the
     /// node after it.
-    fn skip_pad(&self, node: &'a Node) -> Result<(usize, &'a Node)> {
+    pub(super) fn skip_pad(&self, node: &'a Node) -> Result<(usize, &'a Node)> {
         let Node::Pad(pad) = node else {
             return Ok((0, node));
         };
@@ -315,7 +234,12 @@ impl<'a> Matcher<'a> {
 
     /// A Conv with `kernel` and total padding `padding`, and what normalizes it; returns the
     /// unit and the tensor after the normalization.
-    fn unit(&self, node: &'a Node, kernel: usize, padding: usize) -> Result<(Unit, &'a str)> {
+    pub(super) fn unit(
+        &self,
+        node: &'a Node,
+        kernel: usize,
+        padding: usize,
+    ) -> Result<(Unit, &'a str)> {
         let Node::Conv2d(conv) = node else {
             return Err(self.fail(node, format!("expected a {kernel}x{kernel} convolution")));
         };
@@ -369,7 +293,7 @@ impl<'a> Matcher<'a> {
         ))
     }
 
-    fn norm(&self, tensor: &'a str) -> Result<(Norm, &'a str)> {
+    pub(super) fn norm(&self, tensor: &'a str) -> Result<(Norm, &'a str)> {
         let users = self.users(tensor);
         let [node] = users.as_slice() else {
             return Ok((Norm::Folded, tensor));
@@ -412,7 +336,7 @@ impl<'a> Matcher<'a> {
 
     /// A residual block starting at `input`, read by `convs` (the main path's first conv, and
     /// the projection shortcut's if there is one).
-    fn block(&self, input: &'a str, convs: &[&'a Node]) -> Result<(Block, &'a str)> {
+    pub(super) fn block(&self, input: &'a str, convs: &[&'a Node]) -> Result<(Block, &'a str)> {
         let mut paths = Vec::new();
         for &conv in convs {
             paths.push(self.path_to_add(conv)?);
@@ -472,7 +396,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// Follows conv, norm, [ReLU, conv, norm]... until an Add.
-    fn path_to_add(&self, first: &'a Node) -> Result<(Vec<Unit>, &'a Node)> {
+    pub(super) fn path_to_add(&self, first: &'a Node) -> Result<(Vec<Unit>, &'a Node)> {
         let mut units = Vec::new();
         let mut node = first;
         loop {
@@ -495,7 +419,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// Global pooling, flatten, the classifier, an optional Softmax.
-    fn head(&self, tensor: &'a str) -> Result<Head> {
+    pub(super) fn head(&self, tensor: &'a str) -> Result<Head> {
         let pool = self.next(tensor, "global pooling")?;
         let pooling = match pool {
             Node::GlobalAveragePool(_) => Pooling::Average,
@@ -571,7 +495,12 @@ impl<'a> Matcher<'a> {
 
     /// A dense layer's weight as `[classes, features]` and its bias (zeros when absent), from
     /// inputs `[x, weight, bias?]`; `transposed` when the weight is stored `[classes, features]`.
-    fn dense(&self, node: &'a Node, inputs: &[Argument], transposed: bool) -> Result<Dense<'a>> {
+    pub(super) fn dense(
+        &self,
+        node: &'a Node,
+        inputs: &[Argument],
+        transposed: bool,
+    ) -> Result<Dense<'a>> {
         let w = self.constant(node, &inputs[1], "the classifier's weight")?;
         let [a, b] =
             dims2(&w).ok_or_else(|| self.fail(node, "a classifier weight that is not 2-D"))?;
@@ -587,222 +516,19 @@ impl<'a> Matcher<'a> {
         };
         Ok(((w, classes, features), bias, out(node)))
     }
-
-    fn build(
-        &self,
-        stem: Unit,
-        blocks: Vec<Block>,
-        head: Head,
-        layout: InputLayout,
-        input_size: Option<usize>,
-        device: &Device,
-    ) -> Result<Imported> {
-        // Stage boundaries: where a block's output width changes.
-        let mut sizes = Vec::new();
-        let mut last_width = 0;
-        for block in &blocks {
-            let width = dims_of(&block.convs.last().expect("2 or 3 convs").weight)[0];
-            if width != last_width {
-                sizes.push(0);
-                last_width = width;
-            }
-            *sizes.last_mut().expect("pushed") += 1;
-        }
-        let bottleneck = blocks.first().is_some_and(|b| b.convs.len() == 3);
-        let depth = match (bottleneck, sizes.as_slice()) {
-            (false, [2, 2, 2, 2]) => 18,
-            (false, [3, 4, 6, 3]) => 34,
-            (true, [3, 4, 6, 3]) => 50,
-            (true, [3, 4, 23, 3]) => 101,
-            (true, [3, 8, 36, 3]) => 152,
-            (_, other) => {
-                return Err(self.fail_at(
-                    &stem.node,
-                    format!(
-                        "blocks per stage {other:?} ({}) match no ResNet depth",
-                        if bottleneck {
-                            "bottlenecks"
-                        } else {
-                            "basic blocks"
-                        }
-                    ),
-                ));
-            }
-        };
-        let placement = match blocks.get(sizes[0]).map(|b| b.convs[0].stride) {
-            Some(2) if bottleneck => StridePlacement::FirstConv,
-            _ => StridePlacement::MiddleConv,
-        };
-        let units = std::iter::once(&stem).chain(
-            blocks
-                .iter()
-                .flat_map(|b| b.convs.iter().chain(&b.shortcut)),
-        );
-        let separate_norm = units.clone().all(|u| !matches!(u.norm, Norm::Folded));
-        let folded = units.clone().all(|u| matches!(u.norm, Norm::Folded));
-        if !separate_norm && !folded {
-            return Err(self.fail_at(
-                &stem.node,
-                "BatchNorm is folded into some convolutions but not others",
-            ));
-        }
-        let conv_bias = separate_norm && units.clone().any(|u| u.bias.is_some());
-        let epsilon = units
-            .clone()
-            .find_map(|u| match u.norm {
-                // Stored as float32 in the file: 1e-5 arrives as 9.99999974e-6.
-                Norm::Node(_, eps) => Some((eps as f32).to_string().parse().unwrap_or(eps)),
-                _ => None,
-            })
-            .unwrap_or(match layout {
-                InputLayout::Nhwc => 1.001e-5,
-                InputLayout::Nchw => 1e-5,
-            });
-        let width = dims_of(&stem.weight)[0];
-        let config = ResNetConfig::new(depth)
-            .with_stride_placement(placement)
-            .with_conv_bias(conv_bias)
-            .with_batch_norm_epsilon(epsilon)
-            .with_width(width)
-            .with_pooling(head.pooling)
-            .with_num_classes(Some(head.classes));
-        let mut model = config.init(device)?;
-        if head.features != config.feature_dim() {
-            return Err(Error::ShapeMismatch {
-                tensor: "head.linear.weight".into(),
-                expected: vec![config.feature_dim(), head.classes],
-                found: vec![head.features, head.classes],
-            });
-        }
-
-        let load = |target: &mut ConvBn, unit: &Unit, name: String| -> Result<()> {
-            self.load_unit(target, unit, &name, conv_bias, epsilon, device)
-        };
-        load(&mut model.stem.conv, &stem, "stem.conv".into())?;
-        let mut blocks = blocks.into_iter();
-        for (s, stage) in model.stages.iter_mut().enumerate() {
-            for (b, target) in stage.blocks.iter_mut().enumerate() {
-                let source = blocks.next().expect("counted into stages");
-                for (c, (t, u)) in target.convs.iter_mut().zip(&source.convs).enumerate() {
-                    load(t, u, format!("stages.{s}.blocks.{b}.convs.{c}"))?;
-                }
-                match (&mut target.shortcut, &source.shortcut) {
-                    (Some(t), Some(u)) => load(t, u, format!("stages.{s}.blocks.{b}.shortcut"))?,
-                    (None, None) => {}
-                    _ => {
-                        return Err(self.fail_at(
-                            &source.convs[0].node,
-                            format!("stage {} block {b}: the shortcut is not where a ResNet{depth} has one", s + 1),
-                        ));
-                    }
-                }
-            }
-        }
-        let head_layer = model.head.as_mut().expect("configured with classes");
-        // Burn's Linear keeps its weight as [features, classes].
-        let w = transpose(&head.weight, head.classes, head.features);
-        head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(w, [head.features, head.classes]),
-            device,
-        ));
-        head_layer.linear.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(head.bias, [head.classes]),
-            device,
-        )));
-
-        let preprocess = match layout {
-            InputLayout::Nhwc => Preprocess::Caffe,
-            InputLayout::Nchw => Preprocess::Torch,
-        };
-        Ok(Imported {
-            model,
-            config,
-            preprocess,
-            layout,
-            input_size,
-            softmax: head.softmax,
-            folded_batch_norm: folded,
-        })
-    }
-
-    fn load_unit(
-        &self,
-        target: &mut ConvBn,
-        unit: &Unit,
-        name: &str,
-        conv_bias: bool,
-        epsilon: f64,
-        device: &Device,
-    ) -> Result<()> {
-        let expected = target.conv.dims_oihw().to_vec();
-        let found = dims_of(&unit.weight);
-        if expected != found {
-            return Err(Error::ShapeMismatch {
-                tensor: format!("{name}.conv.weight (ONNX node `{}`)", unit.node),
-                expected,
-                found,
-            });
-        }
-        let channels = expected[0];
-        let tensor = |data: Vec<f32>, what: &str| -> Result<Tensor<1>> {
-            if data.len() != channels {
-                return Err(Error::ShapeMismatch {
-                    tensor: format!("{name}.{what} (ONNX node `{}`)", unit.node),
-                    expected: vec![channels],
-                    found: vec![data.len()],
-                });
-            }
-            Ok(Tensor::from_data(TensorData::new(data, [channels]), device))
-        };
-        target.conv.set_weight_oihw(Tensor::from_data(
-            unit.weight.clone().convert::<f32>(),
-            device,
-        ));
-        let bias = unit
-            .bias
-            .as_ref()
-            .map(floats)
-            .unwrap_or_else(|| vec![0.0; channels]);
-        // What the normalization adds: identity statistics where the file has none.
-        let identity_var = vec![(1.0 - epsilon) as f32; channels];
-        let (gamma, beta, mean, var) = match &unit.norm {
-            Norm::Node([g, b, m, v], _) => (g.clone(), b.clone(), m.clone(), v.clone()),
-            Norm::Affine(scale, shift) => {
-                let scale = if scale.len() == 1 {
-                    vec![scale[0]; channels]
-                } else {
-                    scale.clone()
-                };
-                (scale, shift.clone(), vec![0.0; channels], identity_var)
-            }
-            Norm::Folded => (
-                vec![1.0; channels],
-                bias.clone(),
-                vec![0.0; channels],
-                identity_var,
-            ),
-        };
-        target.conv.bias = if conv_bias {
-            Some(Param::from_tensor(tensor(bias, "conv.bias")?))
-        } else {
-            None
-        };
-        target.bn.gamma = Param::from_tensor(tensor(gamma, "bn.gamma")?);
-        target.bn.beta = Param::from_tensor(tensor(beta, "bn.beta")?);
-        target.bn.running_mean = RunningState::new(tensor(mean, "bn.running_mean")?);
-        target.bn.running_var = RunningState::new(tensor(var, "bn.running_var")?);
-        Ok(())
-    }
 }
 
-fn out(node: &Node) -> &str {
+pub(super) fn out(node: &Node) -> &str {
     node.outputs()
         .first()
         .map(|a| a.name.as_str())
         .unwrap_or("")
 }
 
-fn pad_of(padding: &onnx_ir::node::padding::PaddingConfig2d, explicit: bool) -> Option<usize> {
+pub(super) fn pad_of(
+    padding: &onnx_ir::node::padding::PaddingConfig2d,
+    explicit: bool,
+) -> Option<usize> {
     use onnx_ir::node::padding::PaddingConfig2d as P;
     if !explicit {
         return None;
@@ -814,70 +540,9 @@ fn pad_of(padding: &onnx_ir::node::padding::PaddingConfig2d, explicit: bool) -> 
     }
 }
 
-fn dims2(data: &TensorData) -> Option<[usize; 2]> {
+pub(super) fn dims2(data: &TensorData) -> Option<[usize; 2]> {
     match dims_of(data).as_slice() {
         &[a, b] => Some([a, b]),
         _ => None,
     }
-}
-
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut outv = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            outv[c * rows + r] = data[r * cols + c];
-        }
-    }
-    outv
-}
-
-/// Where an import came from, for messages.
-pub fn describe(imported: &Imported, path: &Path) -> String {
-    let c = &imported.config;
-    format!(
-        "{}: ResNet{} ({}), width {}, {} classes, conv bias {}, BatchNorm epsilon {}{}, input {:?}{}, preprocessing {}{}",
-        path.display(),
-        c.depth,
-        match c.stride_placement {
-            StridePlacement::FirstConv => "v1",
-            StridePlacement::MiddleConv => "v1.5",
-        },
-        c.width,
-        c.num_classes.unwrap_or(0),
-        if c.conv_bias { "on" } else { "off" },
-        c.batch_norm_epsilon,
-        if imported.folded_batch_norm {
-            " (folded by the exporter)"
-        } else {
-            ""
-        },
-        imported.layout,
-        imported
-            .input_size
-            .map(|s| format!(" {s}x{s}"))
-            .unwrap_or_default(),
-        imported.preprocess,
-        if imported.softmax {
-            ", softmax top"
-        } else {
-            ""
-        },
-    )
-}
-
-/// The input of the parity checks, `[n, c, h, w]` in NCHW: the formula
-/// `((7n + 13c + 3y + 5x) mod 17) / 4 - 2`, which `tests/fixtures/make_onnx.py` also uses to
-/// record onnxruntime's logits. Exact in float32, so both sides feed identical numbers.
-pub fn parity_input(shape: [usize; 4]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(shape.iter().product());
-    for n in 0..shape[0] {
-        for c in 0..shape[1] {
-            for y in 0..shape[2] {
-                for x in 0..shape[3] {
-                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
-                }
-            }
-        }
-    }
-    out
 }

@@ -1,0 +1,230 @@
+//! Building: the matched units, blocks and head loaded into this crate's `ResNet`, each
+//! tensor's shape checked against the detected configuration.
+
+use burn::module::{Param, RunningState};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::matching::{Block, Head, Matcher, Norm, Unit};
+use super::{Imported, InputLayout, dims_of, floats};
+use crate::data::Preprocess;
+use crate::error::{Error, Result};
+use crate::model::{ConvBn, ResNetConfig, StridePlacement};
+
+impl Matcher<'_> {
+    pub(super) fn build(
+        &self,
+        stem: Unit,
+        blocks: Vec<Block>,
+        head: Head,
+        layout: InputLayout,
+        input_size: Option<usize>,
+        device: &Device,
+    ) -> Result<Imported> {
+        // Stage boundaries: where a block's output width changes.
+        let mut sizes = Vec::new();
+        let mut last_width = 0;
+        for block in &blocks {
+            let width = dims_of(&block.convs.last().expect("2 or 3 convs").weight)[0];
+            if width != last_width {
+                sizes.push(0);
+                last_width = width;
+            }
+            *sizes.last_mut().expect("pushed") += 1;
+        }
+        let bottleneck = blocks.first().is_some_and(|b| b.convs.len() == 3);
+        let depth = match (bottleneck, sizes.as_slice()) {
+            (false, [2, 2, 2, 2]) => 18,
+            (false, [3, 4, 6, 3]) => 34,
+            (true, [3, 4, 6, 3]) => 50,
+            (true, [3, 4, 23, 3]) => 101,
+            (true, [3, 8, 36, 3]) => 152,
+            (_, other) => {
+                return Err(self.fail_at(
+                    &stem.node,
+                    format!(
+                        "blocks per stage {other:?} ({}) match no ResNet depth",
+                        if bottleneck {
+                            "bottlenecks"
+                        } else {
+                            "basic blocks"
+                        }
+                    ),
+                ));
+            }
+        };
+        let placement = match blocks.get(sizes[0]).map(|b| b.convs[0].stride) {
+            Some(2) if bottleneck => StridePlacement::FirstConv,
+            _ => StridePlacement::MiddleConv,
+        };
+        let units = std::iter::once(&stem).chain(
+            blocks
+                .iter()
+                .flat_map(|b| b.convs.iter().chain(&b.shortcut)),
+        );
+        let separate_norm = units.clone().all(|u| !matches!(u.norm, Norm::Folded));
+        let folded = units.clone().all(|u| matches!(u.norm, Norm::Folded));
+        if !separate_norm && !folded {
+            return Err(self.fail_at(
+                &stem.node,
+                "BatchNorm is folded into some convolutions but not others",
+            ));
+        }
+        let conv_bias = separate_norm && units.clone().any(|u| u.bias.is_some());
+        let epsilon = units
+            .clone()
+            .find_map(|u| match u.norm {
+                // Stored as float32 in the file: 1e-5 arrives as 9.99999974e-6.
+                Norm::Node(_, eps) => Some((eps as f32).to_string().parse().unwrap_or(eps)),
+                _ => None,
+            })
+            .unwrap_or(match layout {
+                InputLayout::Nhwc => 1.001e-5,
+                InputLayout::Nchw => 1e-5,
+            });
+        let width = dims_of(&stem.weight)[0];
+        let config = ResNetConfig::new(depth)
+            .with_stride_placement(placement)
+            .with_conv_bias(conv_bias)
+            .with_batch_norm_epsilon(epsilon)
+            .with_width(width)
+            .with_pooling(head.pooling)
+            .with_num_classes(Some(head.classes));
+        let mut model = config.init(device)?;
+        if head.features != config.feature_dim() {
+            return Err(Error::ShapeMismatch {
+                tensor: "head.linear.weight".into(),
+                expected: vec![config.feature_dim(), head.classes],
+                found: vec![head.features, head.classes],
+            });
+        }
+
+        let load = |target: &mut ConvBn, unit: &Unit, name: String| -> Result<()> {
+            self.load_unit(target, unit, &name, conv_bias, epsilon, device)
+        };
+        load(&mut model.stem.conv, &stem, "stem.conv".into())?;
+        let mut blocks = blocks.into_iter();
+        for (s, stage) in model.stages.iter_mut().enumerate() {
+            for (b, target) in stage.blocks.iter_mut().enumerate() {
+                let source = blocks.next().expect("counted into stages");
+                for (c, (t, u)) in target.convs.iter_mut().zip(&source.convs).enumerate() {
+                    load(t, u, format!("stages.{s}.blocks.{b}.convs.{c}"))?;
+                }
+                match (&mut target.shortcut, &source.shortcut) {
+                    (Some(t), Some(u)) => load(t, u, format!("stages.{s}.blocks.{b}.shortcut"))?,
+                    (None, None) => {}
+                    _ => {
+                        return Err(self.fail_at(
+                            &source.convs[0].node,
+                            format!("stage {} block {b}: the shortcut is not where a ResNet{depth} has one", s + 1),
+                        ));
+                    }
+                }
+            }
+        }
+        let head_layer = model.head.as_mut().expect("configured with classes");
+        // Burn's Linear keeps its weight as [features, classes].
+        let w = transpose(&head.weight, head.classes, head.features);
+        head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [head.features, head.classes]),
+            device,
+        ));
+        head_layer.linear.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(head.bias, [head.classes]),
+            device,
+        )));
+
+        let preprocess = match layout {
+            InputLayout::Nhwc => Preprocess::Caffe,
+            InputLayout::Nchw => Preprocess::Torch,
+        };
+        Ok(Imported {
+            model,
+            config,
+            preprocess,
+            layout,
+            input_size,
+            softmax: head.softmax,
+            folded_batch_norm: folded,
+        })
+    }
+
+    pub(super) fn load_unit(
+        &self,
+        target: &mut ConvBn,
+        unit: &Unit,
+        name: &str,
+        conv_bias: bool,
+        epsilon: f64,
+        device: &Device,
+    ) -> Result<()> {
+        let expected = target.conv.dims_oihw().to_vec();
+        let found = dims_of(&unit.weight);
+        if expected != found {
+            return Err(Error::ShapeMismatch {
+                tensor: format!("{name}.conv.weight (ONNX node `{}`)", unit.node),
+                expected,
+                found,
+            });
+        }
+        let channels = expected[0];
+        let tensor = |data: Vec<f32>, what: &str| -> Result<Tensor<1>> {
+            if data.len() != channels {
+                return Err(Error::ShapeMismatch {
+                    tensor: format!("{name}.{what} (ONNX node `{}`)", unit.node),
+                    expected: vec![channels],
+                    found: vec![data.len()],
+                });
+            }
+            Ok(Tensor::from_data(TensorData::new(data, [channels]), device))
+        };
+        target.conv.set_weight_oihw(Tensor::from_data(
+            unit.weight.clone().convert::<f32>(),
+            device,
+        ));
+        let bias = unit
+            .bias
+            .as_ref()
+            .map(floats)
+            .unwrap_or_else(|| vec![0.0; channels]);
+        // What the normalization adds: identity statistics where the file has none.
+        let identity_var = vec![(1.0 - epsilon) as f32; channels];
+        let (gamma, beta, mean, var) = match &unit.norm {
+            Norm::Node([g, b, m, v], _) => (g.clone(), b.clone(), m.clone(), v.clone()),
+            Norm::Affine(scale, shift) => {
+                let scale = if scale.len() == 1 {
+                    vec![scale[0]; channels]
+                } else {
+                    scale.clone()
+                };
+                (scale, shift.clone(), vec![0.0; channels], identity_var)
+            }
+            Norm::Folded => (
+                vec![1.0; channels],
+                bias.clone(),
+                vec![0.0; channels],
+                identity_var,
+            ),
+        };
+        target.conv.bias = if conv_bias {
+            Some(Param::from_tensor(tensor(bias, "conv.bias")?))
+        } else {
+            None
+        };
+        target.bn.gamma = Param::from_tensor(tensor(gamma, "bn.gamma")?);
+        target.bn.beta = Param::from_tensor(tensor(beta, "bn.beta")?);
+        target.bn.running_mean = RunningState::new(tensor(mean, "bn.running_mean")?);
+        target.bn.running_var = RunningState::new(tensor(var, "bn.running_var")?);
+        Ok(())
+    }
+}
+
+/// A row-major `[rows, cols]` matrix transposed.
+pub(super) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut outv = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            outv[c * rows + r] = data[r * cols + c];
+        }
+    }
+    outv
+}

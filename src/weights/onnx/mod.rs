@@ -1,0 +1,147 @@
+//! ResNet weights from ONNX: any export of the family, matched by structure, not by names.
+//!
+//! The file is parsed at run time with onnx-ir (the parser burn-import and burn-onnx use). From
+//! the graph's input the importer walks the network as a ResNet is built: an optional NHWC
+//! Transpose, the stem (Pad, Conv 7x7/2, BatchNorm, ReLU, Pad, MaxPool 3x3/2), the residual
+//! blocks (convolutions with their BatchNorms and ReLUs, projection shortcuts, Add, ReLU), and
+//! the head (global pooling, Flatten/Squeeze, Gemm or MatMul+Add, an optional Softmax). BatchNorm
+//! may be a BatchNormalization node, a Mul and an Add (tf2onnx), or folded into the convolution
+//! by the exporter; a folded one becomes an identity BatchNorm whose shift holds the folded bias,
+//! so the model stays trainable. Every tensor's shape is checked against the detected
+//! configuration, and anything else stops the import with the node where matching failed.
+//! `matching.rs` walks the graph; `building.rs` loads what it found into a `ResNet`.
+
+mod building;
+mod matching;
+
+use std::path::Path;
+
+use burn::tensor::{Device, TensorData};
+use onnx_ir::{Node, OnnxGraph};
+
+use crate::data::Preprocess;
+use crate::error::{Error, Result};
+use crate::model::{ResNet, ResNetConfig, StridePlacement};
+
+/// How the exported model takes its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum InputLayout {
+    /// `[N, 3, H, W]` (PyTorch, MXNet).
+    Nchw,
+    /// `[N, H, W, 3]` (Keras/TensorFlow): the export starts with a Transpose to NCHW.
+    Nhwc,
+}
+
+/// A ResNet read from ONNX, with what the file says about its use.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The model, in this crate's layout (NCHW input, logits out).
+    pub model: ResNet,
+    /// The configuration detected from the graph.
+    pub config: ResNetConfig,
+    /// The preprocessing the weights were trained with: caffe for Keras (NHWC) exports, torch
+    /// for the others. Override it when you know better.
+    pub preprocess: Preprocess,
+    /// The export's input layout (the imported model always takes NCHW).
+    pub layout: InputLayout,
+    /// The input side fixed in the graph, if it is fixed.
+    pub input_size: Option<usize>,
+    /// Whether the export ends in a Softmax (Keras's top); the imported model returns the logits
+    /// before it.
+    pub softmax: bool,
+    /// Whether BatchNorm was folded into the convolutions by the exporter.
+    pub folded_batch_norm: bool,
+}
+
+/// Reads a ResNet from an ONNX file onto `device`.
+///
+/// ```no_run
+/// let device = resnet_transfer::Device::default();
+/// let imported = resnet_transfer::weights::import_onnx("resnet50.onnx".as_ref(), &device)?;
+/// println!("depth {} width {}", imported.config.depth, imported.config.width);
+/// # Ok::<(), resnet_transfer::Error>(())
+/// ```
+pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let graph = parse(path, &bytes)?;
+    let matcher = matching::Matcher::new(path, &graph);
+    matcher.import(device)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph> {
+    let bad = |reason: String| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // onnx-ir reports most problems as errors, but a malformed file can reach an assertion
+    // inside it; neither may take the caller down.
+    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_bytes(bytes));
+    match parsed {
+        Ok(Ok(graph)) => Ok(graph),
+        Ok(Err(e)) => Err(bad(format!("not a readable ONNX model: {e}"))),
+        Err(_) => Err(bad("not a readable ONNX model (the parser gave up)".into())),
+    }
+}
+
+pub(super) fn op(node: &Node) -> String {
+    node.node_type().to_string()
+}
+
+pub(super) fn dims_of(data: &TensorData) -> Vec<usize> {
+    data.shape().to_vec()
+}
+
+pub(super) fn floats(data: &TensorData) -> Vec<f32> {
+    data.try_to_vec_as::<f32>().unwrap_or_default()
+}
+
+/// Where an import came from, for messages.
+pub fn describe(imported: &Imported, path: &Path) -> String {
+    let c = &imported.config;
+    format!(
+        "{}: ResNet{} ({}), width {}, {} classes, conv bias {}, BatchNorm epsilon {}{}, input {:?}{}, preprocessing {}{}",
+        path.display(),
+        c.depth,
+        match c.stride_placement {
+            StridePlacement::FirstConv => "v1",
+            StridePlacement::MiddleConv => "v1.5",
+        },
+        c.width,
+        c.num_classes.unwrap_or(0),
+        if c.conv_bias { "on" } else { "off" },
+        c.batch_norm_epsilon,
+        if imported.folded_batch_norm {
+            " (folded by the exporter)"
+        } else {
+            ""
+        },
+        imported.layout,
+        imported
+            .input_size
+            .map(|s| format!(" {s}x{s}"))
+            .unwrap_or_default(),
+        imported.preprocess,
+        if imported.softmax {
+            ", softmax top"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The input of the parity checks, `[n, c, h, w]` in NCHW: the formula
+/// `((7n + 13c + 3y + 5x) mod 17) / 4 - 2`, which `tests/fixtures/make_onnx.py` also uses to
+/// record onnxruntime's logits. Exact in float32, so both sides feed identical numbers.
+pub fn parity_input(shape: [usize; 4]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for n in 0..shape[0] {
+        for c in 0..shape[1] {
+            for y in 0..shape[2] {
+                for x in 0..shape[3] {
+                    out.push(((7 * n + 13 * c + 3 * y + 5 * x) % 17) as f32 * 0.25 - 2.0);
+                }
+            }
+        }
+    }
+    out
+}
