@@ -3,17 +3,13 @@
 //! each tile of the output is stored.
 //!
 //! Why: `gemm` packs its operands on every call. Per convolution that is one copy of the weight,
-//! and with one share of the batch per thread both threads pack the same weights: 19% of an
-//! inference's CPU samples at 32x32. onnxruntime packs constant weights once per session; so
+//! and with one share of the batch per thread both threads pack the same weights. onnxruntime packs constant weights once per session; so
 //! does this. The tile is gemm's own shape turned around (6 rows of the im2col matrix by 16
 //! output channels, 12 of the 16 AVX registers as accumulators), blocked so that a 16 KiB block
 //! of a panel stays in L1 while every row tile of a 96-row block in L2 passes over it; that
 //! block of the im2col matrix is itself packed, 6 rows interleaved, so a tile's broadcasts read
-//! one stream (unpacked: 44-46 ms per inference below, packed: 36-44).
-//!
-//! ResNet50 at 32x32, batch 32, 2 threads (`profile_step --infer --fused`, alternating runs): 44
-//! and 45 ms per batch against 55 and 53 with `gemm`, CPU time about a fifth lower. CPUs without
-//! AVX2 and FMA, and other architectures, keep `gemm`.
+//! one stream. CPUs without AVX2 and FMA, and other architectures, keep `gemm`. What it gained
+//! is measured in docs/PERFORMANCE.md.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -157,8 +153,7 @@ unsafe fn product_avx2(
     let c_out = weight.c_out;
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
-    // One buffer per thread, kept between products: zeroing a fresh one per product cost 2% of an
-    // inference.
+    // One buffer per thread, kept between products, so none is allocated and zeroed per product.
     thread_local! {
         static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     }

@@ -11,8 +11,8 @@
 /// its microkernel reads the weight in place, 16 floats from each of `K` rows that lie
 /// `C_out · 4` bytes apart: a multiple of 4 KiB for 1024 or more channels, so every one of those
 /// reads falls in the same L1 cache set and misses. Packing from 7 columns on costs one copy of
-/// the weight and removes the misses: stage 4 of a ResNet50 inference at batch 32 took 13-14 ms
-/// instead of 25 (measured in alternating runs on README's machine). The microkernel does the
+/// the weight and removes the misses (stage 4 of a ResNet50 about twice as fast; see
+/// docs/PERFORMANCE.md). The microkernel does the
 /// same multiply-adds in the same order either way, so results are bit for bit the same.
 ///
 /// Choosing flex through [`BackendKind::device`](crate::device::BackendKind::device) (or
@@ -33,10 +33,8 @@ pub fn pack_skinny_products() {
 /// other thread (such as `main`), every parallel operation is handed into the pool and the
 /// caller sleeps until it is done, and while the caller then works alone, both workers spin
 /// briefly before they sleep: three busy threads on two cores. Run from a worker, the caller
-/// takes its own share of each operation and only one other thread competes. On README's
-/// 2-core machine, 60 ResNet50 inferences at batch 32 on flex took 8,400 context switches
-/// instead of 44,000 and each inference 5-12% less time (three alternating pairs of runs); a
-/// training step showed no clear change either way.
+/// takes its own share of each operation and only one other thread competes: far fewer context
+/// switches, and faster inference on few cores (docs/PERFORMANCE.md).
 ///
 /// [`TwoPhase::fit`](crate::train::TwoPhase::fit),
 /// [`evaluate`](crate::train::evaluate) and [`Classifier`](crate::Classifier) call it
@@ -61,9 +59,8 @@ pub fn on_pool_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 /// page faults and zeroes fresh pages for the same sizes again. This sets `M_MMAP_THRESHOLD` to
 /// 32 MiB (its largest) and `M_TRIM_THRESHOLD` to 1 GiB: the same as running with
 /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
-/// On the 2-core machine of README's Performance section it halved the page faults of a
-/// ResNet50 training step (flex, 32x32, batch 32) and made the step about 10% faster, with the
-/// same peak resident memory.
+/// The page faults of a training step drop by about half and the step runs faster, with the
+/// same peak resident memory (docs/PERFORMANCE.md).
 ///
 /// It changes the whole process's allocator, so a library does not do it behind your back: call
 /// it once at the start of `main` (the bundled examples and benches do). Returns whether the

@@ -8,9 +8,8 @@
 //! gathering from it. Here the weights are folded and laid out once, in
 //! [`ResNet::fused`], and a forward runs on plain buffers: im2col straight from the input, the
 //! product (the same `gemm` crate flex multiplies with), one fused epilogue. onnxruntime does the
-//! same to an exported ResNet when it builds its session. ResNet50 at 32x32, batch 32, 2 threads:
-//! 75-77 ms per batch for the module on flex, 64-67 ms folded, and 43-58 ms once each thread ran
-//! its own share of the batch (alternating runs of `profile_step --infer [--fused]`).
+//! same to an exported ResNet when it builds its session (the measured gain, with the command,
+//! is in docs/PERFORMANCE.md).
 //!
 //! The numbers are the module's own up to float rounding (the scale is applied to the weight
 //! before the sum rather than after it); `tests/model.rs` holds the two together on every CPU
@@ -202,10 +201,8 @@ impl FusedResNet {
         let nchw = host_values(images, "images")?;
         // One share of the batch per thread, each run start to end on its thread, rather than
         // every product and pass split between the threads: no hand-offs between the ~150
-        // parallel steps of a ResNet50 forward. 32x32, batch 32, 2 threads: 64-76 -> 50-58 ms
-        // (four shares: 64-69 ms, each share packing the weights again; the small maps of
-        // stages 3 and 4 as one product over the whole batch, its panels split between the
-        // threads: slower too). A batch smaller than the pool runs whole, its larger products
+        // parallel steps of a ResNet50 forward (more shares than threads, or the small maps of
+        // stages 3 and 4 as one product over the whole batch, measured slower). A batch smaller than the pool runs whole, its larger products
         // split between the threads.
         let threads = rayon::current_num_threads().max(1);
         let (share, parallel) = if n >= threads {
@@ -345,7 +342,7 @@ impl FusedConv {
                     Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
                     Epilogue::Linear => (None, false),
                 };
-                // The product writes every value: no zeroing first (4% of an inference).
+                // The product writes every value: no zeroing first.
                 let mut out = Vec::with_capacity(rows * c_out);
                 let spare = &mut out.spare_capacity_mut()[..rows * c_out];
                 let (shift, a) = (&self.shift, &columns[..]);

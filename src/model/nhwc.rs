@@ -111,9 +111,9 @@ pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Below this many input channels, im2col copies windows of the padded input rather than
-/// gathering pixel rows. Measured on the stem (3 channels, 7x7/2, batch 32 at 32x32): the
-/// gather made the convolution 6.2 ms, the windows 3.7 ms; for 64 channels and more the gather
-/// is as fast or faster.
+/// gathering pixel rows: with few channels a gathered row is a handful of bytes, and copying
+/// whole windows moves the same values in longer runs (measured on the stem; for 64 channels
+/// and more the gather is as fast or faster; figures in docs/PERFORMANCE.md).
 const MIN_GATHER_CHANNELS: usize = 16;
 
 /// im2col through strided views: `[N, Ho, Wo, kh, kw·C]`, the input padded with zeros and each
@@ -179,8 +179,8 @@ fn im2col_index(
 ///
 /// For non-negative inputs, padding with zeros gives the same maximum as Burn's padding with
 /// minus infinity (every window holds at least one pixel), and where it picks a padding zero
-/// over a pixel that is also zero, the ReLU below passes no gradient either way. Burn's
-/// `max_pool2d` on flex took 4.4 ms for the stem's pool at batch 32; the views take 2.
+/// over a pixel that is also zero, the ReLU below passes no gradient either way. The maximum of
+/// shifted views is a few whole-tensor passes where Burn's `max_pool2d` walks every window.
 /// Dilated, `Same`-padded or ceil-mode pools take Burn's own path.
 pub(crate) fn max_pool_non_negative(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [n, h, w, c] = x.dims();

@@ -1,8 +1,8 @@
 //! Adam as one fused loop over each parameter tensor on the CPU backends.
 //!
 //! Burn's [`Adam`] is a dozen whole-tensor operations per parameter tensor; for a ResNet50's 25.6
-//! million parameters that was 30% of a training step on `flex` (measured with
-//! `examples/profile_step`). [`FusedAdam`] does the same arithmetic in one pass that reads the
+//! million parameters that was a large share of a training step on `flex`, each operation a
+//! pass over memory with its own output. [`FusedAdam`] does the same arithmetic in one pass that reads the
 //! parameter, gradient and both moments once, in parallel chunks, on host memory (`flex`,
 //! `ndarray`). Elsewhere (wgpu), and for AMSGrad, it is Burn's Adam itself. Its state is Burn's
 //! [`AdamState`], so checkpoints are the same records either way.
@@ -138,8 +138,7 @@ impl Optimizer for FusedAdam {
                 .zip(g.par_chunks(CHUNK))
                 .for_each(|(((p, m), v), g)| {
                     // Slices zipped rather than indexed, and the decay test out of the loop, so
-                    // the compiler vectorizes it, square root and division included (83 -> 38 ms
-                    // per ResNet50 step on flex).
+                    // the compiler vectorizes it, square root and division included.
                     let update = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
                         *m = beta_1 * *m + (1.0 - beta_1) * g;
                         *v = beta_2 * *v + (1.0 - beta_2) * (g * g);
