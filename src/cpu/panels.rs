@@ -61,6 +61,29 @@ impl Panels {
     }
 }
 
+/// [`product`] into a new `[rows, C_out]` buffer, which the product fills without it being
+/// zeroed first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_vec(
+    a: &[f32],
+    depth: usize,
+    weight: &Panels,
+    first: usize,
+    rows: usize,
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    split: bool,
+) -> Vec<f32> {
+    let len = rows * weight.c_out;
+    let mut out = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    product(a, depth, weight, first, spare, shift, residual, relu, split);
+    // SAFETY: `product` wrote every value of `spare`, the first `len` of `out`'s capacity.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` for `a` `[rows, depth]`,
 /// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels. Every
 /// value of `out` is written (before any is read back), so it may start uninitialized. With

@@ -342,15 +342,10 @@ impl FusedConv {
                     Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
                     Epilogue::Linear => (None, false),
                 };
-                // The product writes every value: no zeroing first.
-                let mut out = Vec::with_capacity(rows * c_out);
-                let spare = &mut out.spare_capacity_mut()[..rows * c_out];
                 let (shift, a) = (&self.shift, &columns[..]);
-                crate::cpu::panels::product(
-                    a, depth, panels, first, spare, shift, residual, relu, parallel,
+                let out = crate::cpu::panels::product_vec(
+                    a, depth, panels, first, rows, shift, residual, relu, parallel,
                 );
-                // SAFETY: `panels::product` wrote every value of `spare`.
-                unsafe { out.set_len(rows * c_out) };
                 return Maps {
                     data: out,
                     dims: [n, ho, wo, c_out],
