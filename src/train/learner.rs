@@ -105,24 +105,6 @@ impl TwoPhase {
         self.checkpoints().map_or(Ok(None), |c| c.read())
     }
 
-    /// Writes the checkpoint after an epoch, and the run's history beside it.
-    #[allow(clippy::too_many_arguments)]
-    fn write_checkpoint(
-        &self,
-        model: &ResNet,
-        optim: &ModuleOptimizer,
-        next_epoch: usize,
-        unfrozen: bool,
-        history: &History,
-        progress: &PhaseProgress,
-    ) -> Result<()> {
-        let (Some(checkpoints), Some(run)) = (self.checkpoints(), &self.run_dir) else {
-            return Ok(());
-        };
-        checkpoints.write(model, optim, next_epoch, unfrozen, history, progress)?;
-        history.save(run)
-    }
-
     /// Trains `model` (with its new head) on `train`, validating on `valid` after every epoch.
     /// `device` must have autodiff. With a run folder, a checkpoint is written after every
     /// epoch, and a run found there is resumed from its last finished epoch.
@@ -325,7 +307,10 @@ impl TwoPhase {
                 history.restored.push(best_epoch);
                 self.say(&format!("restored the weights of epoch {best_epoch}"));
             }
-            self.write_checkpoint(&model, &optim, epoch, unfrozen, &history, &progress)?;
+            if let (Some(checkpoints), Some(run)) = (self.checkpoints(), &self.run_dir) {
+                checkpoints.write(&model, &optim, epoch, unfrozen, &history, &progress)?;
+                history.save(run)?;
+            }
         }
         Ok((model, history))
     }
