@@ -63,7 +63,8 @@ impl BackendKind {
 
     /// The device of this backend, without autodiff (inference).
     ///
-    /// For flex this also makes its matrix products pack the weight of skinny products (see
+    /// For the CPU backends this also makes the `gemm` crate, which flex and the crate's own
+    /// kernels on both multiply with, pack the weight of skinny products (see
     /// [`pack_skinny_products`]): same numbers, faster.
     pub fn device(self) -> Result<Device> {
         if !self.is_compiled() {
@@ -75,7 +76,10 @@ impl BackendKind {
         Ok(match self {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)] // ndarray is kept on purpose: users asked for it.
-            BackendKind::NdArray => Device::ndarray(),
+            BackendKind::NdArray => {
+                pack_skinny_products();
+                Device::ndarray()
+            }
             #[cfg(feature = "flex")]
             BackendKind::Flex => {
                 pack_skinny_products();
