@@ -209,14 +209,7 @@ impl ResNet {
     /// Releases stages `stage..=4` (stage 4 only, 3 and 4, ...; 1 releases the stem too) and
     /// freezes everything before them. `batch_norm` says what BatchNorm does in the released part.
     pub fn unfreeze_from(mut self, stage: usize, batch_norm: BatchNormMode) -> Result<Self> {
-        let count = self.stages.len();
-        if !(1..=count).contains(&stage) {
-            return Err(Error::InvalidConfig {
-                field: "stage",
-                expected: format!("a stage from 1 to {count}"),
-                found: stage.to_string(),
-            });
-        }
+        check_stage("stage", stage, self.stages.len())?;
         let release = |part: Stage| set_batch_norm(part.unfreeze(), batch_norm);
         self.stem = if stage == 1 {
             set_batch_norm(self.stem.unfreeze(), batch_norm)
@@ -236,6 +229,21 @@ impl ResNet {
             })
             .collect();
         Ok(self)
+    }
+}
+
+/// The one check of a stage number `stage` (from 1) against a network of `count` stages, for
+/// the model's `unfreeze_from` and for the recipe's `Unfreeze::FromStage` (checked before
+/// training starts), `field` naming the value at fault.
+pub(crate) fn check_stage(field: &'static str, stage: usize, count: usize) -> Result<()> {
+    if (1..=count).contains(&stage) {
+        Ok(())
+    } else {
+        Err(Error::invalid_config(
+            field,
+            format!("a stage from 1 to {count}"),
+            stage,
+        ))
     }
 }
 

@@ -128,10 +128,9 @@ impl TwoPhaseConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return invalid("dropout", "in [0, 1)", self.dropout.to_string());
         }
-        if let Unfreeze::FromStage(k) = self.unfreeze
-            && !(1..=4).contains(&k)
-        {
-            return invalid("unfreeze", "a stage from 1 to 4", k.to_string());
+        if let Unfreeze::FromStage(k) = self.unfreeze {
+            // Every ResNet of the family has four stages.
+            crate::model::check_stage("unfreeze", k, 4)?;
         }
         if self.patience == Some(0) {
             return invalid("patience", "at least 1 epoch", "0".into());
