@@ -1,5 +1,6 @@
 //! ONNX import against real exports with seeded random weights (tests/fixtures/make_onnx.py):
-//! our logits must match onnxruntime's to within 1e-4 of the largest logit's magnitude.
+//! our logits must match onnxruntime's to within 1e-4 of the largest logit's magnitude, for
+//! every depth of the family and at 32 and 224 pixels.
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,34 @@ fn torchvision_export_with_batch_norm_nodes() {
     assert!(!imported.folded_batch_norm);
     assert_eq!(imported.config.batch_norm_epsilon, 1e-5);
     assert_eq!(imported.input_size, Some(32));
+}
+
+/// Every depth of the family, basic and bottleneck blocks, folded and kept BatchNorm, and
+/// 224-pixel inputs: detected as exported, logits within 1e-4 of onnxruntime's largest.
+#[test]
+fn every_depth_and_224_pixels_match_onnxruntime() {
+    // (fixture, depth, width, input side, BatchNorm folded by the exporter)
+    let cases = [
+        ("torch-bn-d18", 18, 4, 32, false),
+        ("torch-folded-d34", 34, 4, 32, true),
+        ("torch-bn-d101", 101, 2, 32, false),
+        ("torch-folded-d152", 152, 2, 32, true),
+        ("torch-folded-d18-224", 18, 4, 224, true),
+        ("torch-bn-d50-224", 50, 4, 224, false),
+    ];
+    for (name, depth, width, side, folded) in cases {
+        let (imported, err) = parity(name);
+        assert!(err < 1e-4, "{name}: relative error {err}");
+        let c = &imported.config;
+        assert_eq!(
+            (c.depth, c.width, c.num_classes),
+            (depth, width, Some(10)),
+            "{name}"
+        );
+        assert_eq!(c.stride_placement, StridePlacement::MiddleConv, "{name}");
+        assert_eq!(imported.folded_batch_norm, folded, "{name}");
+        assert_eq!(imported.input_size, Some(side), "{name}");
+    }
 }
 
 #[test]
