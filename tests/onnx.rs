@@ -114,6 +114,21 @@ fn every_depth_and_224_pixels_match_onnxruntime() {
     }
 }
 
+/// Keras's ResNet101 and ResNet152 layouts through tf2onnx, as its ResNet50 is.
+#[test]
+fn keras_101_and_152_match_onnxruntime() {
+    for (name, depth) in [("keras-d101", 101), ("keras-d152", 152)] {
+        let (imported, err) = parity(name);
+        assert!(err < 1e-4, "{name}: relative error {err}");
+        let c = &imported.config;
+        assert_eq!((c.depth, c.width), (depth, 2), "{name}");
+        assert_eq!(imported.layout, InputLayout::Nhwc);
+        assert_eq!(c.stride_placement, StridePlacement::FirstConv);
+        assert!(c.conv_bias && imported.softmax);
+        assert_eq!(imported.preprocess, Preprocess::Caffe);
+    }
+}
+
 #[test]
 fn keras_export_through_tf2onnx() {
     let (imported, err) = parity("keras");
