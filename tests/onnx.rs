@@ -143,10 +143,26 @@ fn keras_export_through_tf2onnx() {
 
 #[test]
 fn model_zoo_v1_export() {
-    let (imported, err) = parity("zoo-v1");
-    assert!(err < 1e-4, "relative error {err}");
-    assert_eq!(imported.config.stride_placement, StridePlacement::FirstConv);
-    assert!(!imported.config.conv_bias);
+    // The zoo's v1 layout (MXNet Gluon) at opset 7 as resnet*-v1-7, at opset 12 as the default
+    // resnet50-v1-12, with basic blocks (depth 18) and at depth 101.
+    let cases = [
+        ("zoo-v1", 50, 4),
+        ("zoo-v1-opset12", 50, 4),
+        ("zoo-v1-d18", 18, 4),
+        ("zoo-v1-d101", 101, 2),
+    ];
+    for (name, depth, width) in cases {
+        let (imported, err) = parity(name);
+        assert!(err < 1e-4, "{name}: relative error {err}");
+        let c = &imported.config;
+        assert_eq!((c.depth, c.width), (depth, width), "{name}");
+        if depth >= 50 {
+            // v1: a bottleneck's stride on its first 1x1 (basic blocks have one place for it).
+            assert_eq!(c.stride_placement, StridePlacement::FirstConv, "{name}");
+        }
+        assert!(!c.conv_bias && !imported.folded_batch_norm);
+        assert_eq!(imported.preprocess, Preprocess::Torch);
+    }
 }
 
 #[test]
