@@ -12,7 +12,7 @@
 //! is in docs/PERFORMANCE.md).
 //!
 //! The numbers are the module's own up to float rounding (the scale is applied to the weight
-//! before the sum rather than after it); `tests/model.rs` holds the two together on every CPU
+//! before the sum rather than after it); `tests/fast_path.rs` holds the two together on every CPU
 //! backend. It computes on the host whatever the device, so it only pays on CPU backends: on a GPU
 //! use [`ResNet::forward`].
 
@@ -489,7 +489,7 @@ mod tests {
     use crate::model::ResNetConfig;
 
     /// The two products the folded path has, the AVX2 panels (where this CPU has them) and
-    /// `gemm` (every other CPU), give the module's numbers; `tests/model.rs` covers the rest.
+    /// `gemm` (every other CPU), give the module's numbers; `tests/fast_path.rs` covers the rest.
     #[test]
     fn panels_and_gemm_give_the_modules_numbers() {
         let device = crate::device::device("ndarray").unwrap();
