@@ -241,8 +241,8 @@ impl FusedResNet {
     }
 }
 
-/// A tensor's values as `f32` on the host.
-fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>> {
+/// A tensor's values as `f32` on the host; `name` is the tensor's path in errors.
+pub(crate) fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>> {
     let data = tensor.try_into_data().map_err(|e| Error::BadTensor {
         tensor: name.to_string(),
         reason: format!("cannot be read: {e:?}"),
@@ -253,33 +253,44 @@ fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>
     })
 }
 
+/// A convolution and its BatchNorm (running statistics) folded into one weight, laid out as
+/// the convolution stores it (`[kh·kw·C_in, C_out]`, each column scaled by its channel's
+/// `γ/√(σ²+ε)`), and one shift per output channel, `β + (bias − μ)·γ/√(σ²+ε)`: what the fused
+/// inference path multiplies with, and what an ONNX export with folded BatchNorm writes. `name`
+/// is the unit's path in errors.
+pub(crate) fn fold_batch_norm(unit: &ConvBn, name: &str) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (conv, bn) = (&unit.conv, &unit.bn);
+    let values = |t: Tensor<1>, part: &str| host_values(t, &format!("{name}.{part}"));
+    let mut weight = host_values(conv.weight.val(), &format!("{name}.weight"))?;
+    let gamma = values(bn.gamma.val(), "bn.gamma")?;
+    let beta = values(bn.beta.val(), "bn.beta")?;
+    let mean = values(bn.running_mean.value(), "bn.running_mean")?;
+    let var = values(bn.running_var.value(), "bn.running_var")?;
+    let c_out = conv.channels()[1];
+    let bias = match &conv.bias {
+        Some(bias) => values(bias.val(), "bias")?,
+        None => vec![0.0; c_out],
+    };
+    let scale: Vec<f32> = (gamma.iter().zip(&var))
+        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
+        .collect();
+    for row in weight.chunks_exact_mut(c_out) {
+        row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+    }
+    let shift = (0..c_out)
+        .map(|j| beta[j] + (bias[j] - mean[j]) * scale[j])
+        .collect();
+    Ok((weight, shift))
+}
+
 impl FusedConv {
     /// Folds a convolution and its BatchNorm (running statistics) into one weight and shift.
     /// With `panels`, the weight is packed for the AVX2 product (the caller has checked the
     /// CPU has it).
     fn fold(unit: &ConvBn, name: &str, panels: bool) -> Result<Self> {
-        let (conv, bn) = (&unit.conv, &unit.bn);
-        let values = |t: Tensor<1>, part: &str| host_values(t, &format!("{name}.{part}"));
-        let mut weight = host_values(conv.weight.val(), &format!("{name}.weight"))?;
-        let gamma = values(bn.gamma.val(), "bn.gamma")?;
-        let beta = values(bn.beta.val(), "bn.beta")?;
-        let mean = values(bn.running_mean.value(), "bn.running_mean")?;
-        let var = values(bn.running_var.value(), "bn.running_var")?;
-        let channels = conv.channels();
+        let (weight, mut shift) = fold_batch_norm(unit, name)?;
+        let (conv, channels) = (&unit.conv, unit.conv.channels());
         let c_out = channels[1];
-        let bias = match &conv.bias {
-            Some(bias) => values(bias.val(), "bias")?,
-            None => vec![0.0; c_out],
-        };
-        let scale: Vec<f32> = (gamma.iter().zip(&var))
-            .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
-            .collect();
-        for row in weight.chunks_exact_mut(c_out) {
-            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
-        }
-        let mut shift: Vec<f32> = (0..c_out)
-            .map(|j| beta[j] + (bias[j] - mean[j]) * scale[j])
-            .collect();
         let depth = weight.len() / c_out;
         #[cfg(target_arch = "x86_64")]
         let weight = if panels {

@@ -2,10 +2,12 @@
 //! models.
 
 pub mod catalog;
+mod export;
 mod onnx;
 mod saved;
 
 pub use catalog::{CATALOG, WeightsEntry};
+pub use export::{CARD_KEY, ExportBatchNorm, ExportOptions, encode_onnx, export_onnx};
 pub use onnx::{Imported, InputLayout, describe, import_onnx, parity_input};
 pub use saved::{ModelCard, SavedModel, saved_paths};
 
@@ -65,7 +67,10 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
             config: imported.config.clone(),
             preprocess: imported.preprocess,
             input_size: imported.input_size.unwrap_or(224),
-            class_names: Vec::new(),
+            // A file this crate exported names its classes.
+            class_names: (imported.card.as_ref())
+                .map(|c| c.class_names.clone())
+                .unwrap_or_default(),
             source: path.display().to_string(),
         };
         return Ok(SavedModel {

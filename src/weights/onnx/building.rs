@@ -145,6 +145,7 @@ impl Matcher<'_> {
             input_size,
             softmax: head.softmax,
             folded_batch_norm: folded,
+            card: None,
         })
     }
 

@@ -17,11 +17,13 @@ mod matching;
 use std::path::Path;
 
 use burn::tensor::{Device, TensorData};
-use onnx_ir::{Node, OnnxGraph};
+use onnx_ir::{Message, ModelProto, Node, OnnxGraph};
 
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
 use crate::model::{ResNet, ResNetConfig, StridePlacement};
+use crate::weights::ModelCard;
+use crate::weights::export::CARD_KEY;
 
 /// How the exported model takes its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +53,10 @@ pub struct Imported {
     pub softmax: bool,
     /// Whether BatchNorm was folded into the convolutions by the exporter.
     pub folded_batch_norm: bool,
+    /// The model card this crate's [`export_onnx`](super::export_onnx) wrote into the file's
+    /// metadata (class names, preprocessing, input size), when the file is such an export; its
+    /// preprocessing is then [`preprocess`](Self::preprocess)'s.
+    pub card: Option<ModelCard>,
 }
 
 /// Reads a ResNet from an ONNX file onto `device`.
@@ -64,8 +70,31 @@ pub struct Imported {
 pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let graph = parse(path, &bytes)?;
+    let card = exported_card(path, &bytes)?;
     let matcher = matching::Matcher::new(path, &graph);
-    matcher.import(device)
+    let mut imported = matcher.import(device)?;
+    if let Some(card) = &card {
+        imported.preprocess = card.preprocess;
+    }
+    imported.card = card;
+    Ok(imported)
+}
+
+/// The card in the metadata of a file this crate exported ([`CARD_KEY`]); `None` for others.
+fn exported_card(path: &Path, bytes: &[u8]) -> Result<Option<ModelCard>> {
+    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: format!("not a readable ONNX model: {e}"),
+    })?;
+    let Some(entry) = proto.metadata_props.iter().find(|e| e.key == CARD_KEY) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&entry.value)
+        .map(Some)
+        .map_err(|e| Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: format!("metadata `{CARD_KEY}` is not a model card: {e}"),
+        })
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph> {
