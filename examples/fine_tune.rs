@@ -72,6 +72,7 @@ fn read(
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    args.job.check_export()?;
     let mut skipped = Vec::new();
     let photos = read(&args.images, &args, None, &mut skipped)?;
     let classes = photos.class_names.clone();
@@ -127,6 +128,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             println!("  {}: {reason}", path.display());
         }
     }
-    job_args::report(&outcome, &args.out);
+    args.job.finish(&outcome, &args.out)?;
     Ok(())
 }

@@ -48,6 +48,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    args.job.check_export()?;
     let downloader = Downloader {
         progress: !args.job.quiet,
         ..Downloader::default()
@@ -77,6 +78,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         notes: Vec::new(),
     };
     let outcome = args.job.job(args.out.clone(), args.input_size).run(&data)?;
-    job_args::report(&outcome, &args.out);
+    args.job.finish(&outcome, &args.out)?;
     Ok(())
 }

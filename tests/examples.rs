@@ -228,7 +228,7 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
     std::fs::write(photos.join("apple/broken.jpg"), b"not a jpeg").unwrap();
     let out = tmp.path().join("run");
     let backbone = learnable_weights(tmp.path());
-    let fine_tune = |skip: bool| {
+    let fine_tune = |skip: bool, export: &Path| {
         let mut cmd = Command::new(example("fine_tune"));
         cmd.arg("--images")
             .arg(&photos)
@@ -254,14 +254,26 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
         if skip {
             cmd.arg("--skip-bad");
         }
+        cmd.arg("--export-onnx").arg(export);
         cmd
     };
+    // An export that could not be written stops the run before it trains, named.
+    let blocked = tmp.path().join("a-file");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    let failed = fine_tune(true, &blocked.join("model.onnx"))
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("a-file"), "{stderr}");
+    assert!(!out.exists(), "nothing trained");
     // A file that does not decode stops the run, named.
-    let failed = fine_tune(false).output().unwrap();
+    let onnx = out.join("model.onnx");
+    let failed = fine_tune(false, &onnx).output().unwrap();
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("broken.jpg"));
     // --skip-bad leaves it out and says so.
-    let stdout = run_ok(&mut fine_tune(true));
+    let stdout = run_ok(&mut fine_tune(true, &onnx));
     assert!(
         stdout.contains("skipped 1 files") && stdout.contains("broken.jpg"),
         "{stdout}"
@@ -303,6 +315,40 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
         assert!(probs[0] >= probs[1] && probs[0] <= 1.0, "{line}");
         assert!(names.contains(&top[0]["label"].as_str().unwrap()));
     }
+
+    // --export-onnx wrote the trained model as ONNX: predict reads it with the run's class
+    // names and preprocessing (from the file's metadata) and gives the same answers.
+    let mut predict = Command::new(example("predict"));
+    predict
+        .arg("--weights")
+        .arg(&onnx)
+        .args(["--json", "--top-k", "2"]);
+    let stdout = run_ok(predict.args(&files[..3]));
+    for (line, want) in stdout.lines().zip(&lines) {
+        let got: serde_json::Value = serde_json::from_str(line).unwrap();
+        for (g, w) in
+            (got["top_k"].as_array().unwrap().iter()).zip(want["top_k"].as_array().unwrap())
+        {
+            assert_eq!(g["label"], w["label"], "{got} against {want}");
+            let gap = (g["prob"].as_f64().unwrap() - w["prob"].as_f64().unwrap()).abs();
+            assert!(gap < 1e-4, "{got} against {want}");
+        }
+    }
+    // The export example on the run folder, BatchNorm kept, reads its file back.
+    let kept = tmp.path().join("kept.onnx");
+    let mut export = Command::new(example("export_onnx"));
+    export.arg("--weights").arg(&out).arg("--out").arg(&kept);
+    let stdout = run_ok(export.args(["--batch-norm", "kept", "--offline"]));
+    assert!(
+        stdout.contains("classes: apple, blueberry, cherry"),
+        "{stdout}"
+    );
+    let worst: f64 = (stdout.split("worst logit difference ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(worst < 1e-5, "{stdout}");
 
     // evaluate --images --json on the photos, with the model's own names.
     let mut evaluate = Command::new(example("evaluate"));

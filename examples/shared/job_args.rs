@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use resnet_transfer::job::FineTuneJob;
+use resnet_transfer::job::{FineTuneJob, JobOutcome};
 use resnet_transfer::train::{Schedule, TwoPhaseConfig, Unfreeze};
+use resnet_transfer::weights::{ExportBatchNorm, ExportOptions, export_onnx};
 
 /// Options of a two-phase job.
 #[derive(Args, Debug)]
@@ -71,6 +72,13 @@ pub struct JobArgs {
     /// Never download data or weights.
     #[arg(long)]
     pub offline: bool,
+    /// After training, also write the model as an ONNX file here (for onnxruntime and other
+    /// runtimes; class names and preprocessing in its metadata).
+    #[arg(long, value_name = "FILE")]
+    pub export_onnx: Option<PathBuf>,
+    /// With --export-onnx: BatchNorm folded into the convolutions, or kept as nodes.
+    #[arg(long, default_value = "folded")]
+    pub export_batch_norm: ExportBatchNorm,
 }
 
 impl JobArgs {
@@ -106,6 +114,41 @@ impl JobArgs {
             quiet: self.quiet,
         }
     }
+
+    /// Checks before training that --export-onnx's folder can take the file, so a long run does
+    /// not end in an error it could have given at once.
+    pub fn check_export(&self) -> resnet_transfer::Result<()> {
+        let Some(file) = &self.export_onnx else {
+            return Ok(());
+        };
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let io = |e| resnet_transfer::Error::io(dir, e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        Ok(())
+    }
+
+    /// Ends a job the way both examples do: the ONNX export if asked for, then the report.
+    pub fn finish(
+        &self,
+        outcome: &JobOutcome,
+        out: &std::path::Path,
+    ) -> resnet_transfer::Result<()> {
+        if let Some(file) = &self.export_onnx {
+            let options = ExportOptions::default().with_batch_norm(self.export_batch_norm);
+            export_onnx(&outcome.model.model, &outcome.model.card, file, &options)?;
+            println!(
+                "ONNX export (BatchNorm {}) written to {}",
+                self.export_batch_norm,
+                file.display()
+            );
+        }
+        report(outcome, out);
+        Ok(())
+    }
 }
 
 /// The examples' `main`: glibc tuned for training, then `run`, its error printed and the exit
@@ -119,7 +162,7 @@ pub fn main(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
 }
 
 /// Prints what a finished job wrote, the way both examples end.
-pub fn report(outcome: &resnet_transfer::job::JobOutcome, out: &std::path::Path) {
+pub fn report(outcome: &JobOutcome, out: &std::path::Path) {
     println!("test accuracy: {:.2}%", 100.0 * outcome.evaluation.accuracy);
     match outcome.history.jump() {
         Some(j) => println!(
