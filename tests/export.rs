@@ -394,3 +394,40 @@ fn bad_exports_are_typed_errors_and_leave_nothing_behind() {
     let err = "half".parse::<ExportBatchNorm>().unwrap_err();
     assert!(err.to_string().contains("folded or kept"), "{err}");
 }
+
+/// An export edited so one convolution is not what a ResNet has there: the import's error names
+/// that node by the file's name, not onnx-ir's renamed one (`conv2d9`).
+#[test]
+fn import_errors_name_nodes_as_the_file_does() {
+    use onnx_ir::{Message, ModelProto};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, card) = model(18, "torchvision", 5);
+    let bytes =
+        resnet_transfer::weights::encode_onnx(&model, &card, &ExportOptions::default()).unwrap();
+    let mut proto = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let target = "stages.1.blocks.1.convs.1.conv";
+    let node = (proto.graph.mut_or_insert_default().node.iter_mut())
+        .find(|n| n.name == target)
+        .unwrap();
+    let dilations = node
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "dilations")
+        .unwrap();
+    dilations.ints = vec![2, 2];
+    let pads = node
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "pads")
+        .unwrap();
+    pads.ints = vec![2, 2, 2, 2];
+    let path = tmp.path().join("dilated.onnx");
+    std::fs::write(&path, proto.write_to_bytes().unwrap()).unwrap();
+    let err = import_onnx(&path, &cpu()).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedGraph { node, op, .. } if node == target && op == "Conv2d"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("dilation [2, 2]"), "{err}");
+}

@@ -314,3 +314,28 @@ fn catalog_downloads_verify_sha256() {
     assert!(message.contains("export_keras_resnet50.py"), "{message}");
     assert_eq!(entry("resnet50-v1-12").unwrap().depth, 50);
 }
+
+/// The names every node and tensor of a fixture has in the file.
+fn names_in(file: &str) -> Vec<String> {
+    use onnx_ir::{Message, ModelProto};
+    let proto = ModelProto::parse_from_bytes(&std::fs::read(fixture(file)).unwrap()).unwrap();
+    (proto.graph.node.iter())
+        .flat_map(|n| std::iter::once(n.name.clone()).chain(n.output.iter().cloned()))
+        .collect()
+}
+
+#[test]
+fn errors_name_nodes_as_the_file_does() {
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    for file in ["zoo-v2.onnx", "not-resnet.onnx"] {
+        let err = import_onnx(&fixture(file), &device).unwrap_err();
+        let Error::UnsupportedGraph { node, .. } = &err else {
+            panic!("{file}: {err}");
+        };
+        eprintln!("{file}: {err}");
+        assert!(
+            names_in(file).contains(node),
+            "{file}: `{node}` is not the file's: {err}"
+        );
+    }
+}

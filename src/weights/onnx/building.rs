@@ -39,8 +39,8 @@ impl Matcher<'_> {
             (true, [3, 4, 23, 3]) => 101,
             (true, [3, 8, 36, 3]) => 152,
             (_, other) => {
-                return Err(self.fail_at(
-                    &stem.node,
+                return Err(self.fail_unit(
+                    &stem,
                     format!(
                         "blocks per stage {other:?} ({}) match no ResNet depth",
                         if bottleneck {
@@ -64,8 +64,8 @@ impl Matcher<'_> {
         let separate_norm = units.clone().all(|u| !matches!(u.norm, Norm::Folded));
         let folded = units.clone().all(|u| matches!(u.norm, Norm::Folded));
         if !separate_norm && !folded {
-            return Err(self.fail_at(
-                &stem.node,
+            return Err(self.fail_unit(
+                &stem,
                 "BatchNorm is folded into some convolutions but not others",
             ));
         }
@@ -113,8 +113,8 @@ impl Matcher<'_> {
                     (Some(t), Some(u)) => load(t, u, format!("stages.{s}.blocks.{b}.shortcut"))?,
                     (None, None) => {}
                     _ => {
-                        return Err(self.fail_at(
-                            &source.convs[0].node,
+                        return Err(self.fail_unit(
+                            &source.convs[0],
                             format!("stage {} block {b}: the shortcut is not where a ResNet{depth} has one", s + 1),
                         ));
                     }

@@ -8,6 +8,7 @@ use burn::tensor::{Device, TensorData};
 use onnx_ir::{Argument, Node, NodeType, OnnxGraph};
 
 use super::building::transpose;
+use super::names::FileNames;
 use super::{Imported, InputLayout, dims_of, floats, op};
 use crate::error::{Error, Result};
 use crate::model::Pooling;
@@ -53,10 +54,12 @@ pub(super) struct Matcher<'a> {
     pub(super) path: &'a Path,
     pub(super) graph: &'a OnnxGraph,
     pub(super) consumers: HashMap<&'a str, Vec<usize>>,
+    /// The file's own names for onnx-ir's, for errors.
+    pub(super) names: FileNames,
 }
 
 impl<'a> Matcher<'a> {
-    pub(super) fn new(path: &'a Path, graph: &'a OnnxGraph) -> Self {
+    pub(super) fn new(path: &'a Path, graph: &'a OnnxGraph, names: FileNames) -> Self {
         let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             for input in node.inputs() {
@@ -67,25 +70,42 @@ impl<'a> Matcher<'a> {
             path,
             graph,
             consumers,
+            names,
         }
     }
 
     pub(super) fn fail(&self, node: &Node, reason: impl Into<String>) -> Error {
         Error::UnsupportedGraph {
             path: self.path.to_path_buf(),
-            node: node.name().to_string(),
+            node: self.file_name(node),
             op: op(node),
             reason: reason.into(),
         }
     }
 
+    /// An error at the tensor onnx-ir names `tensor`, in the file's name for it.
     pub(super) fn fail_at(&self, tensor: &str, reason: impl Into<String>) -> Error {
         Error::UnsupportedGraph {
             path: self.path.to_path_buf(),
-            node: tensor.to_string(),
+            node: self.names.tensor(tensor),
             op: "tensor".into(),
             reason: reason.into(),
         }
+    }
+
+    /// An error at the convolution of `unit`.
+    pub(super) fn fail_unit(&self, unit: &Unit, reason: impl Into<String>) -> Error {
+        Error::UnsupportedGraph {
+            path: self.path.to_path_buf(),
+            node: unit.node.clone(),
+            op: "Conv".into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The file's own name for `node`.
+    pub(super) fn file_name(&self, node: &Node) -> String {
+        self.names.node(node.name(), &node.node_type())
     }
 
     pub(super) fn users(&self, tensor: &str) -> Vec<&'a Node> {
@@ -283,7 +303,7 @@ impl<'a> Matcher<'a> {
         let (norm, after) = self.norm(conv_out)?;
         Ok((
             Unit {
-                node: node.name().to_string(),
+                node: self.file_name(node),
                 weight,
                 bias,
                 stride: c.stride[0],

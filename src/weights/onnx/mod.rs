@@ -13,6 +13,7 @@
 
 mod building;
 mod matching;
+mod names;
 
 use std::path::Path;
 
@@ -70,8 +71,13 @@ pub struct Imported {
 pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let graph = parse(path, &bytes)?;
-    let card = exported_card(path, &bytes)?;
-    let matcher = matching::Matcher::new(path, &graph);
+    let proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::BadFormat {
+        path: path.to_path_buf(),
+        reason: format!("not a readable ONNX model: {e}"),
+    })?;
+    let card = exported_card(path, &proto)?;
+    let names = names::FileNames::new(&proto.graph);
+    let matcher = matching::Matcher::new(path, &graph, names);
     let mut imported = matcher.import(device)?;
     if let Some(card) = &card {
         imported.preprocess = card.preprocess;
@@ -81,11 +87,7 @@ pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
 }
 
 /// The card in the metadata of a file this crate exported ([`CARD_KEY`]); `None` for others.
-fn exported_card(path: &Path, bytes: &[u8]) -> Result<Option<ModelCard>> {
-    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::BadFormat {
-        path: path.to_path_buf(),
-        reason: format!("not a readable ONNX model: {e}"),
-    })?;
+fn exported_card(path: &Path, proto: &ModelProto) -> Result<Option<ModelCard>> {
     let Some(entry) = proto.metadata_props.iter().find(|e| e.key == CARD_KEY) else {
         return Ok(None);
     };

@@ -1,0 +1,163 @@
+//! The file's own names for onnx-ir's nodes and tensors, so that an error names what the user
+//! sees in Netron or `onnx.load`.
+//!
+//! onnx-ir 0.22 renames every node to its type and a counter per type (`conv2d3`,
+//! `batchnormalization7`) and every node output to `{node}_out{k}`, and keeps no map back. The
+//! counters follow the file's node order, so the map is rebuilt by numbering the file's nodes the
+//! way it does: the operator's type, with the kernel's dimensions for convolutions and pools
+//! (`Conv` with a 2-D kernel is `conv2d`), Gemm and MatMul become `linear` where onnx-ir turns
+//! them into one (taking a second number), and the Add a MatMul absorbs as its bias gets none.
+//! A name is only translated when the node found has the operator onnx-ir's node has; anything
+//! else keeps onnx-ir's name.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use onnx_ir::{AttributeType, GraphProto, NodeProto, NodeType};
+
+/// onnx-ir's node and tensor names, mapped to the file's.
+#[derive(Debug, Default)]
+pub(super) struct FileNames {
+    /// onnx-ir's node name to (the file's node name, its operator).
+    nodes: HashMap<String, (String, String)>,
+    /// onnx-ir's tensor names (`{node}_out{k}`) to the file's.
+    tensors: HashMap<String, String>,
+}
+
+impl FileNames {
+    /// Numbers the nodes of `graph` as onnx-ir does.
+    pub(super) fn new(graph: &GraphProto) -> Self {
+        let ranks: HashMap<&str, usize> = (graph.initializer.iter())
+            .map(|t| (t.name.as_str(), t.dims.len()))
+            .collect();
+        let mut counters: HashMap<String, usize> = HashMap::new();
+        let mut number = |ty: &str| {
+            let ty = ty.to_lowercase();
+            let count = counters.entry(ty.clone()).or_default();
+            *count += 1;
+            format!("{ty}{count}")
+        };
+        let mut names = FileNames::default();
+        let nodes = &graph.node;
+        let mut i = 0;
+        while i < nodes.len() {
+            let node = &nodes[i];
+            i += 1;
+            let standard = node.domain.is_empty() || node.domain == "ai.onnx";
+            let known = standard && NodeType::from_str(&node.op_type).is_ok();
+            let ty = if known {
+                node.op_type.clone()
+            } else {
+                "Custom".to_string()
+            };
+            // Constants are numbered after the initializers onnx-ir turns into constants too;
+            // they are never where a ResNet match fails, so they keep onnx-ir's names.
+            if ty == "Constant" {
+                number(&ty);
+                continue;
+            }
+            let renamed = match ty.as_str() {
+                "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" => {
+                    let dims = kernel_dims(node, &ranks);
+                    match dims {
+                        Some(d) => number(&format!("{ty}{d}d")),
+                        // onnx-ir refuses such a node: nothing to translate.
+                        None => continue,
+                    }
+                }
+                "Gemm" => {
+                    let gemm = number("Gemm");
+                    if straight_linear(node) {
+                        number("Linear")
+                    } else {
+                        gemm
+                    }
+                }
+                "MatMul" => {
+                    let matmul = number("MatMul");
+                    let weight = node.input.get(1).and_then(|w| ranks.get(w.as_str()));
+                    if node.input.len() == 2 && weight == Some(&2) {
+                        // The Add right after it that adds a constant vector to its output
+                        // becomes the Linear's bias.
+                        if let Some(add) = nodes.get(i)
+                            && add.op_type == "Add"
+                            && add.input.len() == 2
+                            && node.output.first().is_some_and(|o| add.input.contains(o))
+                            && add.input.iter().any(|a| ranks.get(a.as_str()) == Some(&1))
+                        {
+                            i += 1;
+                        }
+                        number("Linear")
+                    } else {
+                        matmul
+                    }
+                }
+                _ => number(&ty),
+            };
+            for (k, output) in node.output.iter().enumerate() {
+                names
+                    .tensors
+                    .insert(format!("{renamed}_out{}", k + 1), output.clone());
+            }
+            let shown = if node.name.is_empty() {
+                match node.output.first() {
+                    Some(output) => format!("(unnamed, output `{output}`)"),
+                    None => format!("(unnamed, node {} of the graph)", i),
+                }
+            } else {
+                node.name.clone()
+            };
+            names.nodes.insert(renamed, (shown, node.op_type.clone()));
+        }
+        names
+    }
+
+    /// The file's name for onnx-ir's node `name` of type `ty`, or `name` itself when the node
+    /// found there is not of that type.
+    pub(super) fn node(&self, name: &str, ty: &NodeType) -> String {
+        let ty = ty.to_string().to_lowercase();
+        match self.nodes.get(name) {
+            Some((file, op))
+                if ty.starts_with(&op.to_lowercase())
+                    || (ty == "linear" && matches!(op.as_str(), "Gemm" | "MatMul")) =>
+            {
+                file.clone()
+            }
+            _ => name.to_string(),
+        }
+    }
+
+    /// The file's name for onnx-ir's tensor `name` (graph inputs keep theirs).
+    pub(super) fn tensor(&self, name: &str) -> String {
+        self.tensors
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+}
+
+/// The spatial dimensions of a convolution's or pool's kernel: its `kernel_shape` attribute,
+/// else its weight's rank less 2 (as onnx-ir reads it).
+fn kernel_dims(node: &NodeProto, ranks: &HashMap<&str, usize>) -> Option<usize> {
+    if let Some(attr) = node.attribute.iter().find(|a| a.name == "kernel_shape") {
+        return Some(attr.ints.len());
+    }
+    if matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") {
+        let weight = node.input.get(1)?;
+        return ranks.get(weight.as_str())?.checked_sub(2);
+    }
+    None
+}
+
+/// onnx-ir's test for a Gemm it turns into a Linear: alpha and beta 1, transB 1, all given,
+/// and transA not 1.
+fn straight_linear(node: &NodeProto) -> bool {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let float_is = |name: &str, v: f32| {
+        attr(name).is_some_and(|a| a.type_.enum_value() == Ok(AttributeType::FLOAT) && a.f == v)
+    };
+    let int_is = |name: &str, v: i64| {
+        attr(name).is_some_and(|a| a.type_.enum_value() == Ok(AttributeType::INT) && a.i == v)
+    };
+    !int_is("transA", 1) && float_is("alpha", 1.0) && float_is("beta", 1.0) && int_is("transB", 1)
+}
