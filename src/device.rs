@@ -148,6 +148,56 @@ pub fn training_device(name: &str) -> Result<Device> {
     Ok(device(name)?.autodiff())
 }
 
+/// The training devices (autodiff) for data-parallel training on backend `name`, one per index:
+/// GPU `i` for wgpu (its `i`-th discrete GPU) and CUDA, Burn's numbering. The CPU backends have
+/// one device, so every index is that device: replicas that take turns on it, which computes the
+/// same as one device and is how the data-parallel path is checked without GPUs. An empty list is
+/// the backend's default device alone.
+///
+/// ```
+/// use resnet_transfer::device::{self, BackendKind};
+///
+/// let name = BackendKind::default().name();
+/// let two = device::training_devices(name, &[0, 1]).unwrap();
+/// assert_eq!(two.len(), 2);
+/// assert!(two.iter().all(|d| d.is_autodiff()));
+/// assert!(device::training_devices(name, &[0, 0]).is_err(), "an index given twice");
+/// ```
+///
+/// # Errors
+///
+/// As [`device`] for the name; [`Error::InvalidConfig`] (`devices`) for an index given twice.
+pub fn training_devices(name: &str, indices: &[usize]) -> Result<Vec<Device>> {
+    let kind: BackendKind = name.parse()?;
+    let main = kind.device()?;
+    if indices.is_empty() {
+        return Ok(vec![main.autodiff()]);
+    }
+    let mut seen = indices.to_vec();
+    seen.sort_unstable();
+    if let Some(pair) = seen.windows(2).find(|p| p[0] == p[1]) {
+        return Err(Error::invalid_config(
+            "devices",
+            "each device index once",
+            format!("{indices:?} (index {} twice)", pair[0]),
+        ));
+    }
+    Ok(indices
+        .iter()
+        .map(|&i| {
+            let device = match kind {
+                #[cfg(feature = "wgpu")]
+                BackendKind::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+                _ => {
+                    let _ = i;
+                    main.clone()
+                }
+            };
+            device.autodiff()
+        })
+        .collect())
+}
+
 /// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
 /// There [`ResNet::fused`](crate::ResNet::fused) runs inference faster than the module, and the
 /// crate's own inference uses it.

@@ -58,6 +58,10 @@ pub struct FineTuneJob {
     pub weights: String,
     /// Backend name ([`crate::device::training_device`]).
     pub backend: String,
+    /// Data-parallel training on these device indices of the backend
+    /// ([`crate::device::training_devices`], [`TwoPhase::with_devices`]); empty for the default
+    /// device alone.
+    pub devices: Vec<usize>,
     /// The square side the model sees; images of another size are resized to it.
     pub input_size: usize,
     /// The run folder: checkpoints, model, history, report.
@@ -90,6 +94,7 @@ impl FineTuneJob {
             config: TwoPhaseConfig::new(),
             weights: weights.to_string(),
             backend: crate::BackendKind::default().to_string(),
+            devices: Vec::new(),
             input_size: 32,
             out: out.into(),
             resume: false,
@@ -126,7 +131,8 @@ impl FineTuneJob {
                 format!("{:?}", data.class_names),
             ));
         }
-        let device = crate::device::training_device(&self.backend)?;
+        let devices = crate::device::training_devices(&self.backend, &self.devices)?;
+        let device = devices[0].clone();
         let inference = device.clone().inner();
         let card_path = self.out.join("model-card.json");
         let has_checkpoint = self.out.join("checkpoint").join("state.json").is_file();
@@ -202,6 +208,11 @@ impl FineTuneJob {
             batcher,
             run_dir: Some(self.out.clone()),
             quiet: self.quiet,
+            devices: if devices.len() > 1 {
+                devices
+            } else {
+                Vec::new()
+            },
         };
         let (model, history) = learner.fit(model, &data.train, &data.valid, &device)?;
         let test_batcher = ImageBatcher {

@@ -66,6 +66,29 @@ fn kill_when(mut child: std::process::Child, ready: impl Fn() -> bool) {
     child.wait().unwrap();
 }
 
+/// `--devices 0,1`: two replicas (the CPU's one device taking turns, each with half of every
+/// batch) end the main job with the uninterrupted one-device run's history.
+#[test]
+fn a_two_device_main_job_ends_with_the_one_device_history() {
+    let (tmp, whole) = uninterrupted();
+    let out = tmp.path().join("two-devices");
+    run_ok(main_job(tmp.path(), &out).args(["--devices", "0,1"]));
+    let (one, restored_one) = history_of(whole);
+    let (two, restored_two) = history_of(&out);
+    assert_same_history(&one, &two);
+    assert_eq!(restored_one, restored_two);
+    // An index given twice is refused, named.
+    let failed = main_job(tmp.path(), &tmp.path().join("twice"))
+        .args(["--devices", "1,1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("devices"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn killed_main_job_resumes_and_loses_nothing() {
     let (data, whole) = uninterrupted();

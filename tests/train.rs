@@ -415,3 +415,81 @@ fn fused_adam_matches_burns_adam() {
         }
     }
 }
+
+/// The largest difference between two parameter lists, and the largest change from `start`.
+fn gap_and_change(a: &[f32], b: &[f32], start: &[f32]) -> (f32, f32) {
+    let gap = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let change = a
+        .iter()
+        .zip(start)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    (gap, change)
+}
+
+/// Data parallel on two replicas (the CPU's one device, taking turns: the machinery of two GPUs
+/// without them), each with half of every batch, gives the parameters of one device with the
+/// whole batch: for head-only steps on cached features and through the folded frozen backbone,
+/// and for full steps with BatchNorm in inference mode. Batches of 16 over 12 images per class
+/// leave a last batch of 16 and one of 16; the 40-image validation set is evaluated on the main
+/// device only.
+#[test]
+fn two_replicas_train_as_one_device_does() {
+    let _serial = serial();
+    let (train, valid) = (colours(12, 5), colours(10, 6));
+    let start = model(0.0);
+    let before = all_params(&start);
+    let cases = [
+        (
+            "head only, cached features",
+            TwoPhaseConfig::new()
+                .with_phase1_epochs(2)
+                .with_phase2_epochs(0),
+        ),
+        (
+            "head only, through the folded backbone",
+            (TwoPhaseConfig::new()
+                .with_phase1_epochs(2)
+                .with_phase2_epochs(0))
+            .with_feature_cache(false),
+        ),
+        (
+            "full steps, BatchNorm in inference mode",
+            TwoPhaseConfig::new()
+                .with_phase1_epochs(1)
+                .with_phase2_epochs(2),
+        ),
+    ];
+    for (name, config) in cases {
+        let config = config.with_dropout(0.0).with_phase2_lr(1e-3);
+        let (one, h1) = learner(config.clone())
+            .fit(start.clone(), &train, &valid, &device())
+            .unwrap();
+        let (two, h2) = learner(config)
+            .with_devices(vec![device(), device()])
+            .fit(start.clone(), &train, &valid, &device())
+            .unwrap();
+        let (gap, change) = gap_and_change(&all_params(&two), &all_params(&one), &before);
+        eprintln!("{name}: replicas against one device {gap:e}, change {change:e}");
+        assert!(change > 1e-3, "{name}: the step moved nothing ({change})");
+        assert!(gap < 1e-5, "{name}: two replicas differ by {gap}");
+        for (a, b) in h1.epochs.iter().zip(&h2.epochs) {
+            assert!(
+                (a.train_loss - b.train_loss).abs() < 1e-5,
+                "{name}: {a:?} {b:?}"
+            );
+            assert!(
+                (a.valid_loss - b.valid_loss).abs() < 1e-5,
+                "{name}: {a:?} {b:?}"
+            );
+            assert_eq!(a.train_accuracy, b.train_accuracy, "{name}");
+        }
+    }
+
+    // A device list that does not start with the training device is refused before training.
+    let flex = resnet_transfer::device::training_devices("flex", &[0]).unwrap();
+    let err = learner(TwoPhaseConfig::new())
+        .with_devices(flex)
+        .fit(start, &train, &valid, &device())
+        .unwrap_err();
+    assert!(err.to_string().contains("devices"), "{err}");
+}

@@ -18,6 +18,10 @@ pub struct JobArgs {
     /// Backend: flex, ndarray or wgpu.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
     pub backend: String,
+    /// Data parallel: train on these devices of the backend, every batch split between them
+    /// (wgpu: GPU indices, e.g. 0,1; the CPU backends have one device, which then takes turns).
+    #[arg(long, value_delimiter = ',', value_name = "INDICES")]
+    pub devices: Vec<usize>,
     /// Epochs with the backbone frozen (phase 1).
     #[arg(long, default_value_t = 5)]
     pub phase1_epochs: usize,
@@ -107,6 +111,7 @@ impl JobArgs {
             config,
             weights: self.weights.clone(),
             backend: self.backend.clone(),
+            devices: self.devices.clone(),
             input_size,
             out,
             resume: self.resume,

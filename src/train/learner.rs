@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -35,6 +35,10 @@ pub struct TwoPhase {
     pub run_dir: Option<PathBuf>,
     /// No progress bars.
     pub quiet: bool,
+    /// Data parallel training: the devices every batch is split across, the first the main one
+    /// (it must be `fit`'s device). Empty, or one device, trains on `fit`'s device alone. See
+    /// [`with_devices`](Self::with_devices).
+    pub devices: Vec<Device>,
 }
 
 impl TwoPhase {
@@ -45,6 +49,43 @@ impl TwoPhase {
             batcher,
             run_dir: None,
             quiet: false,
+            devices: Vec::new(),
+        }
+    }
+
+    /// This learner, training data parallel on `devices` (autodiff devices; the first is the
+    /// main one and must be the device given to [`fit`](Self::fit)).
+    ///
+    /// Every training batch is split into one contiguous share per device, in order; each
+    /// device runs a replica of the model (Burn's `Module::fork`) on its share, its loss weighted
+    /// by the share's size, and the gradients are moved to the main device and summed there with
+    /// Burn's `GradientsParams::to_device` and `GradientsAccumulator`, the two pieces of
+    /// burn-train's multi-device strategy (`ExecutionStrategy::multi` with the optimizer on the
+    /// main device). One optimizer step then updates the model, which every replica is forked
+    /// from again at the next step: the result is the full batch's mean gradient, so one step
+    /// equals one device's on the whole batch (to float rounding), with two exceptions, as in
+    /// PyTorch's DDP without SyncBatchNorm: BatchNorm in training mode normalizes each share with
+    /// its own statistics, and dropout draws its masks share by share. The phase-1 feature pass
+    /// splits the images across the devices the same way; validation, checkpoints and the report
+    /// run on the main device.
+    ///
+    /// The same device may appear more than once (replicas taking turns on it): that is how
+    /// the machinery is tested on a CPU.
+    pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
+        self.devices = devices;
+        self
+    }
+
+    /// The devices a step runs on: [`devices`](Self::devices), or `main` alone.
+    fn replicas(&self, main: &Device) -> Result<Vec<Device>> {
+        match self.devices.first() {
+            None => Ok(vec![main.clone()]),
+            Some(first) if first == main => Ok(self.devices.clone()),
+            Some(first) => Err(Error::invalid_config(
+                "devices",
+                format!("the training device {main:?} first"),
+                format!("{first:?} first"),
+            )),
         }
     }
 
@@ -129,6 +170,9 @@ impl TwoPhase {
         device: &Device,
     ) -> Result<(ResNet, History)> {
         self.config.validate()?;
+        // A device list that does not start with the training device is refused here, before
+        // any work; the epochs then take it as checked.
+        self.replicas(device)?;
         let config = &self.config;
         // `fork` keeps tensors as they were; `train` turns autodiff on for the parameters.
         let mut model = model.fork(device).train();
@@ -337,21 +381,33 @@ impl TwoPhase {
         bar
     }
 
-    /// The frozen backbone's pooled features of every image of `set`, in order, on `device`.
+    /// The frozen backbone's pooled features of every image of `set`, in order, on `device`;
+    /// with [`devices`](Self::devices), each device computes a contiguous share of the images.
     pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
-        let inner = device.clone().inner();
-        let inference = InferenceModel::new(model, &inner);
+        let replicas = self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
         let plain = ImageBatcher {
             augment: None,
             ..self.batcher
         };
-        crate::device::on_pool_worker(|| {
-            let chunks: Vec<Tensor<2>> =
-                epoch_batches(set, &plain, self.config.batch_size, None, &inner)
-                    .map(|b| inference.features(b.images))
-                    .collect();
-            Tensor::cat(chunks, 0).autodiff()
-        })
+        let main = device.clone().inner();
+        let indices: Vec<usize> = (0..set.len()).collect();
+        let chunks: Vec<Tensor<2>> = (replicas.iter())
+            .zip(shares(set.len(), replicas.len()))
+            .filter(|(_, share)| !share.is_empty())
+            .flat_map(|(replica, share)| {
+                let inner = replica.clone().inner();
+                let inference = InferenceModel::new(model, &inner);
+                let part = set.select(&indices[share]);
+                crate::device::on_pool_worker(|| {
+                    epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
+                        .map(|b| inference.features(b.images).to_device(&main))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        Tensor::cat(chunks, 0).autodiff()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,7 +426,9 @@ impl TwoPhase {
             augment: self.config.augment.then(Default::default),
             ..self.batcher
         };
-        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let replicas = &self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
         let batches = train.len().div_ceil(self.config.batch_size);
         let bar = self.bar(batches, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
@@ -382,17 +440,22 @@ impl TwoPhase {
             device,
         ) {
             let n = batch.targets.dims()[0];
-            let logits = match (frozen_backbone, &model.head) {
-                (Some(backbone), Some(head)) => match backbone.features(batch.images.clone()) {
-                    Ok(features) => head.forward(features),
-                    Err(_) => model.forward(batch.images),
-                },
-                _ => model.forward(batch.images),
-            };
-            right += correct(&logits, &batch.targets);
-            let loss = loss_fn.forward(logits, batch.targets);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            loss_sum += loss.into_scalar::<f64>() * n as f64;
+            let (grads, batch_loss, batch_right) =
+                data_parallel(&model, device, replicas, n, |replica, share, on| {
+                    let images = batch.images.clone().narrow(0, share.start, share.len());
+                    let targets = batch.targets.clone().narrow(0, share.start, share.len());
+                    let (images, targets) = (images.to_device(on), targets.to_device(on));
+                    let logits = match (frozen_backbone, &replica.head) {
+                        (Some(backbone), Some(head)) => match backbone.features(images.clone()) {
+                            Ok(features) => head.forward(features),
+                            Err(_) => replica.forward(images),
+                        },
+                        _ => replica.forward(images),
+                    };
+                    (logits, targets)
+                });
+            right += batch_right;
+            loss_sum += batch_loss;
             seen += n;
             model = optim.step(lr, model, grads);
             bar.inc(1);
@@ -418,21 +481,26 @@ impl TwoPhase {
         epoch: usize,
         device: &Device,
     ) -> (Head, f64, f64) {
-        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let replicas = &self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
         let order = epoch_order(labels.len(), Some(shuffle));
         let bar = self.bar(order.len().div_ceil(self.config.batch_size), epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
         for indices in order.chunks(self.config.batch_size) {
             let n = indices.len();
-            let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), device);
-            let x = features.clone().select(0, idx);
-            let targets = targets(indices.iter().map(|&i| labels[i]), device);
-            let logits = head.forward(x);
-            right += correct(&logits, &targets);
-            let loss = loss_fn.forward(logits, targets);
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            loss_sum += loss.into_scalar::<f64>() * n as f64;
+            let (grads, batch_loss, batch_right) =
+                data_parallel(&head, device, replicas, n, |replica, share, on| {
+                    let indices = &indices[share];
+                    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                    let idx =
+                        Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
+                    let x = features.clone().select(0, idx).to_device(on);
+                    let targets = targets(indices.iter().map(|&i| labels[i]), on);
+                    (replica.forward(x), targets)
+                });
+            right += batch_right;
+            loss_sum += batch_loss;
             seen += n;
             head = optim.step(lr, head, grads);
             bar.inc(1);
@@ -444,6 +512,66 @@ impl TwoPhase {
             right as f64 / seen.max(1) as f64,
         )
     }
+}
+
+/// `n` items split into `k` contiguous shares, in order, as evenly as they go (the first
+/// `n % k` one larger).
+fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let k = k.max(1);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = n / k + usize::from(i < n % k);
+            start += len;
+            start - len..start
+        })
+        .collect()
+}
+
+/// One step's gradients over a batch of `n` items split across `devices`, on `main`: each
+/// device runs `share(replica, range, device)` (the logits and targets of its share) on a
+/// replica of `module`, its mean loss weighted by the share's part of the batch, and the
+/// replicas' gradients are moved to `main` and summed (Burn's `GradientsParams::to_device` and
+/// `GradientsAccumulator`, as burn-train's multi-device strategy does). Returns the gradients,
+/// the batch's summed loss and its number of right answers. With one device it is the plain
+/// step.
+fn data_parallel<M: Module>(
+    module: &M,
+    main: &Device,
+    devices: &[Device],
+    n: usize,
+    mut share: impl FnMut(&M, std::ops::Range<usize>, &Device) -> (Tensor<2>, Tensor<1, Int>),
+) -> (GradientsParams, f64, usize) {
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let (mut loss_sum, mut right) = (0.0, 0);
+    for (device, range) in devices.iter().zip(shares(n, devices.len())) {
+        if range.is_empty() {
+            continue;
+        }
+        let len = range.len();
+        let replica = if device == main {
+            module.clone()
+        } else {
+            module.clone().fork(device)
+        };
+        let (logits, targets) = share(&replica, range, device);
+        right += correct(&logits, &targets);
+        let loss = CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, targets);
+        loss_sum += loss.clone().into_scalar::<f64>() * len as f64;
+        let loss = if len == n {
+            loss
+        } else {
+            loss * (len as f64 / n as f64)
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &replica);
+        if devices.len() == 1 {
+            return (grads, loss_sum, right);
+        }
+        accumulator.accumulate(module, grads.to_device(main, module));
+    }
+    (accumulator.grads(), loss_sum, right)
 }
 
 /// The number of the last finished epoch (from 1), 0 before any.
@@ -511,4 +639,51 @@ pub fn with_new_head(
 ) -> ResNet {
     device.seed(seed);
     backbone.with_new_head(num_classes, dropout, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn shares_cover_the_batch_in_order() {
+        assert_eq!(shares(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(shares(1, 2), vec![0..1, 1..1]);
+        assert_eq!(shares(4, 1), vec![0..4]);
+    }
+
+    /// The gradients themselves, not only what Adam makes of them (which hardly sees a scale):
+    /// replicas' weighted, summed gradients are the whole batch's mean gradient, for splits
+    /// into 2 and 3 unequal shares.
+    #[test]
+    fn replica_gradients_sum_to_the_batchs_mean_gradient() {
+        let device = crate::device::training_device("ndarray").unwrap();
+        device.seed(3);
+        let head = Head::new(6, 3, 0.0, &device);
+        let x = Tensor::<2>::random([7, 6], Distribution::Normal(0.0, 1.0), &device);
+        let y = targets([0, 1, 2, 0, 1, 2, 2].into_iter(), &device);
+        let step = |devices: &[Device]| {
+            let (grads, loss, right) = data_parallel(&head, &device, devices, 7, |m, r, on| {
+                let (x, y) = (x.clone(), y.clone());
+                let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
+                (
+                    m.forward(rows(x)),
+                    y.narrow(0, r.start, r.len()).to_device(on),
+                )
+            });
+            let w = grads.get::<2>(head.linear.weight.id).unwrap();
+            (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)
+        };
+        let (one, loss1, right1) = step(std::slice::from_ref(&device));
+        for k in [2, 3] {
+            let (many, loss, right) = step(&vec![device.clone(); k]);
+            let gap = one
+                .iter()
+                .zip(&many)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(gap < 1e-6, "{k} replicas: gradient off by {gap}");
+            assert!((loss - loss1).abs() < 1e-5 && right == right1);
+        }
+    }
 }
