@@ -5,7 +5,12 @@
 //! cargo run --release --example profile_step -- --frozen        # head-only step (phase 1)
 //! cargo run --release --example profile_step -- --infer         # inference, no autodiff
 //! cargo run --release --example profile_step -- --infer --fused # inference, folded
+//! cargo run --release --example profile_step -- --replicas 2    # data parallel: the exchange
 //! ```
+//! With `--replicas N` each step runs as the data-parallel learner's does on one device (N
+//! shares of the batch, each forward and backward on its own, loss weighted by its share), and
+//! the gradient exchange (every replica's gradients moved to the main device and summed, Burn's
+//! `GradientsParams::to_device` and `GradientsAccumulator`) is timed apart.
 //!
 //! A step is timed to the end of the optimizer, whose output is read back, so lazy backends
 //! (wgpu) are measured to completion. The first step (warm-up) is not counted.
@@ -14,7 +19,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::Parser;
 use resnet_transfer::train::FusedAdamConfig;
@@ -47,6 +52,10 @@ struct Args {
     /// With `--infer`: time the folded model (`ResNet::fused`) instead of the module.
     #[arg(long, requires = "infer")]
     fused: bool,
+    /// Data parallel: split every batch into this many replicas' shares and time the gradient
+    /// exchange apart.
+    #[arg(long, default_value_t = 1, conflicts_with = "infer")]
+    replicas: usize,
 }
 
 fn main() -> resnet_transfer::Result<()> {
@@ -80,34 +89,66 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
     let targets = Tensor::<1, Int>::arange(0..args.batch as i64, &device).remainder_scalar(10);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut optim = FusedAdamConfig::new().init();
-    let mut totals = [0f64; 3];
+    let mut totals = [0f64; 4];
+    let replicas = args.replicas.clamp(1, args.batch);
     for step in 0..=args.steps {
-        let t0 = Instant::now();
-        let logits = match (&backbone, &model.head) {
-            (Some(backbone), Some(head)) => head.forward(backbone.features(images.clone())?),
-            _ => model.forward(images.clone()),
-        };
-        let loss = loss_fn.forward(logits, targets.clone());
-        let _ = loss.clone().into_data();
-        let t1 = Instant::now();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut times = [0f64; 4];
+        let mut all = Vec::new();
+        for r in 0..replicas {
+            let (start, len) = (r * args.batch / replicas, args.batch / replicas);
+            let len = if r + 1 == replicas {
+                args.batch - start
+            } else {
+                len
+            };
+            let t0 = Instant::now();
+            let share = images.clone().narrow(0, start, len);
+            let logits = match (&backbone, &model.head) {
+                (Some(backbone), Some(head)) => head.forward(backbone.features(share)?),
+                _ => model.forward(share),
+            };
+            let loss = loss_fn.forward(logits, targets.clone().narrow(0, start, len));
+            let loss = loss * (len as f64 / args.batch as f64);
+            let _ = loss.clone().into_data();
+            let t1 = Instant::now();
+            all.push(GradientsParams::from_grads(loss.backward(), &model));
+            times[0] += (t1 - t0).as_secs_f64();
+            times[1] += t1.elapsed().as_secs_f64();
+        }
         let t2 = Instant::now();
+        let grads = if replicas == 1 {
+            all.pop().expect("one replica")
+        } else {
+            let mut accumulator = GradientsAccumulator::new();
+            for grads in all {
+                accumulator.accumulate(&model, grads.to_device(&device, &model));
+            }
+            accumulator.grads()
+        };
+        times[2] = t2.elapsed().as_secs_f64();
+        let t3 = Instant::now();
         model = optim.step(1e-3, model, grads);
         let head = model.head.as_ref().expect("a head");
         let _ = head.linear.weight.val().into_data();
-        let t3 = Instant::now();
+        times[3] = t3.elapsed().as_secs_f64();
         if step > 0 {
-            totals[0] += (t1 - t0).as_secs_f64();
-            totals[1] += (t2 - t1).as_secs_f64();
-            totals[2] += (t3 - t2).as_secs_f64();
+            totals.iter_mut().zip(times).for_each(|(t, x)| *t += x);
         }
     }
     let n = args.steps.max(1) as f64;
-    let [forward, backward, optimizer] = totals.map(|t| 1e3 * t / n);
-    let total = forward + backward + optimizer;
+    let [forward, backward, exchange, optimizer] = totals.map(|t| 1e3 * t / n);
+    let total = forward + backward + exchange + optimizer;
+    let exchange = if replicas > 1 {
+        format!(
+            "gradient exchange of {replicas} replicas ({:.1} M parameters) {exchange:.1} ms, ",
+            model.num_params() as f64 / 1e6
+        )
+    } else {
+        String::new()
+    };
     println!(
         "{} ResNet{} {}x{} batch {}{}: forward {forward:.0} ms, backward {backward:.0} ms, \
-         optimizer {optimizer:.0} ms, step {total:.0} ms ({:.1} img/s)",
+         {exchange}optimizer {optimizer:.0} ms, step {total:.0} ms ({:.1} img/s)",
         kind,
         args.depth,
         args.size,
