@@ -8,8 +8,10 @@
 //! output channels, 12 of the 16 AVX registers as accumulators), blocked so that a 16 KiB block
 //! of a panel stays in L1 while every row tile of a 96-row block in L2 passes over it; that
 //! block of the im2col matrix is itself packed, 6 rows interleaved, so a tile's broadcasts read
-//! one stream. CPUs without AVX2 and FMA, and other architectures, keep `gemm`. What it gained
-//! is measured in docs/PERFORMANCE.md.
+//! one stream. On a CPU with AVX-512F, whole pairs of panels go through a wider tile (12 rows by
+//! 32 channels, [`WideTile`]), picked at run time; `RESNET_TRANSFER_NO_AVX512=1` keeps the AVX2
+//! tile (to compare them). CPUs without AVX2 and FMA, and other architectures, keep `gemm`. What
+//! it gained is measured in docs/PERFORMANCE.md.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -30,6 +32,16 @@ const MC: usize = 96;
 pub(crate) fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Whether this CPU has AVX-512F, for the wide tile (checked once), unless the environment
+/// variable `RESNET_TRANSFER_NO_AVX512` is set (to compare the two tiles on one machine).
+pub(crate) fn wide_available() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && std::env::var_os("RESNET_TRANSFER_NO_AVX512").is_none()
+    })
 }
 
 /// A `[K, C_out]` row-major weight as panels: panel `p` holds columns `16p..16p+16` of every row
@@ -101,6 +113,28 @@ pub(crate) fn product(
     relu: bool,
     split: bool,
 ) {
+    let wide = wide_available();
+    product_with(
+        a, depth, weight, first, out, shift, residual, relu, split, wide,
+    );
+}
+
+/// [`product`], with `wide` choosing the AVX-512 tile for whole pairs of panels (checked
+/// against the CPU) or the AVX2 tile throughout: the tests run both on a CPU that has both.
+#[allow(clippy::too_many_arguments)]
+fn product_with(
+    a: &[f32],
+    depth: usize,
+    weight: &Panels,
+    first: usize,
+    out: &mut [MaybeUninit<f32>],
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    split: bool,
+    wide: bool,
+) {
+    let wide = wide && wide_available();
     let c_out = weight.c_out;
     let rows = out.len() / c_out;
     assert!(
@@ -126,7 +160,7 @@ pub(crate) fn product(
         // each thread's `range` of panels a disjoint set of `out`'s columns.
         unsafe {
             product_avx2(
-                a, depth, weight, first, rows, out.0, shift, residual.0, relu, range,
+                a, depth, weight, first, rows, out.0, shift, residual.0, relu, range, wide,
             )
         }
     };
@@ -152,11 +186,12 @@ unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`: the pointer is only used while the product's slices are borrowed.
 unsafe impl Send for Shared {}
 
-/// The panel product over `panels` (see [`product`]).
+/// The panel product over `panels` (see [`product`]); with `wide`, whole pairs of panels go
+/// through the AVX-512 tile.
 ///
 /// # Safety
 ///
-/// The CPU has AVX2 and FMA; `a` holds `rows × depth` values, `out` (and `residual`, unless
+/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows × depth` values, `out` (and `residual`, unless
 /// null) `rows × C_out`, `shift` whole panels, `first + depth <= weight.depth`; no other thread
 /// writes the columns of `panels` meanwhile.
 #[target_feature(enable = "avx2,fma")]
@@ -172,6 +207,7 @@ unsafe fn product_avx2(
     residual: *const f32,
     relu: bool,
     panels: Range<usize>,
+    wide: bool,
 ) {
     let c_out = weight.c_out;
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
@@ -205,54 +241,93 @@ unsafe fn product_avx2(
                 last: k0 + kc == depth,
                 relu,
             };
-            for p in panels.clone() {
-                let cols = NR.min(c_out - p * NR);
-                // SAFETY: (and for the offsets below) rows < `rows`, depth offsets < `depth`, panel
-                // rows < `weight.depth` and columns < `c_out` (or the panel's zero padding).
-                let b = unsafe {
-                    weight
-                        .data
-                        .as_ptr()
-                        .add((p * weight.depth + first + k0) * NR)
-                };
-                // SAFETY: `shift` holds whole panels, `p` is one of them.
-                let shift = unsafe { shift.as_ptr().add(p * NR) };
+            let mut p = panels.start;
+            while p < panels.end {
+                // Two whole panels side by side, on a CPU with AVX-512: 12-row tiles over both,
+                // then the rows left over (fewer than 12) panel by panel as below.
+                let pair = wide && p + 1 < panels.end && (p + 2) * NR <= c_out;
                 let mut r = r0;
-                while r < r1 {
-                    let m = MR.min(r1 - r);
-                    // SAFETY: the tile's packed rows lie inside `packed` (MC rows of KC depth).
-                    let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
-                    let offset = r * c_out + p * NR;
-                    // SAFETY: row `r` < `rows`, panel column `p·16` < `C_out`.
-                    let c = unsafe { out.add(offset) };
-                    let res = if residual.is_null() {
-                        residual
-                    } else {
-                        // SAFETY: the shortcut has `out`'s shape.
-                        unsafe { residual.add(offset) }
-                    };
-                    let tile = Tile {
-                        a,
-                        b,
-                        c,
-                        shift,
-                        residual: res,
-                        cols,
-                    };
-                    // SAFETY: the tile's pointers are inside their slices (above), `m` rows of
-                    // them valid, and this function's caller vouches for AVX2 and FMA.
-                    unsafe {
-                        match m {
-                            6 => tile.run::<6>(&pass),
-                            5 => tile.run::<5>(&pass),
-                            4 => tile.run::<4>(&pass),
-                            3 => tile.run::<3>(&pass),
-                            2 => tile.run::<2>(&pass),
-                            _ => tile.run::<1>(&pass),
+                if pair {
+                    while r + 2 * MR <= r1 {
+                        let offset = r * c_out + p * NR;
+                        // SAFETY: rows `r..r + 12` < `rows`, columns `p·16..p·16 + 32` <=
+                        // `C_out`; the two packed tiles of those rows lie inside `packed`;
+                        // panels `p` and `p + 1` and their shift exist; the caller checked
+                        // AVX-512F before setting `wide`.
+                        unsafe {
+                            let a = packed.as_ptr().add((r - r0) / MR * MR * KC);
+                            let b = weight
+                                .data
+                                .as_ptr()
+                                .add((p * weight.depth + first + k0) * NR);
+                            let wide_tile = WideTile {
+                                a: [a, a.add(MR * KC)],
+                                b: [b, b.add(weight.depth * NR)],
+                                c: out.add(offset),
+                                shift: shift.as_ptr().add(p * NR),
+                                residual: if residual.is_null() {
+                                    residual
+                                } else {
+                                    residual.add(offset)
+                                },
+                            };
+                            wide_tile.run(&pass);
                         }
+                        r += 2 * MR;
                     }
-                    r += m;
                 }
+                let rest = r;
+                for p in if pair { p..p + 2 } else { p..p + 1 } {
+                    let cols = NR.min(c_out - p * NR);
+                    // SAFETY: (and for the offsets below) rows < `rows`, depth offsets < `depth`,
+                    // panel rows < `weight.depth` and columns < `c_out` (or the panel's zero
+                    // padding).
+                    let b = unsafe {
+                        weight
+                            .data
+                            .as_ptr()
+                            .add((p * weight.depth + first + k0) * NR)
+                    };
+                    // SAFETY: `shift` holds whole panels, `p` is one of them.
+                    let shift = unsafe { shift.as_ptr().add(p * NR) };
+                    let mut r = rest;
+                    while r < r1 {
+                        let m = MR.min(r1 - r);
+                        // SAFETY: the tile's packed rows lie inside `packed` (MC rows of KC depth).
+                        let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
+                        let offset = r * c_out + p * NR;
+                        // SAFETY: row `r` < `rows`, panel column `p·16` < `C_out`.
+                        let c = unsafe { out.add(offset) };
+                        let res = if residual.is_null() {
+                            residual
+                        } else {
+                            // SAFETY: the shortcut has `out`'s shape.
+                            unsafe { residual.add(offset) }
+                        };
+                        let tile = Tile {
+                            a,
+                            b,
+                            c,
+                            shift,
+                            residual: res,
+                            cols,
+                        };
+                        // SAFETY: the tile's pointers are inside their slices (above), `m` rows
+                        // of them valid, and this function's caller vouches for AVX2 and FMA.
+                        unsafe {
+                            match m {
+                                6 => tile.run::<6>(&pass),
+                                5 => tile.run::<5>(&pass),
+                                4 => tile.run::<4>(&pass),
+                                3 => tile.run::<3>(&pass),
+                                2 => tile.run::<2>(&pass),
+                                _ => tile.run::<1>(&pass),
+                            }
+                        }
+                        r += m;
+                    }
+                }
+                p += if pair { 2 } else { 1 };
             }
         }
     }
@@ -382,6 +457,7 @@ impl Tile {
     }
 
     /// 16 values from `src`, of which `cols` are valid (zeros after them).
+    /// (See [`WideTile`] for the AVX-512 tile.)
     ///
     /// # Safety
     ///
@@ -427,13 +503,154 @@ impl Tile {
     }
 }
 
+/// The AVX-512 tile: 12 rows (two packed 6-row tiles) by two whole panels (32 output
+/// channels), 24 of the 32 registers as accumulators. Per depth it loads two panel rows and
+/// broadcasts 12 values for 24 fused multiply-adds, where the AVX2 tile broadcasts 6 for 12:
+/// fewer instructions per multiply-add, the reason onnxruntime's and oneDNN's AVX-512 kernels
+/// lead on such CPUs.
+struct WideTile {
+    /// The two packed tiles (rows 0-5 and 6-11), 6 values per depth each.
+    a: [*const f32; 2],
+    /// The two panels' blocks, 16 values per depth each.
+    b: [*const f32; 2],
+    c: *mut f32,
+    /// 32 values: both panels' shift.
+    shift: *const f32,
+    /// The shortcut's values at the tile's place, or null.
+    residual: *const f32,
+}
+
+impl WideTile {
+    /// Multiplies, accumulates and stores the tile.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F; `a` holds two packed tiles of `pass.kc` depths, `b` two panel
+    /// blocks of `pass.kc` rows, `shift` 32 values, and `c` (and `residual`, unless null) 12
+    /// rows `pass.ldc` apart with 32 writable values each.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run(&self, pass: &Pass) {
+        // SAFETY: the caller keeps every row, depth and column offset inside its slices.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; 2 * MR];
+            if !pass.first {
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let row = self.c.add(i * pass.ldc);
+                    *acc = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(NR))];
+                }
+            }
+            // Spelled out, as in the AVX2 tile: written as loops over the rows, LLVM split the
+            // depth loop into one per panel, each broadcasting every value again.
+            let [
+                [mut c0l, mut c0h],
+                [mut c1l, mut c1h],
+                [mut c2l, mut c2h],
+                [mut c3l, mut c3h],
+                [mut c4l, mut c4h],
+                [mut c5l, mut c5h],
+                [mut c6l, mut c6h],
+                [mut c7l, mut c7h],
+                [mut c8l, mut c8h],
+                [mut c9l, mut c9h],
+                [mut c10l, mut c10h],
+                [mut c11l, mut c11h],
+            ] = acc;
+            let [mut a0, mut a1] = self.a;
+            let [mut b0, mut b1] = self.b;
+            for _ in 0..pass.kc {
+                let w0 = _mm512_loadu_ps(b0);
+                let w1 = _mm512_loadu_ps(b1);
+                let x = _mm512_set1_ps(*a0.add(0));
+                c0l = _mm512_fmadd_ps(x, w0, c0l);
+                c0h = _mm512_fmadd_ps(x, w1, c0h);
+                let x = _mm512_set1_ps(*a0.add(1));
+                c1l = _mm512_fmadd_ps(x, w0, c1l);
+                c1h = _mm512_fmadd_ps(x, w1, c1h);
+                let x = _mm512_set1_ps(*a0.add(2));
+                c2l = _mm512_fmadd_ps(x, w0, c2l);
+                c2h = _mm512_fmadd_ps(x, w1, c2h);
+                let x = _mm512_set1_ps(*a0.add(3));
+                c3l = _mm512_fmadd_ps(x, w0, c3l);
+                c3h = _mm512_fmadd_ps(x, w1, c3h);
+                let x = _mm512_set1_ps(*a0.add(4));
+                c4l = _mm512_fmadd_ps(x, w0, c4l);
+                c4h = _mm512_fmadd_ps(x, w1, c4h);
+                let x = _mm512_set1_ps(*a0.add(5));
+                c5l = _mm512_fmadd_ps(x, w0, c5l);
+                c5h = _mm512_fmadd_ps(x, w1, c5h);
+                let x = _mm512_set1_ps(*a1.add(0));
+                c6l = _mm512_fmadd_ps(x, w0, c6l);
+                c6h = _mm512_fmadd_ps(x, w1, c6h);
+                let x = _mm512_set1_ps(*a1.add(1));
+                c7l = _mm512_fmadd_ps(x, w0, c7l);
+                c7h = _mm512_fmadd_ps(x, w1, c7h);
+                let x = _mm512_set1_ps(*a1.add(2));
+                c8l = _mm512_fmadd_ps(x, w0, c8l);
+                c8h = _mm512_fmadd_ps(x, w1, c8h);
+                let x = _mm512_set1_ps(*a1.add(3));
+                c9l = _mm512_fmadd_ps(x, w0, c9l);
+                c9h = _mm512_fmadd_ps(x, w1, c9h);
+                let x = _mm512_set1_ps(*a1.add(4));
+                c10l = _mm512_fmadd_ps(x, w0, c10l);
+                c10h = _mm512_fmadd_ps(x, w1, c10h);
+                let x = _mm512_set1_ps(*a1.add(5));
+                c11l = _mm512_fmadd_ps(x, w0, c11l);
+                c11h = _mm512_fmadd_ps(x, w1, c11h);
+                (a0, a1) = (a0.add(MR), a1.add(MR));
+                (b0, b1) = (b0.add(NR), b1.add(NR));
+            }
+            let mut acc = [
+                [c0l, c0h],
+                [c1l, c1h],
+                [c2l, c2h],
+                [c3l, c3h],
+                [c4l, c4h],
+                [c5l, c5h],
+                [c6l, c6h],
+                [c7l, c7h],
+                [c8l, c8h],
+                [c9l, c9h],
+                [c10l, c10h],
+                [c11l, c11h],
+            ];
+            if pass.last {
+                let shift = [
+                    _mm512_loadu_ps(self.shift),
+                    _mm512_loadu_ps(self.shift.add(NR)),
+                ];
+                let zero = _mm512_setzero_ps();
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    for (h, v) in acc.iter_mut().enumerate() {
+                        *v = _mm512_add_ps(*v, shift[h]);
+                        if !self.residual.is_null() {
+                            let r = _mm512_loadu_ps(self.residual.add(i * pass.ldc + h * NR));
+                            *v = _mm512_add_ps(*v, r);
+                        }
+                        if pass.relu {
+                            *v = _mm512_max_ps(*v, zero);
+                        }
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let row = self.c.add(i * pass.ldc);
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(NR), acc[1]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The panel product against a plain triple loop, for shapes with partial tiles, partial
     /// panels, several depth blocks and row blocks, a weight row offset, with and without the
-    /// shortcut and the ReLU.
+    /// shortcut and the ReLU; with the AVX2 tile alone and, where the CPU has AVX-512, with the
+    /// wide tile for pairs of whole panels (the 200-row, 64-channel case has 12-row tiles over
+    /// two pairs, and rows left over).
     #[test]
     fn panel_product_matches_the_definition() {
         if !available() {
@@ -441,7 +658,12 @@ mod tests {
         }
         let value =
             |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 506.5 - 1.0;
-        for (rows, depth, c_out, first) in [(1, 3, 4, 0), (7, 300, 37, 5), (200, 600, 64, 0)] {
+        for (rows, depth, c_out, first) in [
+            (1, 3, 4, 0),
+            (7, 300, 37, 5),
+            (200, 600, 64, 0),
+            (30, 40, 80, 2),
+        ] {
             let total = first + depth + 3;
             let a: Vec<f32> = (0..rows * depth).map(|i| value(i, 1)).collect();
             let w: Vec<f32> = (0..total * c_out).map(|i| value(i, 2)).collect();
@@ -454,10 +676,12 @@ mod tests {
                 (Some(&res[..]), true, false),
                 (Some(&res[..]), true, true),
             ];
-            for (residual, relu, split) in cases {
+            for ((residual, relu, split), wide) in
+                cases.into_iter().flat_map(|c| [(c, false), (c, true)])
+            {
                 let mut out = vec![MaybeUninit::new(f32::NAN); rows * c_out];
-                product(
-                    &a, depth, &panels, first, &mut out, &shift, residual, relu, split,
+                product_with(
+                    &a, depth, &panels, first, &mut out, &shift, residual, relu, split, wide,
                 );
                 // SAFETY: initialized as NaN above (and every value overwritten).
                 let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
