@@ -43,6 +43,46 @@ pub(crate) fn im2col(
     columns
 }
 
+/// Rows `rows` of [`im2col`]'s matrix (output pixels over `N, Ho, Wo`) into `out`, which holds
+/// `rows.len()` rows and need not be zeroed: every value is written. For products that take the
+/// matrix a block of rows at a time, so that the block stays in cache between being gathered and
+/// being multiplied instead of the whole matrix going out to memory and back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col_rows(
+    x: &[f32],
+    [_, h, w, c]: [usize; 4],
+    [taps_y, taps_x]: [&Range<usize>; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+    [ho, wo]: [usize; 2],
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
+    let row_len = taps_y.len() * taps_x.len() * c;
+    let span = taps_x.len() * c;
+    for (row, global) in out.chunks_exact_mut(row_len).zip(rows) {
+        let (i, p) = (global / (ho * wo), global % (ho * wo));
+        let image = &x[i * h * w * c..][..h * w * c];
+        let (oy, ox) = (p / wo, p % wo);
+        for (t, ky) in taps_y.clone().enumerate() {
+            let dst = &mut row[t * span..(t + 1) * span];
+            let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let x0 = ox * sw + taps_x.start;
+            let first = pw.saturating_sub(x0).min(taps_x.len());
+            let last = (w + pw).saturating_sub(x0).min(taps_x.len()).max(first);
+            dst[..first * c].fill(0.0);
+            if first < last {
+                let src = (y * w + x0 + first - pw) * c;
+                dst[first * c..last * c].copy_from_slice(&image[src..src + (last - first) * c]);
+            }
+            dst[last * c..].fill(0.0);
+        }
+    }
+}
+
 /// The kernel taps `[rows, columns]` a convolution of an `[h, w]` map multiplies.
 ///
 /// The taps that see an input pixel for at least one output pixel. On CIFAR-10's 1x1 maps of
@@ -72,4 +112,50 @@ fn tap_range(size: usize, kernel: usize, stride: usize, pad: usize, out: usize) 
     let first = (0..kernel).find(|&k| inside(k)).unwrap_or(0);
     let last = (0..kernel).rev().find(|&k| inside(k)).unwrap_or(kernel - 1);
     first..last + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any block of rows, written over a buffer full of garbage, equals those rows of the whole
+    /// matrix: padding rows and columns, strides, kept taps, several images.
+    #[test]
+    fn row_blocks_equal_the_whole_matrix() {
+        for (dims, kernel, stride, pad) in [
+            ([2, 7, 5, 3], [3, 3], [1, 1], [1, 1]),
+            ([3, 9, 9, 2], [7, 7], [2, 2], [3, 3]),
+            ([1, 6, 6, 4], [1, 1], [2, 2], [0, 0]),
+            ([2, 1, 1, 3], [3, 3], [1, 1], [1, 1]),
+        ] {
+            let [n, h, w, c] = dims;
+            let x: Vec<f32> = (0..n * h * w * c).map(|i| i as f32 + 1.0).collect();
+            let out = [
+                (h + 2 * pad[0] - kernel[0]) / stride[0] + 1,
+                (w + 2 * pad[1] - kernel[1]) / stride[1] + 1,
+            ];
+            let [ty, tx] = kept_taps([h, w], kernel, stride, pad, out);
+            let whole = im2col(&x, dims, [&ty, &tx], stride, pad, out, false);
+            let row_len = ty.len() * tx.len() * c;
+            let rows = n * out[0] * out[1];
+            for block in [0..rows, 1..rows.min(4), rows / 2..rows] {
+                let mut buffer = vec![f32::NAN; block.len() * row_len];
+                im2col_rows(
+                    &x,
+                    dims,
+                    [&ty, &tx],
+                    stride,
+                    pad,
+                    out,
+                    block.clone(),
+                    &mut buffer,
+                );
+                assert_eq!(
+                    buffer,
+                    whole[block.start * row_len..block.end * row_len],
+                    "{dims:?}"
+                );
+            }
+        }
+    }
 }

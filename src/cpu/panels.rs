@@ -96,6 +96,53 @@ pub(crate) fn product_vec(
     out
 }
 
+/// [`product_vec`] on one thread for a left operand made a block of rows at a time:
+/// `gather(rows, buffer)` writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole,
+/// every value), and each block is multiplied while it is still in cache. A block is the rows of
+/// about 256 KiB, in whole multiples of the product's own row block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_blocks(
+    rows: usize,
+    depth: usize,
+    gather: impl Fn(Range<usize>, &mut [f32]),
+    weight: &Panels,
+    first: usize,
+    shift: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let c_out = weight.c_out;
+    let block = ((256 << 10) / (4 * depth.max(1))).max(1).div_ceil(MC) * MC;
+    let len = rows * c_out;
+    let mut out = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    thread_local! {
+        static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buffer = BLOCK.take();
+    for r0 in (0..rows).step_by(block) {
+        let r1 = (r0 + block).min(rows);
+        buffer.resize((r1 - r0) * depth, 0.0);
+        gather(r0..r1, &mut buffer);
+        product(
+            &buffer,
+            depth,
+            weight,
+            first,
+            &mut spare[r0 * c_out..r1 * c_out],
+            shift,
+            residual.map(|r| &r[r0 * c_out..r1 * c_out]),
+            relu,
+            false,
+        );
+    }
+    BLOCK.set(buffer);
+    // SAFETY: every block's `product` wrote its rows of `spare`, which together are the first
+    // `len` values of `out`'s capacity.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` for `a` `[rows, depth]`,
 /// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels. Every
 /// value of `out` is written (before any is read back), so it may start uninitialized. With

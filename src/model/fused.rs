@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::cpu::for_each_image;
 use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
-use crate::cpu::im2col::{im2col, kept_taps};
+use crate::cpu::im2col::{im2col, im2col_rows, kept_taps};
 use crate::error::{Error, Result};
 use crate::model::block::{ConvBn, Head};
 use crate::model::config::Pooling;
@@ -330,7 +330,42 @@ impl FusedConv {
         let [taps_y, taps_x] = kept_taps([h, w], self.kernel, self.stride, self.padding, [ho, wo]);
         let depth = taps_y.len() * taps_x.len() * c;
         let first = (taps_y.start * kw + taps_x.start) * c;
-        let columns = if depth == c && ph + pw == 0 && sh == 1 && sw == 1 {
+        let direct = depth == c && ph + pw == 0 && sh == 1 && sw == 1;
+        #[cfg(target_arch = "x86_64")]
+        if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
+            // One thread's share: the matrix gathered and multiplied a block of rows at a time.
+            let (residual, relu) = match epilogue {
+                Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
+                Epilogue::Linear => (None, false),
+            };
+            let c_out = self.channels[1];
+            let out = crate::cpu::panels::product_blocks(
+                rows,
+                depth,
+                |block, buffer| {
+                    im2col_rows(
+                        &x.data,
+                        x.dims,
+                        [&taps_y, &taps_x],
+                        self.stride,
+                        self.padding,
+                        [ho, wo],
+                        block,
+                        buffer,
+                    )
+                },
+                panels,
+                first,
+                &self.shift,
+                residual,
+                relu,
+            );
+            return Maps {
+                data: out,
+                dims: [n, ho, wo, c_out],
+            };
+        }
+        let columns = if direct {
             Cow::Borrowed(&x.data[..])
         } else {
             Cow::Owned(im2col(
@@ -499,16 +534,24 @@ mod tests {
     use super::*;
     use crate::model::ResNetConfig;
 
-    /// The two products the folded path has, the AVX2 panels (where this CPU has them) and
-    /// `gemm` (every other CPU), give the module's numbers; `tests/fast_path.rs` covers the rest.
+    /// The two products the folded path has, the panels (where this CPU has them) and `gemm`
+    /// (every other CPU), give the module's numbers, at a size whose stem and first stage have
+    /// more rows than one gathered block (several blocks per convolution) and at an odd small
+    /// one; `tests/fast_path.rs` covers the rest.
     #[test]
     fn panels_and_gemm_give_the_modules_numbers() {
+        for shape in [[3, 3, 19, 19], [2, 3, 96, 80]] {
+            panels_and_gemm_at(shape);
+        }
+    }
+
+    fn panels_and_gemm_at(shape: [usize; 4]) {
         let device = crate::device::device("ndarray").unwrap();
         let model = ResNetConfig::resnet50(4)
             .with_width(4)
             .init(&device)
             .unwrap();
-        let images = Tensor::<4>::random([3, 3, 19, 19], Distribution::Default, &device);
+        let images = Tensor::<4>::random(shape, Distribution::Default, &device);
         let want = model.forward(images.clone()).into_data();
         let want = want.as_slice::<f32>().unwrap();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
