@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
-# The GPU check of issue 6, as one short script for a machine with a GPU (and Vulkan):
-# wgpu parity with the CPU, then training-step and forward images per second at 32x32 batch 256
-# and 224x224 batch 64. Prints everything to stdout; about 5 minutes once built.
+# The GPU check, as one short script for a machine with a GPU: which GPU and CPU, parity of every
+# compiled GPU backend with the CPU (tests/backends.rs), then inference, training-step and
+# head-only-step images per second at 32x32 batch 256 and 224x224 batch 64, for wgpu and, where
+# an NVIDIA driver is present, CUDA. Prints everything to stdout. Builds first (release), then
+# about 5 minutes.
 #
 #   bash benches/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --features wgpu --example profile_step --tests
-cargo test --release --features wgpu --test backends -- --nocapture 2>&1 | grep -E "wgpu:|test result"
-for args in "--size 32 --batch 256" "--size 224 --batch 64"; do
-    target/release/examples/profile_step --backend wgpu --steps 5 $args
-    target/release/examples/profile_step --backend wgpu --steps 5 --frozen $args
+TARGET="${CARGO_TARGET_DIR:-target}"
+date -u
+lscpu | grep "Model name" || true
+FEATURES=wgpu
+BACKENDS=wgpu
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi -L
+    FEATURES=wgpu,cuda
+    BACKENDS="wgpu cuda"
+fi
+cargo build --release --features "$FEATURES" --example profile_step --tests
+cargo test --release --features "$FEATURES" --test backends -- --nocapture 2>&1 \
+    | grep -E "wgpu|cuda|test result"
+for backend in $BACKENDS; do
+    for args in "--size 32 --batch 256" "--size 224 --batch 64"; do
+        # shellcheck disable=SC2086
+        {
+            "$TARGET/release/examples/profile_step" --backend "$backend" --steps 5 --infer $args
+            "$TARGET/release/examples/profile_step" --backend "$backend" --steps 5 $args
+            "$TARGET/release/examples/profile_step" --backend "$backend" --steps 5 --frozen $args
+        }
+    done
 done

@@ -1,10 +1,13 @@
-//! ResNet50 at 32x32, batch 32, on each compiled CPU backend: inference, a full training step
-//! (forward, backward, Adam) and a head-only step with the backbone frozen.
+//! ResNet50 at 32x32, batch 32 (CIFAR-10) and at 224x224, batch 8 (the fine-tuning guides' size),
+//! on each compiled CPU backend: inference, a full training step (forward, backward, Adam) and a
+//! head-only step with the backbone frozen.
 //!
 //! `cargo bench --bench model` reports images per second under the ids
-//! `model/<backend>/<infer|train|head>`. `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends
-//! (default: the compiled CPU backends). Each iteration runs on a worker of the CPU backends'
-//! thread pool, as the crate's own training and inference loops do (`device::on_pool_worker`).
+//! `model/<backend>/<infer|train|head>` (32x32) and `model/<backend>/<case>-224`.
+//! `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends (default: the compiled CPU backends),
+//! `RESNET_BENCH_SIZES=32` or `=224` one of the two shapes. Each iteration runs on a worker of
+//! the CPU backends' thread pool, as the crate's own training and inference loops do
+//! (`device::on_pool_worker`).
 //!
 //! Inference and the head-only step run as the crate runs them: on the CPU backends the frozen
 //! network is folded (`ResNet::fused`) and the head-only step differentiates the head alone;
@@ -20,8 +23,16 @@ use resnet_transfer::model::Head;
 use resnet_transfer::train::FusedAdamConfig;
 use resnet_transfer::{BackendKind, FusedResNet, ResNet, ResNetConfig};
 
-const BATCH: usize = 32;
-const SIZE: usize = 32;
+/// (side, batch, id suffix) of each shape.
+const SHAPES: [(usize, usize, &str); 2] = [(32, 32, ""), (224, 8, "-224")];
+
+fn shapes() -> Vec<(usize, usize, &'static str)> {
+    let wanted = std::env::var("RESNET_BENCH_SIZES").unwrap_or_else(|_| "32,224".into());
+    SHAPES
+        .into_iter()
+        .filter(|(side, _, _)| wanted.split(',').any(|w| w.trim() == side.to_string()))
+        .collect()
+}
 
 fn backends() -> Vec<BackendKind> {
     match std::env::var("RESNET_BENCH_BACKENDS") {
@@ -31,18 +42,14 @@ fn backends() -> Vec<BackendKind> {
             .collect(),
         Err(_) => BackendKind::compiled()
             .into_iter()
-            .filter(|b| *b != BackendKind::Wgpu)
+            .filter(|b| !matches!(b, BackendKind::Wgpu | BackendKind::Cuda))
             .collect(),
     }
 }
 
-fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let images = Tensor::random(
-        [BATCH, 3, SIZE, SIZE],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    let targets = Tensor::<1, Int>::arange(0..BATCH as i64, device).remainder_scalar(10);
+fn batch(device: &Device, (side, n): (usize, usize)) -> (Tensor<4>, Tensor<1, Int>) {
+    let images = Tensor::random([n, 3, side, side], Distribution::Normal(0.0, 1.0), device);
+    let targets = Tensor::<1, Int>::arange(0..n as i64, device).remainder_scalar(10);
     (images, targets)
 }
 
@@ -52,8 +59,9 @@ fn train_loop(
     id: String,
     model: ResNet,
     device: &Device,
+    shape: (usize, usize),
 ) {
-    let (images, targets) = batch(device);
+    let (images, targets) = batch(device, shape);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut optim = FusedAdamConfig::new().init();
     let mut slot = Some(model);
@@ -78,8 +86,9 @@ fn head_loop(
     id: String,
     model: &ResNet,
     device: &Device,
+    shape: (usize, usize),
 ) {
-    let (images, targets) = batch(device);
+    let (images, targets) = batch(device, shape);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut optim = FusedAdamConfig::new().init();
     let backbone: FusedResNet = model.fused().expect("a foldable ResNet");
@@ -102,33 +111,41 @@ fn head_loop(
 fn model_bench(c: &mut Criterion) {
     resnet_transfer::device::tune_host_allocator();
     let mut group = c.benchmark_group("model");
-    group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(10);
     group.warm_up_time(std::time::Duration::from_secs(1));
-    for kind in backends() {
-        let device = kind.device().expect("a compiled backend");
-        let model = ResNetConfig::resnet50(10).init(&device).unwrap().valid();
-        let (images, _) = batch(&device);
-        let host = resnet_transfer::device::is_host(&device);
-        if host {
-            let fused = model.fused().expect("a foldable ResNet");
-            group.bench_function(format!("{kind}/infer"), |b| {
-                b.iter(|| on_pool_worker(|| fused.forward(images.clone()).unwrap().into_data()))
+    for (side, n, suffix) in shapes() {
+        group.throughput(Throughput::Elements(n as u64));
+        let shape = (side, n);
+        for kind in backends() {
+            let device = kind.device().expect("a compiled backend");
+            let model = ResNetConfig::resnet50(10).init(&device).unwrap().valid();
+            let (images, _) = batch(&device, shape);
+            let host = resnet_transfer::device::is_host(&device);
+            if host {
+                let fused = model.fused().expect("a foldable ResNet");
+                group.bench_function(format!("{kind}/infer{suffix}"), |b| {
+                    b.iter(|| on_pool_worker(|| fused.forward(images.clone()).unwrap().into_data()))
+                });
+            }
+            let id = format!(
+                "{kind}/{}{suffix}",
+                if host { "infer-module" } else { "infer" }
+            );
+            group.bench_function(id, |b| {
+                b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
             });
-        }
-        let id = format!("{kind}/{}", if host { "infer-module" } else { "infer" });
-        group.bench_function(id, |b| {
-            b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
-        });
 
-        let train = device.autodiff();
-        let model = ResNetConfig::resnet50(10).init(&train).unwrap();
-        train_loop(&mut group, format!("{kind}/train"), model.clone(), &train);
-        let frozen = model.freeze_backbone();
-        if host {
-            head_loop(&mut group, format!("{kind}/head"), &frozen, &train);
-        } else {
-            train_loop(&mut group, format!("{kind}/head"), frozen, &train);
+            let train = device.autodiff();
+            let model = ResNetConfig::resnet50(10).init(&train).unwrap();
+            let id = format!("{kind}/train{suffix}");
+            train_loop(&mut group, id, model.clone(), &train, shape);
+            let frozen = model.freeze_backbone();
+            let id = format!("{kind}/head{suffix}");
+            if host {
+                head_loop(&mut group, id, &frozen, &train, shape);
+            } else {
+                train_loop(&mut group, id, frozen, &train, shape);
+            }
         }
     }
     group.finish();

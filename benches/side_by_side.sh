@@ -2,6 +2,7 @@
 # One command for README's performance table: our `cargo bench --bench model` (flex) beside
 # PyTorch, Keras and onnxruntime, in one sitting on this machine, plus the peak memory of a
 # training step (ours and PyTorch's). Needs the peers' environments (`bash ../shared/peers/setup.sh`).
+# At 32x32, batch 32, ours first then the peers; benches/interleaved.sh alternates them, at any size.
 #
 #   bash benches/side_by_side.sh            # writes target/side_by_side/*.json and prints a table
 set -euo pipefail
@@ -14,7 +15,7 @@ OUT="${CARGO_TARGET_DIR:-target}/side_by_side"
 mkdir -p "$OUT"
 
 echo "== ours: cargo bench --bench model (flex)"
-RESNET_BENCH_BACKENDS=flex cargo bench --bench model -- --noplot >"$OUT/ours.log" 2>&1
+RESNET_BENCH_BACKENDS=flex RESNET_BENCH_SIZES=32 cargo bench --bench model -- --noplot >"$OUT/ours.log" 2>&1
 cargo build --release --example profile_step >/dev/null 2>&1
 /usr/bin/time -f '{"peak_rss_mb": %M}' -o "$OUT/ours_memory.json" \
     target/release/examples/profile_step --steps 3 >"$OUT/ours_profile.txt"

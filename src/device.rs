@@ -32,11 +32,19 @@ pub enum BackendKind {
     Flex,
     /// `burn-wgpu`: GPUs through wgpu, or CPUs through a software Vulkan driver (feature `wgpu`).
     Wgpu,
+    /// `burn-cuda`: NVIDIA GPUs through CUDA (feature `cuda`; its build downloads an LLVM bundle,
+    /// see README's Backends).
+    Cuda,
 }
 
 impl BackendKind {
     /// Every backend this crate knows, compiled in or not.
-    pub const ALL: [BackendKind; 3] = [BackendKind::NdArray, BackendKind::Flex, BackendKind::Wgpu];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::NdArray,
+        BackendKind::Flex,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
     /// The name used on command lines and in errors: `ndarray`, `flex` or `wgpu`.
     pub fn name(self) -> &'static str {
@@ -44,6 +52,7 @@ impl BackendKind {
             BackendKind::NdArray => "ndarray",
             BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
         }
     }
 
@@ -53,6 +62,7 @@ impl BackendKind {
             BackendKind::NdArray => cfg!(feature = "ndarray"),
             BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
         }
     }
 
@@ -87,6 +97,8 @@ impl BackendKind {
             }
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Device::cuda(0),
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_compiled() was checked above"),
         })
@@ -129,7 +141,7 @@ impl FromStr for BackendKind {
 fn available_list() -> String {
     let names: Vec<&str> = BackendKind::compiled().iter().map(|b| b.name()).collect();
     if names.is_empty() {
-        "no backend (enable one of the features ndarray, flex, wgpu)".to_string()
+        "no backend (enable one of the features ndarray, flex, wgpu, cuda)".to_string()
     } else {
         names.join(", ")
     }
@@ -149,7 +161,7 @@ pub fn training_device(name: &str) -> Result<Device> {
 }
 
 /// The training devices (autodiff) for data-parallel training on backend `name`, one per index:
-/// GPU `i` for wgpu (its `i`-th discrete GPU) and CUDA, Burn's numbering. The CPU backends have
+/// GPU `i` for wgpu (its `i`-th discrete GPU) and for CUDA, in Burn's numbering. The CPU backends have
 /// one device, so every index is that device: replicas that take turns on it, which computes the
 /// same as one device and is how the data-parallel path is checked without GPUs. An empty list is
 /// the backend's default device alone.
