@@ -246,11 +246,11 @@ mod tests {
 
     #[test]
     fn unknown_backend_lists_what_is_compiled() {
-        let err = device("cuda").unwrap_err();
+        let err = device("tpu").unwrap_err();
         let Error::UnknownBackend { name, available } = &err else {
             panic!("expected UnknownBackend, got {err:?}");
         };
-        assert_eq!(name, "cuda");
+        assert_eq!(name, "tpu");
         for kind in BackendKind::compiled() {
             assert!(available.contains(kind.name()), "{err}");
         }
