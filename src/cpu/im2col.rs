@@ -6,39 +6,22 @@ use crate::cpu::for_each_image;
 
 /// im2col of channels-last `x`: row `p` holds, for output pixel `p` (row-major over `N, Ho, Wo`),
 /// the input values under each kept tap `(ky, kx)` in that order, `C` channels each, zeros where
-/// a tap falls in the padding.
+/// a tap falls in the padding. With `parallel`, one image per task.
 pub(crate) fn im2col(
     x: &[f32],
-    [n, h, w, c]: [usize; 4],
-    [taps_y, taps_x]: [&Range<usize>; 2],
-    [sh, sw]: [usize; 2],
-    [ph, pw]: [usize; 2],
+    dims: [usize; 4],
+    taps: [&Range<usize>; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
     [ho, wo]: [usize; 2],
     parallel: bool,
 ) -> Vec<f32> {
-    let row_len = taps_y.len() * taps_x.len() * c;
-    let span = taps_x.len() * c;
-    let mut columns = vec![0.0; n * ho * wo * row_len];
-    for_each_image(parallel, &mut columns, ho * wo * row_len, |i, out| {
-        let image = &x[i * h * w * c..][..h * w * c];
-        for (p, row) in out.chunks_exact_mut(row_len).enumerate() {
-            let (oy, ox) = (p / wo, p % wo);
-            for (t, ky) in taps_y.clone().enumerate() {
-                let dst = &mut row[t * span..(t + 1) * span];
-                let Some(y) = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h) else {
-                    continue; // a padding row: zeros, as allocated
-                };
-                // The kept taps along x whose input column is inside the image, one
-                // contiguous run of `C`-value pixels in both the input row and `dst`.
-                let x0 = ox * sw + taps_x.start; // padded coordinate of the first tap
-                let first = pw.saturating_sub(x0).min(taps_x.len());
-                let last = (w + pw).saturating_sub(x0).min(taps_x.len());
-                if first < last {
-                    let src = (y * w + x0 + first - pw) * c;
-                    dst[first * c..last * c].copy_from_slice(&image[src..src + (last - first) * c]);
-                }
-            }
-        }
+    let row_len = taps[0].len() * taps[1].len() * dims[3];
+    let per_image = ho * wo;
+    let mut columns = vec![0.0; dims[0] * per_image * row_len];
+    for_each_image(parallel, &mut columns, per_image * row_len, |i, out| {
+        let rows = i * per_image..(i + 1) * per_image;
+        im2col_rows(x, dims, taps, stride, padding, [ho, wo], rows, out);
     });
     columns
 }
@@ -118,10 +101,38 @@ fn tap_range(size: usize, kernel: usize, stride: usize, pad: usize, out: usize) 
 mod tests {
     use super::*;
 
-    /// Any block of rows, written over a buffer full of garbage, equals those rows of the whole
-    /// matrix: padding rows and columns, strides, kept taps, several images.
+    /// The matrix by its definition, value by value: input pixel `(oy·s + ky − p, ox·s + kx − p)`
+    /// of tap `(ky, kx)` and channel `c`, or zero outside the image.
+    fn reference(
+        x: &[f32],
+        [n, h, w, c]: [usize; 4],
+        [ty, tx]: [&Range<usize>; 2],
+        [sh, sw]: [usize; 2],
+        [ph, pw]: [usize; 2],
+        [ho, wo]: [usize; 2],
+    ) -> Vec<f32> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            for (oy, ox) in (0..ho).flat_map(|oy| (0..wo).map(move |ox| (oy, ox))) {
+                for (ky, kx) in ty.clone().flat_map(|ky| tx.clone().map(move |kx| (ky, kx))) {
+                    let y = (oy * sh + ky).checked_sub(ph).filter(|&y| y < h);
+                    let xx = (ox * sw + kx).checked_sub(pw).filter(|&v| v < w);
+                    for ch in 0..c {
+                        out.push(match (y, xx) {
+                            (Some(y), Some(xx)) => x[((i * h + y) * w + xx) * c + ch],
+                            _ => 0.0,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The whole matrix, and any block of rows written over a buffer full of garbage, equal the
+    /// definition: padding rows and columns, strides, kept taps, several images.
     #[test]
-    fn row_blocks_equal_the_whole_matrix() {
+    fn the_matrix_and_its_row_blocks_follow_the_definition() {
         for (dims, kernel, stride, pad) in [
             ([2, 7, 5, 3], [3, 3], [1, 1], [1, 1]),
             ([3, 9, 9, 2], [7, 7], [2, 2], [3, 3]),
@@ -135,7 +146,11 @@ mod tests {
                 (w + 2 * pad[1] - kernel[1]) / stride[1] + 1,
             ];
             let [ty, tx] = kept_taps([h, w], kernel, stride, pad, out);
-            let whole = im2col(&x, dims, [&ty, &tx], stride, pad, out, false);
+            let want = reference(&x, dims, [&ty, &tx], stride, pad, out);
+            for parallel in [false, true] {
+                let whole = im2col(&x, dims, [&ty, &tx], stride, pad, out, parallel);
+                assert_eq!(whole, want, "{dims:?}");
+            }
             let row_len = ty.len() * tx.len() * c;
             let rows = n * out[0] * out[1];
             for block in [0..rows, 1..rows.min(4), rows / 2..rows] {
@@ -152,7 +167,7 @@ mod tests {
                 );
                 assert_eq!(
                     buffer,
-                    whole[block.start * row_len..block.end * row_len],
+                    want[block.start * row_len..block.end * row_len],
                     "{dims:?}"
                 );
             }

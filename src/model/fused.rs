@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::cpu::for_each_image;
 use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
-use crate::cpu::im2col::{im2col, im2col_rows, kept_taps};
+use crate::cpu::im2col::{im2col_rows, kept_taps};
 use crate::error::{Error, Result};
 use crate::model::block::{ConvBn, Head};
 use crate::model::config::Pooling;
@@ -331,6 +331,19 @@ impl FusedConv {
         let depth = taps_y.len() * taps_x.len() * c;
         let first = (taps_y.start * kw + taps_x.start) * c;
         let direct = depth == c && ph + pw == 0 && sh == 1 && sw == 1;
+        let gather = |block: std::ops::Range<usize>, buffer: &mut [f32]| {
+            let taps = [&taps_y, &taps_x];
+            im2col_rows(
+                &x.data,
+                x.dims,
+                taps,
+                self.stride,
+                self.padding,
+                [ho, wo],
+                block,
+                buffer,
+            )
+        };
         #[cfg(target_arch = "x86_64")]
         if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
             // One thread's share: the matrix gathered and multiplied a block of rows at a time.
@@ -338,27 +351,9 @@ impl FusedConv {
                 Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
                 Epilogue::Linear => (None, false),
             };
-            let c_out = self.channels[1];
+            let (shift, c_out) = (&self.shift, self.channels[1]);
             let out = crate::cpu::panels::product_blocks(
-                rows,
-                depth,
-                |block, buffer| {
-                    im2col_rows(
-                        &x.data,
-                        x.dims,
-                        [&taps_y, &taps_x],
-                        self.stride,
-                        self.padding,
-                        [ho, wo],
-                        block,
-                        buffer,
-                    )
-                },
-                panels,
-                first,
-                &self.shift,
-                residual,
-                relu,
+                rows, depth, gather, panels, first, shift, residual, relu,
             );
             return Maps {
                 data: out,
@@ -368,15 +363,12 @@ impl FusedConv {
         let columns = if direct {
             Cow::Borrowed(&x.data[..])
         } else {
-            Cow::Owned(im2col(
-                &x.data,
-                x.dims,
-                [&taps_y, &taps_x],
-                self.stride,
-                self.padding,
-                [ho, wo],
-                parallel,
-            ))
+            // The whole matrix, one image per task when the product is split between threads.
+            let mut columns = vec![0.0; rows * depth];
+            for_each_image(parallel, &mut columns, ho * wo * depth, |i, out| {
+                gather(i * ho * wo..(i + 1) * ho * wo, out)
+            });
+            Cow::Owned(columns)
         };
         let c_out = self.channels[1];
         let parallel = parallel && rows * depth * c_out >= PARALLEL_PRODUCT;
