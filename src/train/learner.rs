@@ -392,14 +392,23 @@ impl TwoPhase {
             ..self.batcher
         };
         let main = device.clone().inner();
-        let indices: Vec<usize> = (0..set.len()).collect();
+        let indices: Vec<usize> = if replicas.len() > 1 {
+            (0..set.len()).collect()
+        } else {
+            Vec::new()
+        };
         let chunks: Vec<Tensor<2>> = (replicas.iter())
             .zip(shares(set.len(), replicas.len()))
             .filter(|(_, share)| !share.is_empty())
             .flat_map(|(replica, share)| {
                 let inner = replica.clone().inner();
                 let inference = InferenceModel::new(model, &inner);
-                let part = set.select(&indices[share]);
+                // One device takes the set as it is; several, a copy of their share each.
+                let part = if share.len() == set.len() {
+                    std::borrow::Cow::Borrowed(set)
+                } else {
+                    std::borrow::Cow::Owned(set.select(&indices[share]))
+                };
                 crate::device::on_pool_worker(|| {
                     epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
                         .map(|b| inference.features(b.images).to_device(&main))
