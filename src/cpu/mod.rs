@@ -14,6 +14,8 @@ pub(crate) mod im2col;
 pub(crate) mod panels;
 pub(crate) mod train;
 pub(crate) mod tuning;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod winograd;
 
 use rayon::prelude::*;
 

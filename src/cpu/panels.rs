@@ -67,6 +67,21 @@ impl Panels {
         Self { data, depth, c_out }
     }
 
+    /// The `[depth, c_out]` row-major weight these panels were packed from.
+    pub(crate) fn unpack(&self) -> Vec<f32> {
+        let mut weight = vec![0.0; self.depth * self.c_out];
+        for (p, panel) in self.data.chunks_exact(self.depth * NR).enumerate() {
+            let cols = NR.min(self.c_out - p * NR);
+            for (row, packed) in weight
+                .chunks_exact_mut(self.c_out)
+                .zip(panel.chunks_exact(NR))
+            {
+                row[p * NR..p * NR + cols].copy_from_slice(&packed[..cols]);
+            }
+        }
+        weight
+    }
+
     /// Output channels rounded up to whole panels: the length the shift must have.
     pub(crate) fn padded_channels(c_out: usize) -> usize {
         c_out.div_ceil(NR) * NR

@@ -67,6 +67,10 @@ struct FusedConv {
     kernel: [usize; 2],
     stride: [usize; 2],
     padding: [usize; 2],
+    /// For a 3x3 convolution of stride 1 on a CPU with the panel product: its Winograd
+    /// transforms, one per tile size, each made the first time a map calls for it.
+    #[cfg(target_arch = "x86_64")]
+    winograd: Option<Box<[std::sync::OnceLock<crate::cpu::winograd::Winograd>; 2]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,12 +117,17 @@ impl ResNet {
         let panels = crate::cpu::panels::available();
         #[cfg(not(target_arch = "x86_64"))]
         let panels = false;
-        self.fused_with(panels)
+        #[cfg(target_arch = "x86_64")]
+        let winograd = crate::cpu::winograd::enabled();
+        #[cfg(not(target_arch = "x86_64"))]
+        let winograd = false;
+        self.fused_with(panels, winograd)
     }
 
     /// [`fused`](Self::fused), with the weights packed for the AVX2 panel product or kept for
-    /// `gemm` (the path of CPUs without AVX2 and FMA, which tests run on every CPU).
-    pub(crate) fn fused_with(&self, panels: bool) -> Result<FusedResNet> {
+    /// `gemm` (the path of CPUs without AVX2 and FMA, which tests run on every CPU), and with
+    /// `winograd`, the 3x3 convolutions of stride 1 by Winograd's transforms (panels only).
+    pub(crate) fn fused_with(&self, panels: bool, winograd: bool) -> Result<FusedResNet> {
         let pool = &self.stem.pool;
         let pads = match pool.padding {
             PaddingConfig2d::Valid => [0; 4],
@@ -148,17 +157,18 @@ impl ResNet {
                 Ok(FusedBlock {
                     convs: (block.convs.iter().enumerate())
                         .map(|(i, unit)| {
-                            FusedConv::fold(unit, &name(&format!("convs.{i}")), panels)
+                            let name = name(&format!("convs.{i}"));
+                            FusedConv::fold(unit, &name, panels, winograd)
                         })
                         .collect::<Result<_>>()?,
                     shortcut: (block.shortcut.as_ref())
-                        .map(|unit| FusedConv::fold(unit, &name("shortcut"), panels))
+                        .map(|unit| FusedConv::fold(unit, &name("shortcut"), panels, winograd))
                         .transpose()?,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(FusedResNet {
-            stem: FusedConv::fold(&self.stem.conv, "stem.conv", panels)?,
+            stem: FusedConv::fold(&self.stem.conv, "stem.conv", panels, winograd)?,
             pool: MaxPool {
                 kernel: pool.kernel_size,
                 stride: pool.stride,
@@ -286,8 +296,9 @@ pub(crate) fn fold_batch_norm(unit: &ConvBn, name: &str) -> Result<(Vec<f32>, Ve
 impl FusedConv {
     /// Folds a convolution and its BatchNorm (running statistics) into one weight and shift.
     /// With `panels`, the weight is packed for the AVX2 product (the caller has checked the
-    /// CPU has it).
-    fn fold(unit: &ConvBn, name: &str, panels: bool) -> Result<Self> {
+    /// CPU has it), and with `winograd` too, a 3x3 convolution of stride 1 runs by Winograd's
+    /// transforms where its map is large enough.
+    fn fold(unit: &ConvBn, name: &str, panels: bool, winograd: bool) -> Result<Self> {
         let (weight, mut shift) = fold_batch_norm(unit, name)?;
         let (conv, channels) = (&unit.conv, unit.conv.channels());
         let c_out = channels[1];
@@ -301,9 +312,12 @@ impl FusedConv {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let weight = {
-            let _ = panels;
+            let _ = (panels, winograd);
             Weight::Plain(weight)
         };
+        #[cfg(target_arch = "x86_64")]
+        let winograd = (panels && winograd && conv.kernel == [3, 3] && conv.stride == [1, 1])
+            .then(Default::default);
         Ok(Self {
             weight,
             shift,
@@ -311,6 +325,8 @@ impl FusedConv {
             kernel: conv.kernel,
             stride: conv.stride,
             padding: conv.padding,
+            #[cfg(target_arch = "x86_64")]
+            winograd,
         })
     }
 
@@ -344,6 +360,32 @@ impl FusedConv {
                 buffer,
             )
         };
+        #[cfg(target_arch = "x86_64")]
+        if let (Weight::Panels(panels), Some(transforms)) = (&self.weight, &self.winograd) {
+            use crate::cpu::winograd::{Winograd, choose};
+            if let Some(size) = choose(self.kernel, self.stride, [ho, wo]) {
+                let c_out = self.channels[1];
+                let winograd = transforms[size.index()]
+                    .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
+                let (residual, relu) = match epilogue {
+                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
+                    Epilogue::Linear => (None, false),
+                };
+                let out = winograd.forward(
+                    &x.data,
+                    x.dims,
+                    self.padding,
+                    &self.shift,
+                    residual,
+                    relu,
+                    parallel,
+                );
+                return Maps {
+                    data: out,
+                    dims: [n, ho, wo, c_out],
+                };
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
             // One thread's share: the matrix gathered and multiplied a block of rows at a time.
@@ -526,8 +568,9 @@ mod tests {
     use super::*;
     use crate::model::ResNetConfig;
 
-    /// The two products the folded path has, the panels (where this CPU has them) and `gemm`
-    /// (every other CPU), give the module's numbers, at a size whose stem and first stage have
+    /// The folded path's products, the panels (where this CPU has them; with and without
+    /// Winograd's transforms for the 3x3 convolutions, whose maps here take F(4x4, 3x3) with
+    /// partial tiles and F(2x2, 3x3)) and `gemm` (every other CPU), give the module's numbers, at a size whose stem and first stage have
     /// more rows than one gathered block (several blocks per convolution) and at an odd small
     /// one; `tests/fast_path.rs` covers the rest.
     #[test]
@@ -548,18 +591,25 @@ mod tests {
         let want = want.as_slice::<f32>().unwrap();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         #[cfg(target_arch = "x86_64")]
-        let products = [false, crate::cpu::panels::available()];
+        let products = [
+            (false, false),
+            (crate::cpu::panels::available(), false),
+            (crate::cpu::panels::available(), true),
+        ];
         #[cfg(not(target_arch = "x86_64"))]
-        let products = [false];
-        for panels in products {
-            let fused = model.fused_with(panels).unwrap();
+        let products = [(false, false)];
+        for (panels, winograd) in products {
+            let fused = model.fused_with(panels, winograd).unwrap();
             let got = fused.forward(images.clone()).unwrap().into_data();
             let got = got.as_slice::<f32>().unwrap();
             let gap = got
                 .iter()
                 .zip(want)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(gap <= 1e-5 * scale, "panels {panels}: {gap} of {scale}");
+            assert!(
+                gap <= 1e-5 * scale,
+                "panels {panels}, winograd {winograd}: {gap} of {scale}"
+            );
         }
     }
 }

@@ -1,0 +1,726 @@
+//! Winograd's minimal filtering for the folded path's 3x3 convolutions of stride 1: F(2x2, 3x3)
+//! and F(4x4, 3x3) (Lavin and Gray, 2016), on channels-last maps, with the panel product
+//! multiplying the transformed tiles.
+//!
+//! Why: the panel tile already runs at the core's FMA rate, so the folded path can only get
+//! faster with fewer multiply-adds. A 3x3 convolution computed directly costs 9 per output pixel,
+//! input channel and output channel; F(4x4, 3x3) computes a 4x4 tile of outputs from a 6x6 tile
+//! of inputs with 36 (2.25 per pixel, 4x fewer), F(2x2, 3x3) a 2x2 tile from 4x4 inputs with 16
+//! (4 per pixel, 2.25x fewer). The 3x3 convolutions are about 45% of a ResNet50's products.
+//!
+//! How: each input tile `d` becomes `V = Bᵀ d B` (additions and small multiples, channel by
+//! channel), each 3x3 filter `g` becomes `U = G g Gᵀ` once, when the model is folded, and then for
+//! each of the `α²` positions `ξ` of the transformed tile (`α = 4` or `6`) one product
+//! `M_ξ = V_ξ · U_ξ` over the input channels, `[tiles, C_in] x [C_in, C_out]`, by the panel product.
+//! The output tile is `Aᵀ M A`, to which the shift, the shortcut and the ReLU are applied as it is
+//! stored. The tiles are taken a block of tile rows at a time (about 512 KiB of transformed input)
+//! so that the transformed tiles are still in L2 when they are multiplied and transformed back.
+//!
+//! F(4x4, 3x3)'s transforms have coefficients up to 8 and fractions of 24, so its results differ
+//! from the direct product by more float rounding than F(2x2, 3x3)'s; the tests keep both within
+//! 1e-4 of a direct convolution in `f64`. Where the maps are too small for a tile to pay (1x1, as
+//! stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the direct
+//! product runs. `RESNET_TRANSFER_WINOGRAD=off` turns it off (to compare), `2` or `4` forces one
+//! tile size; the measured gain is in docs/PERFORMANCE.md.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::panels::{self, Panels};
+
+/// Channels per step of a transform: one AVX register of `f32`.
+const L: usize = 8;
+
+/// `L` channels of one pixel of a tile.
+type Lanes = [f32; L];
+
+/// Transformed input a block of tiles may take: half of this CPU family's L2.
+const BLOCK_BYTES: usize = 512 << 10;
+
+/// Tiles a block has at least, wherever the share has them: the panel product's row block, so
+/// that each of the `α²` weights is read once per 96 tiles however many channels there are (at
+/// 224 pixels, 1 to 1.5 tiles' worth of `BLOCK_BYTES` measured the same as 96 to 192 tiles).
+const MIN_TILES: usize = 96;
+
+/// The output tile of a Winograd transform: F(2x2, 3x3) or F(4x4, 3x3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TileSize {
+    /// 2x2 outputs from 4x4 inputs, 16 products per tile.
+    F2,
+    /// 4x4 outputs from 6x6 inputs, 36 products per tile.
+    F4,
+}
+
+impl TileSize {
+    /// Output pixels per side of a tile.
+    pub(crate) fn output(self) -> usize {
+        match self {
+            TileSize::F2 => 2,
+            TileSize::F4 => 4,
+        }
+    }
+
+    /// Input pixels per side of a tile (`α`).
+    fn input(self) -> usize {
+        self.output() + 2
+    }
+
+    /// An index for a cache of one transform per tile size.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            TileSize::F2 => 0,
+            TileSize::F4 => 1,
+        }
+    }
+}
+
+/// What `RESNET_TRANSFER_WINOGRAD` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    /// The tile size by the map's size (the default).
+    Auto,
+    /// No Winograd: every convolution by the direct product.
+    Off,
+    /// One tile size wherever a tile fits.
+    Only(TileSize),
+}
+
+/// The setting, read once.
+fn setting() -> Setting {
+    static SETTING: OnceLock<Setting> = OnceLock::new();
+    *SETTING.get_or_init(
+        || match std::env::var("RESNET_TRANSFER_WINOGRAD").as_deref() {
+            Ok("off" | "0") => Setting::Off,
+            Ok("2") => Setting::Only(TileSize::F2),
+            Ok("4") => Setting::Only(TileSize::F4),
+            _ => Setting::Auto,
+        },
+    )
+}
+
+/// Whether this build and CPU run Winograd convolutions at all (the panel product is there and
+/// the environment has not turned it off).
+pub(crate) fn enabled() -> bool {
+    panels::available() && setting() != Setting::Off
+}
+
+/// The tile size for a convolution of `kernel` and `stride` whose output is `out` pixels, or
+/// `None` where the direct product should run: only 3x3 kernels of stride 1; F(4x4, 3x3) where
+/// both sides are at least 4 pixels, F(2x2, 3x3) at 2 and 3, none at 1 (where the direct product
+/// multiplies only the taps that see the map).
+pub(crate) fn choose(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2]) -> Option<TileSize> {
+    if kernel != [3, 3] || stride != [1, 1] || !enabled() {
+        return None;
+    }
+    let side = out[0].min(out[1]);
+    match setting() {
+        Setting::Off => None,
+        Setting::Only(size) => (side >= 2).then_some(size),
+        Setting::Auto if side >= 4 => Some(TileSize::F4),
+        Setting::Auto if side >= 2 => Some(TileSize::F2),
+        Setting::Auto => None,
+    }
+}
+
+/// `G` of F(2x2, 3x3): the filter transform.
+const G2: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// `G` of F(4x4, 3x3): the filter transform.
+const G4: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// A 3x3 convolution's folded weight transformed for one tile size: `α²` weights
+/// `U_ξ` `[C_in, C_out]`, each packed into panels.
+#[derive(Debug, Clone)]
+pub(crate) struct Winograd {
+    size: TileSize,
+    weights: Vec<Panels>,
+    c_in: usize,
+    c_out: usize,
+    /// The products' own shift: zero (the shift is added after the output transform).
+    zeros: Vec<f32>,
+}
+
+impl Winograd {
+    /// Transforms `weight`, `[3·3·C_in, C_out]` row-major with rows in (tap row, tap column,
+    /// input channel) order, as the folded path stores a convolution. The transform is computed
+    /// in `f64` and rounded once.
+    pub(crate) fn pack(weight: &[f32], c_in: usize, c_out: usize, size: TileSize) -> Self {
+        assert_eq!(weight.len(), 9 * c_in * c_out, "a 3x3 convolution's weight");
+        let g: &[[f64; 3]] = match size {
+            TileSize::F2 => &G2,
+            TileSize::F4 => &G4,
+        };
+        let alpha = size.input();
+        let mut transformed = vec![vec![0f32; c_in * c_out]; alpha * alpha];
+        for ci in 0..c_in {
+            for co in 0..c_out {
+                let tap = |ky: usize, kx: usize| {
+                    f64::from(weight[((ky * 3 + kx) * c_in + ci) * c_out + co])
+                };
+                // `G g`, then `(G g) Gᵀ`.
+                let rows: Vec<[f64; 3]> = (0..alpha)
+                    .map(|i| {
+                        std::array::from_fn(|kx| (0..3).map(|ky| g[i][ky] * tap(ky, kx)).sum())
+                    })
+                    .collect();
+                for i in 0..alpha {
+                    for j in 0..alpha {
+                        let u: f64 = (0..3).map(|kx| rows[i][kx] * g[j][kx]).sum();
+                        transformed[i * alpha + j][ci * c_out + co] = u as f32;
+                    }
+                }
+            }
+        }
+        Self {
+            size,
+            weights: transformed
+                .iter()
+                .map(|u| Panels::pack(u, c_in, c_out))
+                .collect(),
+            c_in,
+            c_out,
+            zeros: vec![0.0; Panels::padded_channels(c_out)],
+        }
+    }
+
+    /// `relu?(conv3x3(x) + shift [+ residual])` for channels-last `x` `[N, H, W, C_in]` with
+    /// `padding` zeros on each side, stride 1: a new `[N, H', W', C_out]` buffer. `shift` is
+    /// per output channel, `residual` has the output's shape. With `parallel`, the blocks of
+    /// tiles are shared out between the pool's threads.
+    ///
+    /// # Panics
+    ///
+    /// If the operands do not match (the folded path checks them when it builds the model) or
+    /// this CPU lacks AVX2 and FMA ([`enabled`] says so beforehand).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        padding: [usize; 2],
+        shift: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        parallel: bool,
+    ) -> Vec<f32> {
+        let [n, h, w, c] = dims;
+        let [ph, pw] = padding;
+        let (ho, wo) = (
+            (h + 2 * ph).saturating_sub(2),
+            (w + 2 * pw).saturating_sub(2),
+        );
+        let c_out = self.c_out;
+        let len = n * ho * wo * c_out;
+        assert!(
+            panels::available()
+                && c == self.c_in
+                && x.len() == n * h * w * c
+                && shift.len() >= c_out
+                && residual.is_none_or(|r| r.len() == len),
+            "winograd convolution: operands do not match"
+        );
+        let geometry = Geometry {
+            dims,
+            padding,
+            out: [ho, wo],
+            tile: self.size.output(),
+        };
+        let [th, tw] = geometry.tiles();
+        let rows = n * th;
+        let alpha = self.size.input();
+        let per_row = (tw * alpha * alpha * c.max(c_out) * 4).max(1);
+        let mut block = (BLOCK_BYTES / per_row).max(MIN_TILES.div_ceil(tw)).max(1);
+        let threads = rayon::current_num_threads();
+        if parallel && threads > 1 {
+            block = block.min(rows.div_ceil(2 * threads)).max(1);
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut rest = &mut out.spare_capacity_mut()[..len];
+        let mut blocks = Vec::new();
+        for r0 in (0..rows).step_by(block) {
+            let tile_rows = r0..(r0 + block).min(rows);
+            let span = geometry.values(tile_rows.clone(), c_out);
+            let (this, tail) = std::mem::take(&mut rest).split_at_mut(span.len());
+            rest = tail;
+            blocks.push((tile_rows, this, residual.map(|r| &r[span])));
+        }
+        let run = |(tile_rows, out, residual): (
+            Range<usize>,
+            &mut [MaybeUninit<f32>],
+            Option<&[f32]>,
+        )| {
+            let epilogue = Epilogue {
+                shift,
+                residual,
+                relu,
+            };
+            // SAFETY: the CPU has AVX2 and FMA (asserted above).
+            unsafe { self.block(x, &geometry, tile_rows, out, &epilogue) }
+        };
+        if parallel {
+            blocks.into_par_iter().for_each(run);
+        } else {
+            blocks.into_iter().for_each(run);
+        }
+        // SAFETY: the blocks' output slices tile `out`'s first `len` values, and each block
+        // wrote every value of its slice (every pixel lies in one tile, every channel in one
+        // step of `L`).
+        unsafe { out.set_len(len) };
+        out
+    }
+
+    /// One block of tile rows: transform the input tiles, multiply, transform back into `out`
+    /// (the block's part of the output).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block(
+        &self,
+        x: &[f32],
+        geometry: &Geometry,
+        tile_rows: Range<usize>,
+        out: &mut [MaybeUninit<f32>],
+        epilogue: &Epilogue,
+    ) {
+        match self.size {
+            TileSize::F2 => {
+                self.block_with::<4, 2>(x, geometry, tile_rows, out, epilogue, input_f2, output_f2)
+            }
+            TileSize::F4 => {
+                self.block_with::<6, 4>(x, geometry, tile_rows, out, epilogue, input_f4, output_f4)
+            }
+        }
+    }
+
+    /// [`block`](Self::block) for tiles of `A` inputs and `M` outputs a side, with their 1-D
+    /// transforms `input` (`Bᵀ`) and `output` (`Aᵀ`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn block_with<const A: usize, const M: usize>(
+        &self,
+        x: &[f32],
+        geometry: &Geometry,
+        tile_rows: Range<usize>,
+        out: &mut [MaybeUninit<f32>],
+        epilogue: &Epilogue,
+        input: impl Fn(&[Lanes; A]) -> [Lanes; A] + Copy,
+        output: impl Fn(&[Lanes; A]) -> [Lanes; M] + Copy,
+    ) {
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        let [_, tw] = geometry.tiles();
+        let tiles = tile_rows.len() * tw;
+        let positions = A * A;
+        thread_local! {
+            static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+                const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+        }
+        let (mut v, mut m) = BUFFERS.take();
+        v.resize(positions * tiles * c_in, 0.0);
+        m.resize(positions * tiles * c_out, 0.0);
+        let tile_at = |t: usize| (tile_rows.start + t / tw, t % tw);
+
+        // V = Bᵀ d B, position-major: `[α², tiles, C_in]`.
+        for t in 0..tiles {
+            let (row, tx) = tile_at(t);
+            for c0 in (0..c_in).step_by(L) {
+                let lanes = L.min(c_in - c0);
+                let d: [[Lanes; A]; A] = geometry.gather(x, row, tx, c0, lanes);
+                let transformed = transform_2d(&d, input);
+                for (i, row) in transformed.iter().enumerate() {
+                    for (j, value) in row.iter().enumerate() {
+                        let at = ((i * A + j) * tiles + t) * c_in + c0;
+                        if lanes == L {
+                            v[at..at + L].copy_from_slice(value);
+                        } else {
+                            v[at..at + lanes].copy_from_slice(&value[..lanes]);
+                        }
+                    }
+                }
+            }
+        }
+
+        // M_ξ = V_ξ · U_ξ.
+        for (xi, weight) in self.weights.iter().enumerate() {
+            let a = &v[xi * tiles * c_in..][..tiles * c_in];
+            let product = &mut m[xi * tiles * c_out..][..tiles * c_out];
+            // SAFETY: `f32` and `MaybeUninit<f32>` have the same layout, and the product only
+            // writes initialized values through it.
+            let product = unsafe {
+                std::slice::from_raw_parts_mut(
+                    product.as_mut_ptr().cast::<MaybeUninit<f32>>(),
+                    product.len(),
+                )
+            };
+            panels::product(a, c_in, weight, 0, product, &self.zeros, None, false, false);
+        }
+
+        // Y = Aᵀ M A, then the shift, the shortcut and the ReLU, into the output pixels the
+        // tile covers.
+        let [ho, wo] = geometry.out;
+        let first = geometry.pixel_row(tile_rows.start);
+        for t in 0..tiles {
+            let (row, tx) = tile_at(t);
+            let (image, ty) = (row / geometry.tiles()[0], row % geometry.tiles()[0]);
+            for c0 in (0..c_out).step_by(L) {
+                let lanes = L.min(c_out - c0);
+                let gathered: [[Lanes; A]; A] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| {
+                        let mut value = [0.0; L];
+                        let at = ((i * A + j) * tiles + t) * c_out + c0;
+                        copy_lanes(&mut value, &m[at..], lanes);
+                        value
+                    })
+                });
+                let y = transform_2d(&gathered, output);
+                for (r, y_row) in y.iter().enumerate() {
+                    let oy = ty * M + r;
+                    if oy >= ho {
+                        break;
+                    }
+                    let pixel_row = image * ho + oy - first;
+                    for (s, value) in y_row.iter().enumerate() {
+                        let ox = tx * M + s;
+                        if ox >= wo {
+                            break;
+                        }
+                        let at = (pixel_row * wo + ox) * c_out + c0;
+                        epilogue.store(&mut out[at..at + lanes], value, at, c0);
+                    }
+                }
+            }
+        }
+        BUFFERS.set((v, m));
+    }
+}
+
+/// The shapes of one convolution's tiling.
+struct Geometry {
+    /// The input, `[N, H, W, C_in]`.
+    dims: [usize; 4],
+    padding: [usize; 2],
+    /// The output's height and width.
+    out: [usize; 2],
+    /// Output pixels per side of a tile.
+    tile: usize,
+}
+
+impl Geometry {
+    /// Tile rows and tile columns per image.
+    fn tiles(&self) -> [usize; 2] {
+        self.out.map(|side| side.div_ceil(self.tile))
+    }
+
+    /// The first output row, counting down through the images stacked, of tile row `row` (also
+    /// counted through the whole batch).
+    fn pixel_row(&self, row: usize) -> usize {
+        let th = self.tiles()[0];
+        (row / th) * self.out[0] + (row % th) * self.tile
+    }
+
+    /// The range of output values that tile rows `rows` cover, for `c_out` channels.
+    fn values(&self, rows: Range<usize>, c_out: usize) -> Range<usize> {
+        let per_row = self.out[1] * c_out;
+        self.pixel_row(rows.start) * per_row..self.pixel_row(rows.end) * per_row
+    }
+
+    /// Channels `c0..c0 + lanes` of the `A x A` input tile of tile `tx` in tile row `row`, zeros
+    /// outside the image and past `lanes`.
+    #[inline(always)]
+    fn gather<const A: usize>(
+        &self,
+        x: &[f32],
+        row: usize,
+        tx: usize,
+        c0: usize,
+        lanes: usize,
+    ) -> [[Lanes; A]; A] {
+        let [_, h, w, c] = self.dims;
+        let th = self.tiles()[0];
+        let (image, ty) = (row / th, row % th);
+        let mut d = [[[0.0; L]; A]; A];
+        for (a, d_row) in d.iter_mut().enumerate() {
+            let Some(y) = (ty * self.tile + a)
+                .checked_sub(self.padding[0])
+                .filter(|&y| y < h)
+            else {
+                continue;
+            };
+            for (b, value) in d_row.iter_mut().enumerate() {
+                let Some(xx) = (tx * self.tile + b)
+                    .checked_sub(self.padding[1])
+                    .filter(|&v| v < w)
+                else {
+                    continue;
+                };
+                let at = ((image * h + y) * w + xx) * c + c0;
+                copy_lanes(value, &x[at..], lanes);
+            }
+        }
+        d
+    }
+}
+
+/// `lanes` values from the start of `from` into `to` (the rest of `to` left as it is): a copy of
+/// a whole register where `lanes` is all of them, which the compiler makes one load and store.
+#[inline(always)]
+fn copy_lanes(to: &mut Lanes, from: &[f32], lanes: usize) {
+    if lanes == L {
+        to.copy_from_slice(&from[..L]);
+    } else {
+        to[..lanes].copy_from_slice(&from[..lanes]);
+    }
+}
+
+/// What is applied to each output value as it is stored.
+struct Epilogue<'a> {
+    shift: &'a [f32],
+    /// The shortcut, the block's part of it (indexed as the block's output).
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// Stores `value`'s first `out.len()` lanes, channels from `c0`, at offset `at` of the block.
+    #[inline(always)]
+    fn store(&self, out: &mut [MaybeUninit<f32>], value: &Lanes, at: usize, c0: usize) {
+        let shift = &self.shift[c0..c0 + out.len()];
+        match self.residual {
+            Some(residual) => {
+                let residual = &residual[at..at + out.len()];
+                for (((o, v), s), r) in out.iter_mut().zip(value).zip(shift).zip(residual) {
+                    let y = v + s + r;
+                    o.write(if self.relu { y.max(0.0) } else { y });
+                }
+            }
+            None => {
+                for ((o, v), s) in out.iter_mut().zip(value).zip(shift) {
+                    let y = v + s;
+                    o.write(if self.relu { y.max(0.0) } else { y });
+                }
+            }
+        }
+    }
+}
+
+/// A 2-D transform of an `A x A` tile by a 1-D transform `f` (`A` values to `B`), applied down
+/// the columns and then along the rows: `F d Fᵀ`.
+#[inline(always)]
+fn transform_2d<const A: usize, const B: usize>(
+    d: &[[Lanes; A]; A],
+    f: impl Fn(&[Lanes; A]) -> [Lanes; B],
+) -> [[Lanes; B]; B] {
+    let mut columns = [[[0.0; L]; A]; B];
+    for col in 0..A {
+        let column: [Lanes; A] = std::array::from_fn(|a| d[a][col]);
+        for (i, value) in f(&column).into_iter().enumerate() {
+            columns[i][col] = value;
+        }
+    }
+    std::array::from_fn(|i| f(&columns[i]))
+}
+
+/// `Bᵀ d` of F(2x2, 3x3), lane by lane.
+#[inline(always)]
+fn input_f2(d: &[Lanes; 4]) -> [Lanes; 4] {
+    let mut r = [[0.0; L]; 4];
+    for l in 0..L {
+        let [d0, d1, d2, d3] = [d[0][l], d[1][l], d[2][l], d[3][l]];
+        r[0][l] = d0 - d2;
+        r[1][l] = d1 + d2;
+        r[2][l] = d2 - d1;
+        r[3][l] = d1 - d3;
+    }
+    r
+}
+
+/// `Aᵀ m` of F(2x2, 3x3), lane by lane.
+#[inline(always)]
+fn output_f2(m: &[Lanes; 4]) -> [Lanes; 2] {
+    let mut r = [[0.0; L]; 2];
+    for l in 0..L {
+        let [m0, m1, m2, m3] = [m[0][l], m[1][l], m[2][l], m[3][l]];
+        r[0][l] = m0 + m1 + m2;
+        r[1][l] = m1 - m2 - m3;
+    }
+    r
+}
+
+/// `Bᵀ d` of F(4x4, 3x3), lane by lane.
+#[inline(always)]
+fn input_f4(d: &[Lanes; 6]) -> [Lanes; 6] {
+    let mut r = [[0.0; L]; 6];
+    for l in 0..L {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        r[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        r[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        r[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        r[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        r[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        r[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    r
+}
+
+/// `Aᵀ m` of F(4x4, 3x3), lane by lane.
+#[inline(always)]
+fn output_f4(m: &[Lanes; 6]) -> [Lanes; 4] {
+    let mut r = [[0.0; L]; 4];
+    for l in 0..L {
+        let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
+        let (sum12, diff12, sum34, diff34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        r[0][l] = m0 + sum12 + sum34;
+        r[1][l] = diff12 + 2.0 * diff34;
+        r[2][l] = sum12 + 4.0 * sum34;
+        r[3][l] = diff12 + 8.0 * diff34 + m5;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+
+    /// A 3x3 convolution of stride 1 in `f64`, straight from its definition, with the shift,
+    /// shortcut and ReLU.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        x: &[f32],
+        [n, h, w, c]: [usize; 4],
+        weight: &[f32],
+        c_out: usize,
+        [ph, pw]: [usize; 2],
+        shift: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Vec<f64> {
+        let (ho, wo) = (h + 2 * ph - 2, w + 2 * pw - 2);
+        let mut out = vec![0f64; n * ho * wo * c_out];
+        for i in 0..n {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let at = ((i * ho + oy) * wo + ox) * c_out;
+                    for co in 0..c_out {
+                        let mut sum = f64::from(shift[co]);
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (y, xx) = (
+                                    (oy + ky) as isize - ph as isize,
+                                    (ox + kx) as isize - pw as isize,
+                                );
+                                if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                    continue;
+                                }
+                                let pixel = ((i * h + y as usize) * w + xx as usize) * c;
+                                for ci in 0..c {
+                                    sum += f64::from(x[pixel + ci])
+                                        * f64::from(weight[((ky * 3 + kx) * c + ci) * c_out + co]);
+                                }
+                            }
+                        }
+                        if let Some(r) = residual {
+                            sum += f64::from(r[at + co]);
+                        }
+                        out[at + co] = if relu { sum.max(0.0) } else { sum };
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Both tile sizes against the definition, within 1e-4 (outputs of order 1), on maps with
+    /// whole and partial tiles, a single tile and a single pixel, channel counts that are not
+    /// multiples of 8 (or of a panel), without padding, with and without the shortcut and the
+    /// ReLU, on one thread and shared out.
+    #[test]
+    fn both_tile_sizes_match_a_direct_convolution() {
+        if !panels::available() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(7);
+        // [N, H, W, C_in], C_out, padding.
+        let cases = [
+            ([2, 8, 8, 16], 32, [1, 1]),
+            ([1, 7, 5, 5], 17, [1, 1]),
+            ([3, 2, 2, 19], 16, [1, 1]),
+            ([1, 1, 1, 8], 8, [1, 1]),
+            ([1, 9, 11, 8], 40, [0, 0]),
+            ([4, 14, 14, 64], 64, [1, 1]),
+            ([2, 29, 31, 3], 24, [1, 0]),
+        ];
+        for (dims, c_out, padding) in cases {
+            let [n, h, w, c] = dims;
+            let x: Vec<f32> = (0..n * h * w * c)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let bound = (1.0 / (9.0 * c as f32)).sqrt() * 3f32.sqrt();
+            let weight: Vec<f32> = (0..9 * c * c_out)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let shift: Vec<f32> = (0..c_out).map(|_| rng.random_range(-0.5..0.5)).collect();
+            let (ho, wo) = (h + 2 * padding[0] - 2, w + 2 * padding[1] - 2);
+            let residual: Vec<f32> = (0..n * ho * wo * c_out)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            for (shortcut, relu) in [(false, false), (true, true), (false, true)] {
+                let residual = shortcut.then_some(&residual[..]);
+                let want = direct(&x, dims, &weight, c_out, padding, &shift, residual, relu);
+                for size in [TileSize::F2, TileSize::F4] {
+                    let winograd = Winograd::pack(&weight, c, c_out, size);
+                    let one = winograd.forward(&x, dims, padding, &shift, residual, relu, false);
+                    let shared = winograd.forward(&x, dims, padding, &shift, residual, relu, true);
+                    assert_eq!(one.len(), want.len());
+                    let gap = one
+                        .iter()
+                        .zip(&want)
+                        .fold(0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+                    assert!(
+                        gap < 1e-4,
+                        "{size:?} {dims:?} -> {c_out}, pad {padding:?}: {gap}"
+                    );
+                    let spread = one
+                        .iter()
+                        .zip(&shared)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        spread < 1e-6,
+                        "{size:?} {dims:?}: one thread vs shared {spread}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The rule: 3x3 kernels of stride 1 only, no tile on a 1-pixel map.
+    #[test]
+    fn only_3x3_convolutions_of_stride_1_on_maps_of_2_or_more() {
+        if !enabled() {
+            return;
+        }
+        assert_eq!(choose([1, 1], [1, 1], [8, 8]), None);
+        assert_eq!(choose([3, 3], [2, 2], [8, 8]), None);
+        assert_eq!(choose([3, 3], [1, 1], [1, 8]), None);
+        assert!(choose([3, 3], [1, 1], [2, 2]).is_some());
+        assert!(choose([3, 3], [1, 1], [56, 56]).is_some());
+    }
+}
