@@ -36,6 +36,14 @@ fn channels_last_units_match_burns_conv_and_batch_norm() {
                 ("1x1 after", stage2.convs[2].clone(), 8, 4),
                 ("shortcut 1x1/2", stage2.shortcut.clone().unwrap(), 16, 8),
                 ("3x3", model.stages[0].blocks[1].convs[1].clone(), 4, 8),
+                // Enough tiles (3 images of 10x10 tiles, the last partial) for the training
+                // step's Winograd F(4x4, 3x3) on x86-64: forward and input gradient.
+                (
+                    "3x3 on 38x38",
+                    model.stages[0].blocks[1].convs[1].clone(),
+                    4,
+                    38,
+                ),
                 // On a 1x1 map only the centre tap sees a pixel: the fast path multiplies it
                 // alone.
                 (

@@ -56,12 +56,21 @@ pub(crate) struct Panels {
 impl Panels {
     /// Packs `weight`, `[depth, c_out]` row-major.
     pub(crate) fn pack(weight: &[f32], depth: usize, c_out: usize) -> Self {
+        Self::pack_rows(depth, c_out, |r| &weight[r * c_out..(r + 1) * c_out])
+    }
+
+    /// Packs the `[depth, c_out]` matrix whose row `r` is `row(r)` (`c_out` values).
+    pub(crate) fn pack_rows<'a>(
+        depth: usize,
+        c_out: usize,
+        row: impl Fn(usize) -> &'a [f32],
+    ) -> Self {
         let panels = c_out.div_ceil(NR);
         let mut data = vec![0.0; panels * depth * NR];
         for (p, panel) in data.chunks_exact_mut(depth * NR).enumerate() {
             let cols = NR.min(c_out - p * NR);
-            for (row, packed) in weight.chunks_exact(c_out).zip(panel.chunks_exact_mut(NR)) {
-                packed[..cols].copy_from_slice(&row[p * NR..p * NR + cols]);
+            for (r, packed) in panel.chunks_exact_mut(NR).enumerate() {
+                packed[..cols].copy_from_slice(&row(r)[p * NR..p * NR + cols]);
             }
         }
         Self { data, depth, c_out }

@@ -13,6 +13,8 @@ use crate::cpu::for_each_image;
 use crate::cpu::gemm::product;
 use crate::cpu::host::HostBackend;
 use crate::cpu::im2col::{im2col, kept_taps};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::winograd::{TileSize, Winograd, choose_for_training};
 
 /// BatchNorm with batch statistics over the columns of `[rows, channels]` `x`, plus `shortcut`
 /// where given, then ReLU where `relu`: `(y, mean, biased variance)`. See
@@ -261,6 +263,7 @@ struct ConvShape {
     depth: usize,
     stride: [usize; 2],
     padding: [usize; 2],
+    kernel: [usize; 2],
 }
 
 impl ConvShape {
@@ -278,7 +281,21 @@ impl ConvShape {
             taps,
             stride: [sh, sw],
             padding: [ph, pw],
+            kernel: [kh, kw],
         }
+    }
+
+    /// The Winograd tile for this convolution and, for its input's gradient, for the
+    /// convolution of the output's gradient by the flipped kernel: only for a 3x3 kernel of
+    /// stride 1 whose every tap sees the map, padded by at most 2, where
+    /// [`choose_for_training`] picks one for the output's map and for the input's.
+    #[cfg(target_arch = "x86_64")]
+    fn winograd(&self) -> Option<[TileSize; 2]> {
+        let [n, h, w, c] = self.input;
+        let full = self.depth == 9 * c && self.padding.iter().all(|&p| p <= 2);
+        let forward = choose_for_training(self.kernel, self.stride, self.out, n)?;
+        let backward = choose_for_training(self.kernel, self.stride, [h, w], n)?;
+        full.then_some([forward, backward])
     }
 
     fn rows(&self) -> usize {
@@ -321,6 +338,15 @@ pub(crate) fn conv_nhwc<B: HostBackend>(
 ) -> FloatTensor<B> {
     let shape = ConvShape::new(&B::dims(&x), &B::dims(&weight), geometry);
     let (x, weight) = (B::values(&x), B::values(&weight));
+    #[cfg(target_arch = "x86_64")]
+    if let Some([size, _]) = shape.winograd() {
+        let [n, _, _, c] = shape.input;
+        let (c_out, [ho, wo]) = (shape.c_out, shape.out);
+        let winograd = Winograd::pack(&weight, c, c_out, size);
+        let zeros = vec![0.0; c_out];
+        let y = winograd.forward(&x, shape.input, shape.padding, &zeros, None, false, true);
+        return B::from_values(y, &[n, ho, wo, c_out]);
+    }
     let columns = shape.columns(&x);
     let (rows, depth, c_out) = (shape.rows(), shape.depth, shape.c_out);
     let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
@@ -353,6 +379,13 @@ pub(crate) fn conv_nhwc_backward<B: HostBackend>(
         || {
             // dColumns = dY · Wᵀ, summed back onto the pixels each row was gathered from.
             want_dx.then(|| {
+                #[cfg(target_arch = "x86_64")]
+                if let Some([_, size]) = shape.winograd() {
+                    return B::from_values(
+                        input_grad_winograd(&grad, &weight, &shape, size),
+                        &shape.input,
+                    );
+                }
                 let weight = &weight[shape.first * c_out..(shape.first + depth) * c_out];
                 let d_columns = product(
                     [rows, c_out, depth],
@@ -392,6 +425,37 @@ pub(crate) fn conv_nhwc_backward<B: HostBackend>(
         },
     );
     [dx, dw]
+}
+
+/// The input's gradient of a 3x3 convolution of stride 1 by Winograd's transforms: the
+/// convolution of the output's gradient, padded by `2 − padding`, by the kernel flipped in both
+/// directions with its input and output channels swapped.
+#[cfg(target_arch = "x86_64")]
+fn input_grad_winograd(
+    grad: &[f32],
+    weight: &[f32],
+    shape: &ConvShape,
+    size: TileSize,
+) -> Vec<f32> {
+    let [_, _, _, c] = shape.input;
+    let (n, c_out, [ho, wo]) = (shape.input[0], shape.c_out, shape.out);
+    let mut flipped = vec![0f32; weight.len()];
+    flipped
+        .par_chunks_mut(c_out * c)
+        .enumerate()
+        .for_each(|(k, tap)| {
+            // Tap (ky, kx) of the flipped kernel is tap (2 − ky, 2 − kx) of the weight, transposed.
+            let source = &weight[(8 - k) * c * c_out..][..c * c_out];
+            for (co, row) in tap.chunks_exact_mut(c).enumerate() {
+                for (ci, value) in row.iter_mut().enumerate() {
+                    *value = source[ci * c_out + co];
+                }
+            }
+        });
+    let winograd = Winograd::pack(&flipped, c_out, c, size);
+    let padding = shape.padding.map(|p| 2 - p);
+    let zeros = vec![0.0; c];
+    winograd.forward(grad, [n, ho, wo, c_out], padding, &zeros, None, false, true)
 }
 
 /// The adjoint of [`im2col`]: each row's values added back onto the input pixels they were

@@ -18,7 +18,9 @@
 //!
 //! F(4x4, 3x3)'s transforms have coefficients up to 8 and fractions of 24, so its results differ
 //! from the direct product by more float rounding than F(2x2, 3x3)'s; the tests keep both within
-//! 1e-4 of a direct convolution in `f64`. Where the maps are too small for a tile to pay (1x1, as
+//! 1e-4 of a direct convolution in `f64`. The training step's convolutions (forward, and the
+//! input's gradient, itself a 3x3 convolution of the output's gradient by the flipped kernel)
+//! go through it too, their weights transformed anew on every step. Where the maps are too small for a tile to pay (1x1, as
 //! stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the direct
 //! product runs. `RESNET_TRANSFER_WINOGRAD=off` turns it off (to compare), `2` or `4` forces one
 //! tile size; the measured gain is in docs/PERFORMANCE.md.
@@ -125,8 +127,31 @@ pub(crate) fn choose(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2]) ->
     }
 }
 
+/// Tiles a training step's batch must hold for [`choose_for_training`] to pick a tile size.
+const TRAINING_MIN_TILES: usize = 256;
+
+/// [`choose`] for a training step's convolution of `images` images, whose weights are
+/// transformed anew on every step (twice: forward and for the input's gradient): only where
+/// the batch holds at least 256 tiles to spread that over. At 224x224 pixels and batch 8 that
+/// is stages 1 and 2 (1,568 and 392 tiles); with stage 3 too (128 tiles) or none, the step was
+/// slower in alternating runs, and at 32x32 and batch 32 (128 tiles in stage 1) no faster.
+pub(crate) fn choose_for_training(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    out: [usize; 2],
+    images: usize,
+) -> Option<TileSize> {
+    let size = choose(kernel, stride, out)?;
+    let tiles = images
+        * out
+            .map(|side| side.div_ceil(size.output()))
+            .iter()
+            .product::<usize>();
+    (tiles >= TRAINING_MIN_TILES).then_some(size)
+}
+
 /// `G` of F(2x2, 3x3): the filter transform.
-const G2: [[f64; 3]; 4] = [
+const G2: [[f32; 3]; 4] = [
     [1.0, 0.0, 0.0],
     [0.5, 0.5, 0.5],
     [0.5, -0.5, 0.5],
@@ -134,7 +159,7 @@ const G2: [[f64; 3]; 4] = [
 ];
 
 /// `G` of F(4x4, 3x3): the filter transform.
-const G4: [[f64; 3]; 6] = [
+const G4: [[f32; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -142,6 +167,15 @@ const G4: [[f64; 3]; 6] = [
     [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
 ];
+
+/// `out += coefficient · x`, skipping the zero coefficients of `G`.
+fn add_scaled(out: &mut [f32], coefficient: f32, x: &[f32]) {
+    if coefficient != 0.0 {
+        out.iter_mut()
+            .zip(x)
+            .for_each(|(o, v)| *o += coefficient * v);
+    }
+}
 
 /// A 3x3 convolution's folded weight transformed for one tile size: `α²` weights
 /// `U_ξ` `[C_in, C_out]`, each packed into panels.
@@ -157,41 +191,53 @@ pub(crate) struct Winograd {
 
 impl Winograd {
     /// Transforms `weight`, `[3·3·C_in, C_out]` row-major with rows in (tap row, tap column,
-    /// input channel) order, as the folded path stores a convolution. The transform is computed
-    /// in `f64` and rounded once.
+    /// input channel) order, as the convolutions store it: `U = G g Gᵀ` as `(G g) Gᵀ`, whole
+    /// rows of output channels at a time, the input channels shared out between the pool's
+    /// threads (the training step transforms its weights on every step).
     pub(crate) fn pack(weight: &[f32], c_in: usize, c_out: usize, size: TileSize) -> Self {
         assert_eq!(weight.len(), 9 * c_in * c_out, "a 3x3 convolution's weight");
-        let g: &[[f64; 3]] = match size {
+        let g: &[[f32; 3]] = match size {
             TileSize::F2 => &G2,
             TileSize::F4 => &G4,
         };
         let alpha = size.input();
-        let mut transformed = vec![vec![0f32; c_in * c_out]; alpha * alpha];
-        for ci in 0..c_in {
-            for co in 0..c_out {
-                let tap = |ky: usize, kx: usize| {
-                    f64::from(weight[((ky * 3 + kx) * c_in + ci) * c_out + co])
-                };
-                // `G g`, then `(G g) Gᵀ`.
-                let rows: Vec<[f64; 3]> = (0..alpha)
-                    .map(|i| {
-                        std::array::from_fn(|kx| (0..3).map(|ky| g[i][ky] * tap(ky, kx)).sum())
-                    })
-                    .collect();
-                for i in 0..alpha {
-                    for j in 0..alpha {
-                        let u: f64 = (0..3).map(|kx| rows[i][kx] * g[j][kx]).sum();
-                        transformed[i * alpha + j][ci * c_out + co] = u as f32;
+        let positions = alpha * alpha;
+        // `[C_in, α², C_out]`: every position's row for one input channel together.
+        let mut transformed = vec![0f32; c_in * positions * c_out];
+        transformed
+            .par_chunks_mut(positions * c_out)
+            .enumerate()
+            .for_each(|(ci, out)| {
+                let tap = |k: usize| &weight[(k * c_in + ci) * c_out..][..c_out];
+                // `G g`: α rows of 3 taps, each `C_out` long.
+                let mut rows = vec![0f32; alpha * 3 * c_out];
+                for (i, row) in rows.chunks_exact_mut(3 * c_out).enumerate() {
+                    for (kx, column) in row.chunks_exact_mut(c_out).enumerate() {
+                        for (ky, coefficient) in g[i].iter().enumerate() {
+                            add_scaled(column, *coefficient, tap(ky * 3 + kx));
+                        }
                     }
                 }
-            }
-        }
+                // `(G g) Gᵀ`.
+                for (at, u) in out.chunks_exact_mut(c_out).enumerate() {
+                    let (i, j) = (at / alpha, at % alpha);
+                    let row = &rows[i * 3 * c_out..][..3 * c_out];
+                    for (kx, coefficient) in g[j].iter().enumerate() {
+                        add_scaled(u, *coefficient, &row[kx * c_out..][..c_out]);
+                    }
+                }
+            });
+        let weights = (0..positions)
+            .into_par_iter()
+            .map(|xi| {
+                Panels::pack_rows(c_in, c_out, |ci| {
+                    &transformed[(ci * positions + xi) * c_out..][..c_out]
+                })
+            })
+            .collect();
         Self {
             size,
-            weights: transformed
-                .iter()
-                .map(|u| Panels::pack(u, c_in, c_out))
-                .collect(),
+            weights,
             c_in,
             c_out,
             zeros: vec![0.0; Panels::padded_channels(c_out)],
@@ -711,7 +757,8 @@ mod tests {
         }
     }
 
-    /// The rule: 3x3 kernels of stride 1 only, no tile on a 1-pixel map.
+    /// The rule: 3x3 kernels of stride 1 only, no tile on a 1-pixel map; in training, enough
+    /// tiles in the batch.
     #[test]
     fn only_3x3_convolutions_of_stride_1_on_maps_of_2_or_more() {
         if !enabled() {
@@ -722,5 +769,11 @@ mod tests {
         assert_eq!(choose([3, 3], [1, 1], [1, 8]), None);
         assert!(choose([3, 3], [1, 1], [2, 2]).is_some());
         assert!(choose([3, 3], [1, 1], [56, 56]).is_some());
+        // Training: 8 images of 28x28 (392 tiles of 4x4) yes, of 14x14 (128) no.
+        assert_eq!(
+            choose_for_training([3, 3], [1, 1], [28, 28], 8),
+            Some(TileSize::F4)
+        );
+        assert_eq!(choose_for_training([3, 3], [1, 1], [14, 14], 8), None);
     }
 }
