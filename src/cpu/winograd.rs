@@ -1,4 +1,4 @@
-//! Winograd's minimal filtering for the folded path's 3x3 convolutions of stride 1: F(2x2, 3x3)
+//! Winograd's minimal filtering for 3x3 convolutions of stride 1: F(2x2, 3x3)
 //! and F(4x4, 3x3) (Lavin and Gray, 2016), on channels-last maps, with the panel product
 //! multiplying the transformed tiles.
 //!
@@ -13,16 +13,18 @@
 //! each of the `α²` positions `ξ` of the transformed tile (`α = 4` or `6`) one product
 //! `M_ξ = V_ξ · U_ξ` over the input channels, `[tiles, C_in] x [C_in, C_out]`, by the panel product.
 //! The output tile is `Aᵀ M A`, to which the shift, the shortcut and the ReLU are applied as it is
-//! stored. The tiles are taken a block of tile rows at a time (about 512 KiB of transformed input)
-//! so that the transformed tiles are still in L2 when they are multiplied and transformed back.
+//! stored. The tiles are taken a block of tile rows at a time (about 512 KiB of transformed input,
+//! and at least 96 tiles) so that the transformed tiles are still in L2 when they are multiplied
+//! and transformed back.
 //!
 //! F(4x4, 3x3)'s transforms have coefficients up to 8 and fractions of 24, so its results differ
 //! from the direct product by more float rounding than F(2x2, 3x3)'s; the tests keep both within
-//! 1e-4 of a direct convolution in `f64`. The training step's convolutions (forward, and the
-//! input's gradient, itself a 3x3 convolution of the output's gradient by the flipped kernel)
-//! go through it too, their weights transformed anew on every step. Where the maps are too small for a tile to pay (1x1, as
-//! stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the direct
-//! product runs. `RESNET_TRANSFER_WINOGRAD=off` turns it off (to compare), `2` or `4` forces one
+//! 1e-4 of a direct convolution in `f64`. Where the maps are too small for a tile to pay (1x1,
+//! as stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the
+//! direct product runs. The training step's convolutions (forward, and the input's gradient,
+//! itself a 3x3 convolution of the output's gradient by the flipped kernel) go through it too
+//! where the batch holds enough tiles ([`choose_for_training`]), their weights transformed anew
+//! on every step. The weight's gradient stays an im2col product. `RESNET_TRANSFER_WINOGRAD=off` turns it off (to compare), `2` or `4` forces one
 //! tile size; the measured gain is in docs/PERFORMANCE.md.
 
 use std::mem::MaybeUninit;
