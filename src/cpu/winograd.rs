@@ -312,13 +312,19 @@ impl Winograd {
             &mut [MaybeUninit<f32>],
             Option<&[f32]>,
         )| {
-            let epilogue = Epilogue {
-                shift,
-                residual,
-                relu,
+            let block = Block {
+                x,
+                geometry: &geometry,
+                tile_rows,
+                out,
+                epilogue: Epilogue {
+                    shift,
+                    residual,
+                    relu,
+                },
             };
             // SAFETY: the CPU has AVX2 and FMA (asserted above).
-            unsafe { self.block(x, &geometry, tile_rows, out, &epilogue) }
+            unsafe { self.block(block) }
         };
         if parallel {
             blocks.into_par_iter().for_each(run);
@@ -332,45 +338,36 @@ impl Winograd {
         out
     }
 
-    /// One block of tile rows: transform the input tiles, multiply, transform back into `out`
-    /// (the block's part of the output).
+    /// One block of tile rows: transform the input tiles, multiply, transform back into the
+    /// block's part of the output.
     ///
     /// # Safety
     ///
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block(
-        &self,
-        x: &[f32],
-        geometry: &Geometry,
-        tile_rows: Range<usize>,
-        out: &mut [MaybeUninit<f32>],
-        epilogue: &Epilogue,
-    ) {
+    unsafe fn block(&self, block: Block) {
         match self.size {
-            TileSize::F2 => {
-                self.block_with::<4, 2>(x, geometry, tile_rows, out, epilogue, input_f2, output_f2)
-            }
-            TileSize::F4 => {
-                self.block_with::<6, 4>(x, geometry, tile_rows, out, epilogue, input_f4, output_f4)
-            }
+            TileSize::F2 => self.block_with::<4, 2>(block, input_f2, output_f2),
+            TileSize::F4 => self.block_with::<6, 4>(block, input_f4, output_f4),
         }
     }
 
     /// [`block`](Self::block) for tiles of `A` inputs and `M` outputs a side, with their 1-D
     /// transforms `input` (`Bᵀ`) and `output` (`Aᵀ`).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn block_with<const A: usize, const M: usize>(
         &self,
-        x: &[f32],
-        geometry: &Geometry,
-        tile_rows: Range<usize>,
-        out: &mut [MaybeUninit<f32>],
-        epilogue: &Epilogue,
+        block: Block,
         input: impl Fn(&[Lanes; A]) -> [Lanes; A] + Copy,
         output: impl Fn(&[Lanes; A]) -> [Lanes; M] + Copy,
     ) {
+        let Block {
+            x,
+            geometry,
+            tile_rows,
+            out,
+            epilogue,
+        } = block;
         let (c_in, c_out) = (self.c_in, self.c_out);
         let [_, tw] = geometry.tiles();
         let tiles = tile_rows.len() * tw;
@@ -456,6 +453,16 @@ impl Winograd {
         }
         BUFFERS.set((v, m));
     }
+}
+
+/// One block's work: tile rows `tile_rows` (counted through the batch) of `x`, into `out`, the
+/// block's part of the output.
+struct Block<'a> {
+    x: &'a [f32],
+    geometry: &'a Geometry,
+    tile_rows: Range<usize>,
+    out: &'a mut [MaybeUninit<f32>],
+    epilogue: Epilogue<'a>,
 }
 
 /// The shapes of one convolution's tiling.
