@@ -71,10 +71,12 @@ impl Checksum {
             }
             hasher.update(&buf[..n]);
         }
-        self.check(path, hasher.hex())
+        self.check(path, hasher.hex(), || {
+            "The file is damaged or another version: delete it and fetch it again".into()
+        })
     }
 
-    fn check(&self, path: &Path, found: String) -> Result<()> {
+    fn check(&self, path: &Path, found: String, hint: impl FnOnce() -> String) -> Result<()> {
         if found.eq_ignore_ascii_case(self.expected()) {
             Ok(())
         } else {
@@ -83,6 +85,7 @@ impl Checksum {
                 algorithm: self.algorithm(),
                 expected: self.expected().to_string(),
                 found,
+                hint: hint(),
             })
         }
     }
@@ -171,7 +174,14 @@ pub fn fetch(url: &str, dest: &Path, checksum: &Checksum, progress: bool) -> Res
                 "connection closed after {received} of {total} bytes"
             )));
         }
-        checksum.check(dest, hasher.hex())
+        checksum.check(dest, hasher.hex(), || {
+            format!(
+                "{received} bytes came from {url}, and they are not the file this version of \
+                 resnet-transfer was verified with (changed upstream, or altered on the way); \
+                 nothing was kept. Check the URL in a browser, or download a file you trust \
+                 by hand and pass its path instead of the name"
+            )
+        })
     })
 }
 

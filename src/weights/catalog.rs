@@ -1,7 +1,9 @@
 //! The known ImageNet ResNet weights, each with its source, checksum, layout and preprocessing.
 //!
 //! Files published online (the ONNX Model Zoo) are downloaded into the cache folder and checked
-//! against their SHA-256 (taken from the zoo's Git LFS pointers). Keras and torchvision weights
+//! against their SHA-256 (taken from the zoo's Git LFS pointers). Each URL names a commit of
+//! onnx/models, not a branch: the zoo has replaced files under the same name (resnet50-v1-12 in
+//! July 2022), and a URL on `main` would then serve a file that fails its checksum. Keras and torchvision weights
 //! are exported to ONNX by the scripts in `weights/`, on a machine that can reach those hubs;
 //! their checksums depend on the exporter's version, so they are listed without one.
 
@@ -18,7 +20,8 @@ pub struct WeightsEntry {
     pub name: &'static str,
     /// The file name in the weights or cache folder.
     pub file: &'static str,
-    /// Where to download it; `None` for files a user exports with a script in `weights/`.
+    /// Where to download it, pinned to a commit; `None` for files a user exports with a script in
+    /// `weights/`.
     pub url: Option<&'static str>,
     /// SHA-256 of the published file.
     pub sha256: Option<&'static str>,
@@ -40,7 +43,7 @@ pub const CATALOG: [WeightsEntry; 6] = [
         name: "resnet50-v1-12",
         file: "resnet50-v1-12.onnx",
         url: Some(
-            "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model/resnet50-v1-12.onnx",
+            "https://github.com/onnx/models/raw/652f4e4af7975c8e7a505c4b6e0f8ac72d8260ea/vision/classification/resnet/model/resnet50-v1-12.onnx",
         ),
         sha256: Some("ab65bdc02c5b3123eb3cdf6dac01742438517d8635d4f233913b2be1c70db3b6"),
         size: Some(102_576_419),
@@ -53,7 +56,7 @@ pub const CATALOG: [WeightsEntry; 6] = [
         name: "resnet18-v1-7",
         file: "resnet18-v1-7.onnx",
         url: Some(
-            "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model/resnet18-v1-7.onnx",
+            "https://github.com/onnx/models/raw/652f4e4af7975c8e7a505c4b6e0f8ac72d8260ea/vision/classification/resnet/model/resnet18-v1-7.onnx",
         ),
         sha256: Some("4e8f8653e7a2222b3904cc3fe8e304cd8b339ce1d05fd24688162f86fb6df52c"),
         size: Some(46_820_737),
@@ -66,10 +69,10 @@ pub const CATALOG: [WeightsEntry; 6] = [
         name: "resnet101-v1-7",
         file: "resnet101-v1-7.onnx",
         url: Some(
-            "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model/resnet101-v1-7.onnx",
+            "https://github.com/onnx/models/raw/652f4e4af7975c8e7a505c4b6e0f8ac72d8260ea/vision/classification/resnet/model/resnet101-v1-7.onnx",
         ),
-        sha256: Some("faafaf3aea406a105e26805cf3e8e591549e1c06feb60a8e60d85bcf94f8d8c5"),
-        size: Some(178_914_041),
+        sha256: Some("760702f6ec0138f71ebac66f4e95d1c72dc9267a8544f4d4667a53075fd0497c"),
+        size: Some(178_914_043),
         depth: 101,
         preprocess: Preprocess::Torch,
         description: "ONNX Model Zoo ResNet101 v1 (MXNet Gluon, opset 7)",
@@ -79,7 +82,7 @@ pub const CATALOG: [WeightsEntry; 6] = [
         name: "resnet152-v1-7",
         file: "resnet152-v1-7.onnx",
         url: Some(
-            "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model/resnet152-v1-7.onnx",
+            "https://github.com/onnx/models/raw/652f4e4af7975c8e7a505c4b6e0f8ac72d8260ea/vision/classification/resnet/model/resnet152-v1-7.onnx",
         ),
         sha256: Some("b0ec92437bf8c9d0739bf9bafdea9638e13f9e3c1e2fb766ad546cc182fd3f6d"),
         size: Some(241_816_206),
@@ -154,5 +157,51 @@ impl WeightsEntry {
                 },
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The LFS pointer committed for `url` (tests/fixtures/lfs-pointers): its SHA-256 and size.
+    fn pointer(url: &str) -> (String, u64) {
+        let rest = url
+            .strip_prefix("https://github.com/onnx/models/raw/")
+            .unwrap_or_else(|| panic!("{url} is not a file of onnx/models"));
+        let (commit, path) = rest.split_once('/').unwrap();
+        assert!(
+            commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{url} names `{commit}`, not a commit: a branch's file can change under its checksum"
+        );
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lfs-pointers/onnx-models")
+            .join(commit)
+            .join(path);
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e} (copy the pointer of {url})", file.display()));
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{}: no `{key}` line", file.display()))
+                .to_string()
+        };
+        (
+            field("oid sha256:"),
+            field("size ").parse().expect("a size in bytes"),
+        )
+    }
+
+    #[test]
+    fn every_download_is_pinned_to_the_pointer_of_its_commit() {
+        let mut checked = 0;
+        for entry in CATALOG.iter().filter(|e| e.url.is_some()) {
+            let (sha, size) = pointer(entry.url.unwrap());
+            assert_eq!(entry.sha256, Some(sha.as_str()), "{}", entry.name);
+            assert_eq!(entry.size, Some(size), "{}", entry.name);
+            assert!(entry.url.unwrap().ends_with(entry.file), "{}", entry.name);
+            checked += 1;
+        }
+        assert_eq!(checked, 4, "the four Model Zoo entries");
     }
 }
