@@ -89,9 +89,9 @@ pub enum Error {
     },
 
     /// A downloaded or cached file whose checksum is not the published one.
-    #[error("{path}: {algorithm} checksum mismatch: expected {expected}, found {found}")]
+    #[error("{path}: {algorithm} checksum mismatch: expected {expected}, found {found}. {hint}")]
     Checksum {
-        /// The file at fault.
+        /// The file at fault (for a download, where it would have gone: nothing is left there).
         path: PathBuf,
         /// `md5` or `sha256`.
         algorithm: &'static str,
@@ -99,6 +99,8 @@ pub enum Error {
         expected: String,
         /// The checksum of the file.
         found: String,
+        /// What happened to the file and what the user can do.
+        hint: String,
     },
 
     /// A download that failed; the message says which file to put where instead.
@@ -145,6 +147,22 @@ pub enum Error {
         /// The node's operator.
         op: String,
         /// What was expected there, and what was found.
+        reason: String,
+    },
+
+    /// An ONNX model whose weights are stored in an external data file (as `torch.onnx.export`
+    /// writes them by default) that is missing, too short, or outside the model's folder.
+    #[error(
+        "{model}: tensor `{tensor}` is stored in the external data file `{location}`, which {reason}"
+    )]
+    ExternalData {
+        /// The ONNX model file.
+        model: PathBuf,
+        /// The initializer whose data is at fault.
+        tensor: String,
+        /// The data file as the model names it.
+        location: PathBuf,
+        /// What is wrong, and what to do.
         reason: String,
     },
 

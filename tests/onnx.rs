@@ -165,6 +165,72 @@ fn model_zoo_v1_export() {
     }
 }
 
+/// What `torch.onnx.export(model, (x,), path)` writes with its defaults since torch 2.9 (the
+/// dynamo exporter): a small graph file and the weights in `NAME.onnx.data` beside it. Exports of
+/// torchvision's ResNet18 and ResNet50 layouts and of Hugging Face transformers'
+/// `ResNetForImageClassification` (tests/fixtures/make_onnx.py, styles torch-dynamo and
+/// hf-resnet), held to onnxruntime's logits.
+#[test]
+fn default_torch_exports_with_external_data_match_onnxruntime() {
+    for (name, depth) in [
+        ("torch-dynamo-d18", 18),
+        ("torch-dynamo", 50),
+        ("hf-resnet", 50),
+    ] {
+        let graph = fixture(&format!("{name}.onnx"));
+        assert!(
+            fixture(&format!("{name}.onnx.data")).is_file(),
+            "{name}: the fixture must keep its weights in external data"
+        );
+        use onnx_ir::Message;
+        let proto = onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(&graph).unwrap());
+        let external = (proto.unwrap().graph.initializer.iter())
+            .filter(|t| !t.external_data.is_empty())
+            .count();
+        assert!(external > 0, "{name}: no weight is in the data file");
+        let (imported, err) = parity(name);
+        assert!(err < 1e-4, "{name}: relative error {err}");
+        assert_eq!(imported.config.depth, depth, "{name}");
+        assert_eq!(imported.config.num_classes, Some(10), "{name}");
+    }
+}
+
+/// A default torch export whose data file is missing, cut short, or named outside the model's
+/// folder (tests/fixtures/make_external_data_errors.py): a typed error naming the tensor and
+/// the file, never a panic or a parser message.
+#[test]
+fn broken_external_data_is_a_typed_error_naming_the_file() {
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let cases = [
+        ("ext-missing.onnx", "cannot be read"),
+        ("ext-short.onnx", "too short"),
+        ("ext-escape.onnx", "outside the model's folder"),
+    ];
+    for (file, what) in cases {
+        let err = import_onnx(&fixture(file), &device).unwrap_err();
+        let Error::ExternalData {
+            model,
+            tensor,
+            location,
+            reason,
+        } = &err
+        else {
+            panic!("{file}: expected an external-data error, got {err}");
+        };
+        assert_eq!(*model, fixture(file), "{file}");
+        assert!(!tensor.is_empty(), "{file}");
+        assert!(!location.as_os_str().is_empty(), "{file}");
+        assert!(reason.contains(what), "{file}: {err}");
+    }
+
+    // Copied without its data file, a default export names the file it needs.
+    let tmp = tempfile::tempdir().unwrap();
+    let alone = tmp.path().join("torch-dynamo-d18.onnx");
+    std::fs::copy(fixture("torch-dynamo-d18.onnx"), &alone).unwrap();
+    let message = import_onnx(&alone, &device).unwrap_err().to_string();
+    assert!(message.contains("torch-dynamo-d18.onnx.data"), "{message}");
+}
+
 #[test]
 fn unsupported_and_corrupt_files_give_typed_errors() {
     let device = resnet_transfer::device::device("ndarray").unwrap();
@@ -303,6 +369,17 @@ fn catalog_downloads_verify_sha256() {
         ),
         "{err}"
     );
+    // The message names the file, what was expected, what came and from where, and what to do.
+    let message = err.to_string();
+    for part in [
+        "bad.onnx",
+        "expected 00",
+        good.sha256.unwrap(),
+        good.url.unwrap(),
+        "by hand",
+    ] {
+        assert!(message.contains(part), "`{part}` missing from: {message}");
+    }
     let path = good.locate(&[], true, false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     assert!(!tmp.path().join("weights/bad.onnx").exists());

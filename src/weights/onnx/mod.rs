@@ -12,6 +12,7 @@
 //! `matching.rs` walks the graph; `building.rs` loads what it found into a `ResNet`.
 
 mod building;
+mod external;
 mod matching;
 mod names;
 
@@ -60,6 +61,27 @@ pub struct Imported {
     pub card: Option<ModelCard>,
 }
 
+impl Imported {
+    /// The model card to save with this import: the card of a file this crate exported, as it
+    /// was written (class names, input size, source), else what the import detected, with no
+    /// class names and `source` naming the file.
+    pub fn model_card(&self, source: &Path) -> ModelCard {
+        ModelCard {
+            config: self.config.clone(),
+            preprocess: self.preprocess,
+            input_size: (self.card.as_ref().map(|c| c.input_size))
+                .or(self.input_size)
+                .unwrap_or(224),
+            class_names: (self.card.as_ref())
+                .map(|c| c.class_names.clone())
+                .unwrap_or_default(),
+            source: (self.card.as_ref())
+                .map(|c| c.source.clone())
+                .unwrap_or_else(|| source.display().to_string()),
+        }
+    }
+}
+
 /// Reads a ResNet from an ONNX file onto `device`.
 ///
 /// ```no_run
@@ -70,11 +92,12 @@ pub struct Imported {
 /// ```
 pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let graph = parse(path, &bytes)?;
     let proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::BadFormat {
         path: path.to_path_buf(),
         reason: format!("not a readable ONNX model: {e}"),
     })?;
+    external::check(path, &proto.graph)?;
+    let graph = parse(path)?;
     let card = exported_card(path, &proto)?;
     let names = names::FileNames::new(&proto.graph);
     let matcher = matching::Matcher::new(path, &graph, names);
@@ -99,14 +122,15 @@ fn exported_card(path: &Path, proto: &ModelProto) -> Result<Option<ModelCard>> {
         })
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<OnnxGraph> {
+/// Parses the file by its path, so that onnx-ir finds external data beside it.
+fn parse(path: &Path) -> Result<OnnxGraph> {
     let bad = |reason: String| Error::BadFormat {
         path: path.to_path_buf(),
         reason,
     };
     // onnx-ir reports most problems as errors, but a malformed file can reach an assertion
     // inside it; neither may take the caller down.
-    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_bytes(bytes));
+    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path));
     match parsed {
         Ok(Ok(graph)) => Ok(graph),
         Ok(Err(e)) => Err(bad(format!("not a readable ONNX model: {e}"))),
