@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
-use resnet_transfer::weights::{ModelCard, SavedModel, describe, import_onnx, parity_input};
+use resnet_transfer::weights::{SavedModel, describe, import_onnx, parity_input};
 
 #[derive(Parser)]
 #[command(about = "Import a ResNet ONNX export into a Burn record")]
@@ -77,13 +77,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if let Some(out) = &args.out {
-        let card = ModelCard {
-            config: imported.config.clone(),
-            preprocess: imported.preprocess,
-            input_size: imported.input_size.unwrap_or(224),
-            class_names: Vec::new(),
-            source: onnx.display().to_string(),
-        };
+        // A file this crate exported keeps its class names and input size.
+        let card = imported.model_card(&onnx);
         let saved = SavedModel {
             model: imported.model,
             card,

@@ -8,6 +8,8 @@
 //! venv and sets it), else from `python3` if it has `onnxruntime`, `onnx` and `numpy`; without
 //! either the runtime check is skipped with a message, except under CI, where it fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -299,6 +301,12 @@ fn an_export_reads_back_as_the_same_model() {
         assert_eq!(imported.preprocess, card.preprocess);
         assert_eq!(imported.input_size, Some(32));
         assert!(!imported.folded_batch_norm);
+        // Loaded as weights, the export keeps its card: a model trained on breeds is not read
+        // back with ImageNet's or CIFAR-10's names.
+        let loaded = resnet_transfer::weights::load(&kept, &device).unwrap().card;
+        assert_eq!(loaded.class_names, card.class_names, "{layout}");
+        assert_eq!(loaded.input_size, card.input_size, "{layout}");
+        assert_eq!(loaded.source, card.source, "{layout}");
         for ((name, a), (_, b)) in tensors(&model).iter().zip(tensors(&imported.model)) {
             let same =
                 a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -430,4 +438,27 @@ fn import_errors_name_nodes_as_the_file_does() {
         "{err}"
     );
     assert!(err.to_string().contains("dilation [2, 2]"), "{err}");
+}
+
+/// `import_onnx --out` on the crate's own export saves a model that keeps the export's class
+/// names (it used to save none, and `predict` then printed CIFAR-10's).
+#[test]
+fn import_example_keeps_an_exports_class_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, card) = model(18, "torchvision", 5);
+    let file = tmp.path().join("breeds.onnx");
+    export_onnx(&model, &card, &file, &ExportOptions::default()).unwrap();
+    let out = tmp.path().join("breeds");
+    let status = Command::new(common::example("import_onnx"))
+        .arg("--onnx")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--backend", "ndarray"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let saved = resnet_transfer::weights::SavedModel::load(&out, &cpu()).unwrap();
+    assert_eq!(saved.card.class_names, card.class_names);
+    assert_eq!(saved.card.input_size, card.input_size);
 }

@@ -63,16 +63,7 @@ pub fn load_named(
 pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
     if path.extension().and_then(|e| e.to_str()) == Some("onnx") {
         let imported = import_onnx(path, device)?;
-        let card = ModelCard {
-            config: imported.config.clone(),
-            preprocess: imported.preprocess,
-            input_size: imported.input_size.unwrap_or(224),
-            // A file this crate exported names its classes.
-            class_names: (imported.card.as_ref())
-                .map(|c| c.class_names.clone())
-                .unwrap_or_default(),
-            source: path.display().to_string(),
-        };
+        let card = imported.model_card(path);
         return Ok(SavedModel {
             model: imported.model,
             card,
