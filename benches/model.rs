@@ -10,7 +10,7 @@
 //! (`device::on_pool_worker`).
 //!
 //! Inference and the head-only step run as the crate runs them: on the CPU backends the frozen
-//! network is folded (`ResNet::fused`) and the head-only step differentiates the head alone;
+//! network is folded (`ResNet::folded`) and the head-only step differentiates the head alone;
 //! `model/<backend>/infer-module` times the module's own forward beside it.
 
 use burn::module::Module;
@@ -21,7 +21,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use resnet_transfer::device::on_pool_worker;
 use resnet_transfer::model::Head;
 use resnet_transfer::train::FusedAdamConfig;
-use resnet_transfer::{BackendKind, FusedResNet, ResNet, ResNetConfig};
+use resnet_transfer::{BackendKind, FoldedResNet, ResNet, ResNetConfig};
 
 /// (side, batch, id suffix) of each shape.
 const SHAPES: [(usize, usize, &str); 2] = [(32, 32, ""), (224, 8, "-224")];
@@ -91,7 +91,7 @@ fn head_loop(
     let (images, targets) = batch(device, shape);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut optim = FusedAdamConfig::new().init();
-    let backbone: FusedResNet = model.fused().expect("a foldable ResNet");
+    let backbone: FoldedResNet = model.folded().expect("a foldable ResNet");
     let mut slot: Option<Head> = model.head.clone();
     c.bench_function(id, |b| {
         b.iter(|| {
@@ -122,7 +122,7 @@ fn model_bench(c: &mut Criterion) {
             let (images, _) = batch(&device, shape);
             let host = resnet_transfer::device::is_host(&device);
             if host {
-                let fused = model.fused().expect("a foldable ResNet");
+                let fused = model.folded().expect("a foldable ResNet");
                 group.bench_function(format!("{kind}/infer{suffix}"), |b| {
                     b.iter(|| on_pool_worker(|| fused.forward(images.clone()).unwrap().into_data()))
                 });

@@ -49,7 +49,7 @@ struct Args {
     /// Time inference (the model in inference mode, no autodiff) instead of a training step.
     #[arg(long, conflicts_with = "frozen")]
     infer: bool,
-    /// With `--infer`: time the folded model (`ResNet::fused`) instead of the module.
+    /// With `--infer`: time the folded model (`ResNet::folded`) instead of the module.
     #[arg(long, requires = "infer")]
     fused: bool,
     /// Data parallel: split every batch into this many replicas' shares and time the gradient
@@ -79,7 +79,7 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
     }
     // As the learner's phase 1 runs on a CPU backend: the frozen backbone folded, untracked.
     let backbone = (args.frozen && resnet_transfer::device::is_host(&device))
-        .then(|| model.fused())
+        .then(|| model.folded())
         .transpose()?;
     let images = Tensor::<4>::random(
         [args.batch, 3, args.size, args.size],
@@ -176,7 +176,7 @@ fn infer(kind: BackendKind, args: &Args) -> resnet_transfer::Result<()> {
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let fused = args.fused.then(|| model.fused()).transpose()?;
+    let fused = args.fused.then(|| model.folded()).transpose()?;
     let mut times = Vec::with_capacity(args.steps);
     for step in 0..=args.steps {
         let start = Instant::now();

@@ -211,7 +211,7 @@ pub fn training_devices(name: &str, indices: &[usize]) -> Result<Vec<Device>> {
 }
 
 /// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
-/// There [`ResNet::fused`](crate::ResNet::fused) runs inference faster than the module, and the
+/// There [`ResNet::folded`](crate::ResNet::folded) runs inference faster than the module, and the
 /// crate's own inference uses it.
 ///
 /// ```

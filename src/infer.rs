@@ -8,7 +8,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::data::{Preprocess, read_image};
 use crate::error::{Error, Result};
-use crate::model::{FusedResNet, ResNet, check_images};
+use crate::folded::FoldedResNet;
+use crate::model::{ResNet, check_images};
 use crate::weights::SavedModel;
 
 /// One class of a prediction.
@@ -31,10 +32,10 @@ pub struct Prediction {
     pub logits: Vec<f32>,
 }
 
-/// A model ready to classify images: inference mode (folded, [`ResNet::fused`], on the CPU
+/// A model ready to classify images: inference mode (folded, [`ResNet::folded`], on the CPU
 /// backends), its preprocessing, input size and names.
 ///
-/// [`ResNet::fused`]: crate::ResNet::fused
+/// [`ResNet::folded`]: crate::ResNet::folded
 #[derive(Debug, Clone)]
 pub struct Classifier {
     model: InferenceModel,
@@ -137,23 +138,21 @@ pub fn default_names(classes: usize) -> Vec<String> {
     }
 }
 
-/// A model ready for inference on a device: folded ([`FusedResNet`]) on the CPU backends, where
+/// A model ready for inference on a device: folded ([`FoldedResNet`]) on the CPU backends, where
 /// that is faster, the module itself elsewhere (a GPU runs the module's own kernels). What
 /// [`evaluate`](crate::train::evaluate), the phase-1 feature pass and
 /// [`Classifier`](crate::Classifier) run.
 #[derive(Debug, Clone)]
 pub(crate) struct InferenceModel {
     module: ResNet,
-    fused: Option<FusedResNet>,
+    fused: Option<FoldedResNet>,
 }
 
 impl InferenceModel {
     /// `model` in inference mode, folded when `device` is a CPU backend's.
     pub(crate) fn new(model: &ResNet, device: &Device) -> Self {
         let module = model.valid();
-        let fused = crate::device::is_host(device)
-            .then(|| module.fused().ok())
-            .flatten();
+        let fused = crate::folded::folded_on(&module, device);
         Self { module, fused }
     }
 
@@ -169,12 +168,12 @@ impl InferenceModel {
 
     /// [`try_forward`](Self::try_forward) for images the caller has checked.
     pub(crate) fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.run(images, FusedResNet::forward, ResNet::forward)
+        self.run(images, FoldedResNet::forward, ResNet::forward)
     }
 
     /// The pooled features of images the caller has checked.
     pub(crate) fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        self.run(images, FusedResNet::features, ResNet::features)
+        self.run(images, FoldedResNet::features, ResNet::features)
     }
 
     /// The module itself, in inference mode.
@@ -187,7 +186,7 @@ impl InferenceModel {
     fn run(
         &self,
         images: Tensor<4>,
-        fused: fn(&FusedResNet, Tensor<4>) -> Result<Tensor<2>>,
+        fused: fn(&FoldedResNet, Tensor<4>) -> Result<Tensor<2>>,
         module: fn(&ResNet, Tensor<4>) -> Tensor<2>,
     ) -> Tensor<2> {
         self.fused

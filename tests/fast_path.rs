@@ -318,7 +318,7 @@ fn stem_matches_burns_layers() {
     }
 }
 
-/// The folded inference path (`ResNet::fused`: BatchNorm in the weights, one product and one
+/// The folded inference path (`ResNet::folded`: BatchNorm in the weights, one product and one
 /// epilogue per convolution, on host buffers) against the module in inference mode, for
 /// bottleneck and basic blocks, Keras's layout (convolution biases, stride in the first 1x1)
 /// and max pooling, at sizes whose maps end at 1x1 and at odd sizes whose padding differs, on
@@ -344,7 +344,7 @@ fn fused_model_matches_the_module() {
                 .unwrap();
             // Steps at a large rate: BatchNorm statistics, gammas and betas not the trivial ones.
             let model = (0..2).fold(model, |m, _| train_step(m, &device)).valid();
-            let fused = model.fused().unwrap();
+            let fused = model.folded().unwrap();
             // Three images: one share of the batch per thread; one: the products split.
             for (batch, size) in [(3, 32), (3, 17), (3, 8), (1, 32)] {
                 let images = Tensor::<4>::random(
@@ -365,7 +365,7 @@ fn fused_model_matches_the_module() {
     }
     let model = narrow_model(&cpu());
     let grey = Tensor::<4>::zeros([1, 1, 32, 32], &cpu());
-    match model.fused().unwrap().forward(grey) {
+    match model.folded().unwrap().forward(grey) {
         Err(Error::ShapeMismatch { tensor, found, .. }) => {
             assert_eq!(tensor, "images");
             assert_eq!(found, vec![1, 1, 32, 32]);

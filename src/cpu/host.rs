@@ -1,6 +1,6 @@
 //! What the kernels need from a CPU backend: a float tensor's shape, its values as a host slice,
 //! and a tensor made from host values. Flex and ndarray both provide them, so both run the same
-//! training kernels ([`crate::cpu::train`]).
+//! training kernels ([`crate::cpu::conv_bn`]).
 
 use std::borrow::Cow;
 

@@ -7,12 +7,12 @@
 // Without a CPU backend the training kernels have no caller.
 #![cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(dead_code))]
 
+pub(crate) mod conv_bn;
 pub(crate) mod gemm;
 pub(crate) mod host;
 pub(crate) mod im2col;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod panels;
-pub(crate) mod train;
 pub(crate) mod tuning;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod winograd;

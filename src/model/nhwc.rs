@@ -10,7 +10,7 @@
 //! operations, so it runs on every backend and autodiff differentiates it as usual: frozen
 //! weights get no gradient, and nothing behind a frozen part is differentiated at all. On flex
 //! the convolution and the training BatchNorm (with the ReLU and shortcut after it) are single
-//! operations with their own backward instead ([`train_ops`](super::train_ops)), held to these
+//! operations with their own backward instead ([`ops`](crate::ops)), held to these
 //! by the tests.
 //!
 //! The weights are stored as the matrices the products take ([`Conv`]), so neither the forward
@@ -39,9 +39,9 @@ pub(crate) fn to_nchw(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `conv(x)` for channels-last `x`, as one matrix product over the batch: on flex, one operation
-/// with its own backward ([`train_ops`](super::train_ops)); elsewhere Burn's tensor operations.
+/// with its own backward ([`ops`](crate::ops)); elsewhere Burn's tensor operations.
 pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
-    let fast = super::train_ops::conv_nhwc(
+    let fast = crate::ops::conv_nhwc(
         x.clone(),
         conv.weight.val(),
         conv.kernel,
@@ -234,7 +234,7 @@ pub(crate) fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// [`batch_norm`], plus `shortcut` where given, then a ReLU where `relu`. In training on flex
-/// all of it is one operation with its own backward ([`train_ops`](super::train_ops));
+/// all of it is one operation with its own backward ([`ops`](crate::ops));
 /// elsewhere they are Burn's tensor operations.
 pub(crate) fn batch_norm_then(
     bn: &BatchNorm,
@@ -258,13 +258,8 @@ pub(crate) fn batch_norm_then(
         let flat_shortcut = shortcut
             .clone()
             .map(|s| s.reshape([dims[0] * dims[1] * dims[2], c]));
-        let fast = super::train_ops::batch_norm_train(
-            rows.clone(),
-            params,
-            flat_shortcut,
-            bn.epsilon,
-            relu,
-        );
+        let fast =
+            crate::ops::batch_norm_train(rows.clone(), params, flat_shortcut, bn.epsilon, relu);
         match fast {
             Some((y, mean, var)) => {
                 update(&bn.running_mean, mean);

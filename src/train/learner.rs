@@ -17,8 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
 use crate::error::{Error, Result};
+use crate::folded::FoldedResNet;
 use crate::infer::InferenceModel;
-use crate::model::{FusedResNet, Head, ResNet};
+use crate::model::{Head, ResNet};
 use crate::train::adam::FusedAdamConfig;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
 use crate::train::config::{Schedule, TwoPhaseConfig, Unfreeze};
@@ -261,8 +262,8 @@ impl TwoPhase {
             } else {
                 // In phase 1 the whole backbone is frozen: on a CPU backend its forward runs
                 // folded, untracked, and only the head is differentiated.
-                let frozen = (phase1 && crate::device::is_host(device))
-                    .then(|| model.fused().ok())
+                let frozen = phase1
+                    .then(|| crate::folded::folded_on(&model, device))
                     .flatten();
                 (model, train_loss, train_accuracy) = self.full_epoch(
                     model,
@@ -423,7 +424,7 @@ impl TwoPhase {
     fn full_epoch(
         &self,
         mut model: ResNet,
-        frozen_backbone: Option<&FusedResNet>,
+        frozen_backbone: Option<&FoldedResNet>,
         optim: &mut ModuleOptimizer,
         train: &ImageSet,
         shuffle: u64,

@@ -67,7 +67,7 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::fused`]) on
+/// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::folded`]) on
 /// `set`, on a worker of the CPU backends' thread
 /// pool ([`on_pool_worker`](crate::device::on_pool_worker)).
 pub fn evaluate(

@@ -23,7 +23,8 @@ use onnx_ir::{TypeProto, ValueInfoProto};
 use crate::data::{CAFFE_MEAN_BGR, Preprocess, TORCH_MEAN, TORCH_STD};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
-use crate::model::{ConvBn, Pooling, ResNet, fold_batch_norm, host_values};
+use crate::folded::{fold_batch_norm, host_values};
+use crate::model::{ConvBn, Pooling, ResNet};
 
 use super::ModelCard;
 

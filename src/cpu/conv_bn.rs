@@ -18,7 +18,7 @@ use crate::cpu::winograd::{TileSize, Winograd, choose_for_training};
 
 /// BatchNorm with batch statistics over the columns of `[rows, channels]` `x`, plus `shortcut`
 /// where given, then ReLU where `relu`: `(y, mean, biased variance)`. See
-/// [`BatchNormTrain`](crate::model::train_ops::BatchNormTrain).
+/// [`BatchNormTrain`](crate::ops::BatchNormTrain).
 pub(crate) fn bn_relu_train<B: HostBackend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,

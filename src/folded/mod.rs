@@ -6,7 +6,7 @@
 //! every BatchNorm, ReLU and residual sum is a separate pass over the activations with its own
 //! output allocation, and every im2col first copies the whole input beside a zero row before
 //! gathering from it. Here the weights are folded and laid out once, in
-//! [`ResNet::fused`], and a forward runs on plain buffers: im2col straight from the input, the
+//! [`ResNet::folded`], and a forward runs on plain buffers: im2col straight from the input, the
 //! product (the same `gemm` crate flex multiplies with), one fused epilogue. onnxruntime does the
 //! same to an exported ResNet when it builds its session (the measured gain, with the command,
 //! is in docs/PERFORMANCE.md).
@@ -16,22 +16,22 @@
 //! backend. It computes on the host whatever the device, so it only pays on CPU backends: on a GPU
 //! use [`ResNet::forward`].
 
-use std::borrow::Cow;
-
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+mod conv;
+
+pub(crate) use conv::{fold_batch_norm, host_values};
+
+use conv::{Epilogue, FoldedConv, Maps};
+
 use crate::cpu::for_each_image;
-use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
-use crate::cpu::im2col::{im2col_rows, kept_taps};
 use crate::error::{Error, Result};
-use crate::model::block::{ConvBn, Head};
-use crate::model::config::Pooling;
-use crate::model::resnet::{ResNet, check_images};
+use crate::model::{Head, Pooling, ResNet, check_images};
 
 /// A [`ResNet`] folded for inference on the CPU: see the [module docs](self). Built by
-/// [`ResNet::fused`]; a snapshot, so a model that learns on needs a new one.
+/// [`ResNet::folded`]; a snapshot, so a model that learns on needs a new one.
 ///
 /// ```
 /// use resnet_transfer::{Device, ResNetConfig};
@@ -39,7 +39,7 @@ use crate::model::resnet::{ResNet, check_images};
 ///
 /// let device = Device::default();
 /// let model = ResNetConfig::resnet18(10).with_width(8).init(&device).unwrap();
-/// let fused = model.fused().unwrap();
+/// let fused = model.folded().unwrap();
 /// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
 /// let logits = fused.forward(images.clone()).unwrap();
 /// let reference = model.forward(images);
@@ -48,35 +48,18 @@ use crate::model::resnet::{ResNet, check_images};
 /// assert!(gap < 1e-3, "{gap}");
 /// ```
 #[derive(Debug, Clone)]
-pub struct FusedResNet {
-    stem: FusedConv,
+pub struct FoldedResNet {
+    stem: FoldedConv,
     pool: MaxPool,
-    blocks: Vec<FusedBlock>,
+    blocks: Vec<FoldedBlock>,
     pooling: Pooling,
     head: Option<Head>,
 }
 
-/// A convolution with its BatchNorm folded in: `y = im2col(x) · weight + shift`.
 #[derive(Debug, Clone)]
-struct FusedConv {
-    /// `[kh·kw·C_in, C_out]`, each column scaled by its BatchNorm's `γ/√(σ²+ε)`.
-    weight: Weight,
-    /// `[C_out]`: `β + (bias − μ)·γ/√(σ²+ε)`, then zeros to whole panels.
-    shift: Vec<f32>,
-    channels: [usize; 2],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    /// For a 3x3 convolution of stride 1 on a CPU with the panel product: its Winograd
-    /// transforms, one per tile size, each made the first time a map calls for it.
-    #[cfg(target_arch = "x86_64")]
-    winograd: Option<Box<[std::sync::OnceLock<crate::cpu::winograd::Winograd>; 2]>>,
-}
-
-#[derive(Debug, Clone)]
-struct FusedBlock {
-    convs: Vec<FusedConv>,
-    shortcut: Option<FusedConv>,
+struct FoldedBlock {
+    convs: Vec<FoldedConv>,
+    shortcut: Option<FoldedConv>,
 }
 
 /// The stem's max pool: kernel, stride and padding `[top, left, bottom, right]`.
@@ -87,24 +70,8 @@ struct MaxPool {
     pads: [usize; 4],
 }
 
-/// A folded weight, laid out for the product that multiplies it.
-#[derive(Debug, Clone)]
-enum Weight {
-    /// Row-major, for `gemm`.
-    Plain(Vec<f32>),
-    /// Packed once into panels, for the AVX2 product ([`panels`](crate::cpu::panels)).
-    #[cfg(target_arch = "x86_64")]
-    Panels(crate::cpu::panels::Panels),
-}
-
-/// Channels-last activations `[N, H, W, C]` in one buffer.
-struct Maps {
-    data: Vec<f32>,
-    dims: [usize; 4],
-}
-
 impl ResNet {
-    /// This model folded for fast inference on the CPU: see [`FusedResNet`]. Reads every weight
+    /// This model folded for fast inference on the CPU: see [`FoldedResNet`]. Reads every weight
     /// once (tens of milliseconds for a ResNet50); later changes to the model do not reach it.
     ///
     /// # Errors
@@ -112,7 +79,7 @@ impl ResNet {
     /// [`Error::BadTensor`] if a weight cannot be read as `f32`, and
     /// [`Error::InvalidConfig`] for a stem pool it cannot run (`Same` padding, dilation or ceil
     /// mode, which no ResNet this crate builds has).
-    pub fn fused(&self) -> Result<FusedResNet> {
+    pub fn folded(&self) -> Result<FoldedResNet> {
         #[cfg(target_arch = "x86_64")]
         let panels = crate::cpu::panels::available();
         #[cfg(not(target_arch = "x86_64"))]
@@ -127,7 +94,7 @@ impl ResNet {
     /// [`fused`](Self::fused), with the weights packed for the AVX2 panel product or kept for
     /// `gemm` (the path of CPUs without AVX2 and FMA, which tests run on every CPU), and with
     /// `winograd`, the 3x3 convolutions of stride 1 by Winograd's transforms (panels only).
-    pub(crate) fn fused_with(&self, panels: bool, winograd: bool) -> Result<FusedResNet> {
+    pub(crate) fn fused_with(&self, panels: bool, winograd: bool) -> Result<FoldedResNet> {
         let pool = &self.stem.pool;
         let pads = match pool.padding {
             PaddingConfig2d::Valid => [0; 4],
@@ -154,21 +121,21 @@ impl ResNet {
             .flat_map(|(s, stage)| stage.blocks.iter().enumerate().map(move |(b, x)| (s, b, x)))
             .map(|(s, b, block)| {
                 let name = |part: &str| format!("stages.{s}.blocks.{b}.{part}");
-                Ok(FusedBlock {
+                Ok(FoldedBlock {
                     convs: (block.convs.iter().enumerate())
                         .map(|(i, unit)| {
                             let name = name(&format!("convs.{i}"));
-                            FusedConv::fold(unit, &name, panels, winograd)
+                            FoldedConv::fold(unit, &name, panels, winograd)
                         })
                         .collect::<Result<_>>()?,
                     shortcut: (block.shortcut.as_ref())
-                        .map(|unit| FusedConv::fold(unit, &name("shortcut"), panels, winograd))
+                        .map(|unit| FoldedConv::fold(unit, &name("shortcut"), panels, winograd))
                         .transpose()?,
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(FusedResNet {
-            stem: FusedConv::fold(&self.stem.conv, "stem.conv", panels, winograd)?,
+        Ok(FoldedResNet {
+            stem: FoldedConv::fold(&self.stem.conv, "stem.conv", panels, winograd)?,
             pool: MaxPool {
                 kernel: pool.kernel_size,
                 stride: pool.stride,
@@ -181,7 +148,16 @@ impl ResNet {
     }
 }
 
-impl FusedResNet {
+/// The folded model where it pays, the one place that decides: on a CPU backend's device,
+/// `model` folded (`None` if it cannot be); on a GPU's, `None`, and the module runs there. Used by
+/// inference ([`Classifier`](crate::Classifier), `evaluate`) and by phase 1's frozen backbone.
+pub(crate) fn folded_on(model: &ResNet, device: &burn::tensor::Device) -> Option<FoldedResNet> {
+    crate::device::is_host(device)
+        .then(|| model.folded().ok())
+        .flatten()
+}
+
+impl FoldedResNet {
     /// Logits `[N, classes]` for images `[N, 3, H, W]` (the pooled features when there is no
     /// head), on the images' device: [`ResNet::forward`] in inference mode.
     ///
@@ -251,242 +227,7 @@ impl FusedResNet {
     }
 }
 
-/// A tensor's values as `f32` on the host; `name` is the tensor's path in errors.
-pub(crate) fn host_values<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<Vec<f32>> {
-    let data = tensor.try_into_data().map_err(|e| Error::BadTensor {
-        tensor: name.to_string(),
-        reason: format!("cannot be read: {e:?}"),
-    })?;
-    data.try_into_vec_as::<f32>().map_err(|e| Error::BadTensor {
-        tensor: name.to_string(),
-        reason: format!("cannot be read as f32: {e:?}"),
-    })
-}
-
-/// A convolution and its BatchNorm (running statistics) folded into one weight, laid out as
-/// the convolution stores it (`[kh·kw·C_in, C_out]`, each column scaled by its channel's
-/// `γ/√(σ²+ε)`), and one shift per output channel, `β + (bias − μ)·γ/√(σ²+ε)`: what the fused
-/// inference path multiplies with, and what an ONNX export with folded BatchNorm writes. `name`
-/// is the unit's path in errors.
-pub(crate) fn fold_batch_norm(unit: &ConvBn, name: &str) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (conv, bn) = (&unit.conv, &unit.bn);
-    let values = |t: Tensor<1>, part: &str| host_values(t, &format!("{name}.{part}"));
-    let mut weight = host_values(conv.weight.val(), &format!("{name}.weight"))?;
-    let gamma = values(bn.gamma.val(), "bn.gamma")?;
-    let beta = values(bn.beta.val(), "bn.beta")?;
-    let mean = values(bn.running_mean.value(), "bn.running_mean")?;
-    let var = values(bn.running_var.value(), "bn.running_var")?;
-    let c_out = conv.channels()[1];
-    let bias = match &conv.bias {
-        Some(bias) => values(bias.val(), "bias")?,
-        None => vec![0.0; c_out],
-    };
-    let scale: Vec<f32> = (gamma.iter().zip(&var))
-        .map(|(g, v)| g / (v + bn.epsilon as f32).sqrt())
-        .collect();
-    for row in weight.chunks_exact_mut(c_out) {
-        row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
-    }
-    let shift = (0..c_out)
-        .map(|j| beta[j] + (bias[j] - mean[j]) * scale[j])
-        .collect();
-    Ok((weight, shift))
-}
-
-impl FusedConv {
-    /// Folds a convolution and its BatchNorm (running statistics) into one weight and shift.
-    /// With `panels`, the weight is packed for the AVX2 product (the caller has checked the
-    /// CPU has it), and with `winograd` too, a 3x3 convolution of stride 1 runs by Winograd's
-    /// transforms where its map is large enough.
-    fn fold(unit: &ConvBn, name: &str, panels: bool, winograd: bool) -> Result<Self> {
-        let (weight, mut shift) = fold_batch_norm(unit, name)?;
-        let (conv, channels) = (&unit.conv, unit.conv.channels());
-        let c_out = channels[1];
-        let depth = weight.len() / c_out;
-        #[cfg(target_arch = "x86_64")]
-        let weight = if panels {
-            shift.resize(crate::cpu::panels::Panels::padded_channels(c_out), 0.0);
-            Weight::Panels(crate::cpu::panels::Panels::pack(&weight, depth, c_out))
-        } else {
-            Weight::Plain(weight)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let weight = {
-            let _ = (panels, winograd);
-            Weight::Plain(weight)
-        };
-        #[cfg(target_arch = "x86_64")]
-        let winograd = (panels && winograd && conv.kernel == [3, 3] && conv.stride == [1, 1])
-            .then(Default::default);
-        Ok(Self {
-            weight,
-            shift,
-            channels,
-            kernel: conv.kernel,
-            stride: conv.stride,
-            padding: conv.padding,
-            #[cfg(target_arch = "x86_64")]
-            winograd,
-        })
-    }
-
-    /// `relu(conv(x) + shift [+ residual])`; with `parallel`, on every thread of the pool.
-    fn forward(&self, x: &Maps, residual: Option<&Maps>, parallel: bool) -> Maps {
-        self.forward_with(x, Epilogue::Relu(residual), parallel)
-    }
-
-    fn forward_with(&self, x: &Maps, epilogue: Epilogue, parallel: bool) -> Maps {
-        let [n, h, w, c] = x.dims;
-        let [kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let [ph, pw] = self.padding;
-        let [ho, wo] = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
-        let rows = n * ho * wo;
-        // As the module's path does: taps that only ever see padding are left out.
-        let [taps_y, taps_x] = kept_taps([h, w], self.kernel, self.stride, self.padding, [ho, wo]);
-        let depth = taps_y.len() * taps_x.len() * c;
-        let first = (taps_y.start * kw + taps_x.start) * c;
-        let direct = depth == c && ph + pw == 0 && sh == 1 && sw == 1;
-        let gather = |block: std::ops::Range<usize>, buffer: &mut [f32]| {
-            let taps = [&taps_y, &taps_x];
-            im2col_rows(
-                &x.data,
-                x.dims,
-                taps,
-                self.stride,
-                self.padding,
-                [ho, wo],
-                block,
-                buffer,
-            )
-        };
-        #[cfg(target_arch = "x86_64")]
-        if let (Weight::Panels(panels), Some(transforms)) = (&self.weight, &self.winograd) {
-            use crate::cpu::winograd::{Winograd, choose};
-            if let Some(size) = choose(self.kernel, self.stride, [ho, wo]) {
-                let c_out = self.channels[1];
-                let winograd = transforms[size.index()]
-                    .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
-                let (residual, relu) = match epilogue {
-                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                    Epilogue::Linear => (None, false),
-                };
-                let out = winograd.forward(
-                    &x.data,
-                    x.dims,
-                    self.padding,
-                    &self.shift,
-                    residual,
-                    relu,
-                    parallel,
-                );
-                return Maps {
-                    data: out,
-                    dims: [n, ho, wo, c_out],
-                };
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
-            // One thread's share: the matrix gathered and multiplied a block of rows at a time.
-            let (residual, relu) = match epilogue {
-                Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                Epilogue::Linear => (None, false),
-            };
-            let (shift, c_out) = (&self.shift, self.channels[1]);
-            let out = crate::cpu::panels::product_blocks(
-                rows, depth, gather, panels, first, shift, residual, relu,
-            );
-            return Maps {
-                data: out,
-                dims: [n, ho, wo, c_out],
-            };
-        }
-        let columns = if direct {
-            Cow::Borrowed(&x.data[..])
-        } else {
-            // The whole matrix, one image per task when the product is split between threads.
-            let mut columns = vec![0.0; rows * depth];
-            for_each_image(parallel, &mut columns, ho * wo * depth, |i, out| {
-                gather(i * ho * wo..(i + 1) * ho * wo, out)
-            });
-            Cow::Owned(columns)
-        };
-        let c_out = self.channels[1];
-        let parallel = parallel && rows * depth * c_out >= PARALLEL_PRODUCT;
-        let weight = match &self.weight {
-            Weight::Plain(weight) => &weight[first * c_out..(first + depth) * c_out],
-            #[cfg(target_arch = "x86_64")]
-            Weight::Panels(panels) => {
-                let (residual, relu) = match epilogue {
-                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                    Epilogue::Linear => (None, false),
-                };
-                let (shift, a) = (&self.shift, &columns[..]);
-                let out = crate::cpu::panels::product_vec(
-                    a, depth, panels, first, rows, shift, residual, relu, parallel,
-                );
-                return Maps {
-                    data: out,
-                    dims: [n, ho, wo, c_out],
-                };
-            }
-        };
-        let mut out = product(
-            [rows, depth, c_out],
-            (&columns, [depth, 1]),
-            (weight, [c_out, 1]),
-            parallel,
-        );
-        epilogue.apply(&mut out, &self.shift[..c_out], rows, parallel);
-        Maps {
-            data: out,
-            dims: [n, ho, wo, c_out],
-        }
-    }
-}
-
-/// What follows a product: add the shift, and the shortcut where there is one, then ReLU.
-enum Epilogue<'a> {
-    Relu(Option<&'a Maps>),
-    Linear,
-}
-
-impl Epilogue<'_> {
-    fn apply(&self, out: &mut [f32], shift: &[f32], rows: usize, parallel: bool) {
-        let c = shift.len();
-        // About 16 chunks per pass, whole rows each.
-        let per_chunk = rows.div_ceil(16).max(1) * c;
-        let run = |r: usize, chunk: &mut [f32]| {
-            let start = r * per_chunk;
-            match self {
-                Epilogue::Relu(None) => {
-                    for row in chunk.chunks_exact_mut(c) {
-                        for (v, s) in row.iter_mut().zip(shift) {
-                            *v = (*v + s).max(0.0);
-                        }
-                    }
-                }
-                Epilogue::Relu(Some(residual)) => {
-                    let residual = &residual.data[start..start + chunk.len()];
-                    for (row, res) in chunk.chunks_exact_mut(c).zip(residual.chunks_exact(c)) {
-                        for ((v, s), r) in row.iter_mut().zip(shift).zip(res) {
-                            *v = (*v + s + r).max(0.0);
-                        }
-                    }
-                }
-                Epilogue::Linear => {
-                    for row in chunk.chunks_exact_mut(c) {
-                        row.iter_mut().zip(shift).for_each(|(v, s)| *v += s);
-                    }
-                }
-            }
-        };
-        for_each_image(parallel, out, per_chunk, run);
-    }
-}
-
-impl FusedBlock {
+impl FoldedBlock {
     fn forward(&self, x: &Maps, parallel: bool) -> Maps {
         let projected =
             (self.shortcut.as_ref()).map(|unit| unit.forward_with(x, Epilogue::Linear, parallel));

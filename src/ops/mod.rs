@@ -25,7 +25,7 @@
 //!
 //! where `x̂ = (x − μ) / σ`, `σ = √(var + ε)` and `R` is the number of rows (pixels × images).
 //!
-//! Both are implemented for flex and ndarray (`host.rs`, on the kernels of [`crate::cpu::train`])
+//! Both are implemented for flex and ndarray (`cpu.rs`, on the kernels of [`crate::cpu::conv_bn`])
 //! and for autodiff over any backend that implements them; other backends (wgpu) compose Burn's
 //! operations, which `tests/fast_path.rs` holds these to (outputs, every gradient, running
 //! statistics), on both CPU backends.
@@ -50,7 +50,7 @@ use burn::backend::{
 use burn::tensor::{DType, Tensor};
 
 #[cfg(any(feature = "flex", feature = "ndarray"))]
-mod host;
+mod cpu;
 
 /// BatchNorm over the columns of a `[rows, channels]` matrix with batch statistics, plus a
 /// shortcut of the same shape where given, then a ReLU where `relu`: `(y, mean, var)`, the

@@ -1,4 +1,4 @@
-//! The operations on the CPU backends: each delegates to the kernels of [`crate::cpu::train`],
+//! The operations on the CPU backends: each delegates to the kernels of [`crate::cpu::conv_bn`],
 //! which read and write both backends' buffers through
 //! [`HostBackend`](crate::cpu::host::HostBackend).
 
@@ -8,7 +8,7 @@
 use burn::backend::tensor::FloatTensor;
 
 use super::{BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward, Shortcut};
-use crate::cpu::train;
+use crate::cpu::conv_bn;
 
 /// Implements the four operations for a [`HostBackend`].
 macro_rules! on_host_kernels {
@@ -23,7 +23,7 @@ macro_rules! on_host_kernels {
                 relu: bool,
             ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
                 let shortcut = shortcut.into_option();
-                train::bn_relu_train::<Self>(x, gamma, beta, shortcut, epsilon, relu)
+                conv_bn::bn_relu_train::<Self>(x, gamma, beta, shortcut, epsilon, relu)
             }
         }
 
@@ -38,7 +38,7 @@ macro_rules! on_host_kernels {
                 epsilon: f64,
                 shortcut: bool,
             ) -> [Option<FloatTensor<Self>>; 4] {
-                train::bn_relu_train_backward::<Self>(
+                conv_bn::bn_relu_train_backward::<Self>(
                     grad, x, y, mean, var, gamma, epsilon, shortcut,
                 )
             }
@@ -50,7 +50,7 @@ macro_rules! on_host_kernels {
                 weight: FloatTensor<Self>,
                 geometry: [usize; 6],
             ) -> FloatTensor<Self> {
-                train::conv_nhwc::<Self>(x, weight, geometry)
+                conv_bn::conv_nhwc::<Self>(x, weight, geometry)
             }
         }
 
@@ -62,7 +62,7 @@ macro_rules! on_host_kernels {
                 geometry: [usize; 6],
                 wanted: [bool; 2],
             ) -> [Option<FloatTensor<Self>>; 2] {
-                train::conv_nhwc_backward::<Self>(grad, x, weight, geometry, wanted)
+                conv_bn::conv_nhwc_backward::<Self>(grad, x, weight, geometry, wanted)
             }
         }
     };
