@@ -5,7 +5,7 @@ use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::matching::{Block, Head, Matcher, Norm, Unit};
-use super::{Imported, InputLayout, dims_of, floats};
+use super::{Imported, InputLayout, dims_of, floats, transpose};
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
 use crate::model::{ConvBn, ResNetConfig, StridePlacement};
@@ -217,15 +217,4 @@ impl Matcher<'_> {
         target.bn.running_var = RunningState::new(tensor(var, "bn.running_var")?);
         Ok(())
     }
-}
-
-/// A row-major `[rows, cols]` matrix transposed.
-pub(super) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut outv = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            outv[c * rows + r] = data[r * cols + c];
-        }
-    }
-    outv
 }

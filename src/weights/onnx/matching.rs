@@ -7,9 +7,8 @@ use std::path::Path;
 use burn::tensor::{Device, TensorData};
 use onnx_ir::{Argument, Node, NodeType, OnnxGraph};
 
-use super::building::transpose;
 use super::names::FileNames;
-use super::{Imported, InputLayout, dims_of, floats, op};
+use super::{Imported, InputLayout, dims_of, floats, op, transpose};
 use crate::error::{Error, Result};
 use crate::model::Pooling;
 

@@ -200,3 +200,14 @@ pub fn parity_input(shape: [usize; 4]) -> Vec<f32> {
     }
     out
 }
+
+/// A row-major `[rows, cols]` matrix transposed.
+pub(super) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut outv = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            outv[c * rows + r] = data[r * cols + c];
+        }
+    }
+    outv
+}
