@@ -6,8 +6,42 @@ use burn::tensor::Device;
 use crate::error::{Error, Result};
 use crate::model::ResNet;
 
-/// The depths of the ResNet family, as in "Deep Residual Learning for Image Recognition".
-pub const DEPTHS: [usize; 5] = [18, 34, 50, 101, 152];
+/// The ResNet family, as in "Deep Residual Learning for Image Recognition" (Table 1): each
+/// depth with its kind of block and its blocks per stage. The one table that building a model
+/// ([`ResNetConfig::stage_sizes`]) and recognising one in an ONNX file ([`depth_of`]) read.
+pub const FAMILY: [(usize, BlockKind, [usize; 4]); 5] = [
+    (18, BlockKind::Basic, [2, 2, 2, 2]),
+    (34, BlockKind::Basic, [3, 4, 6, 3]),
+    (50, BlockKind::Bottleneck, [3, 4, 6, 3]),
+    (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
+    (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
+];
+
+/// The depths of the ResNet family: [`FAMILY`]'s first column.
+pub const DEPTHS: [usize; 5] = {
+    let mut depths = [0; 5];
+    let mut i = 0;
+    while i < FAMILY.len() {
+        depths[i] = FAMILY[i].0;
+        i += 1;
+    }
+    depths
+};
+
+/// The depth of the ResNet whose blocks are of `kind`, `sizes` per stage, if there is one.
+///
+/// ```
+/// use resnet_transfer::model::{BlockKind, depth_of};
+///
+/// assert_eq!(depth_of(BlockKind::Bottleneck, &[3, 4, 6, 3]), Some(50));
+/// assert_eq!(depth_of(BlockKind::Basic, &[3, 4, 6, 3]), Some(34));
+/// assert_eq!(depth_of(BlockKind::Basic, &[1, 1, 1, 1]), None);
+/// ```
+pub fn depth_of(kind: BlockKind, sizes: &[usize]) -> Option<usize> {
+    (FAMILY.iter())
+        .find(|(_, k, s)| *k == kind && s.as_slice() == sizes)
+        .map(|(depth, ..)| *depth)
+}
 
 /// Where a downsampling bottleneck puts its stride of 2.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -145,19 +179,14 @@ impl ResNetConfig {
 
     /// Blocks per stage for this depth.
     pub fn stage_sizes(&self) -> Result<[usize; 4]> {
-        Ok(match self.depth {
-            18 => [2, 2, 2, 2],
-            34 | 50 => [3, 4, 6, 3],
-            101 => [3, 4, 23, 3],
-            152 => [3, 8, 36, 3],
-            other => {
-                return Err(Error::InvalidConfig {
-                    field: "depth",
-                    expected: format!("one of {DEPTHS:?}"),
-                    found: other.to_string(),
-                });
-            }
-        })
+        (FAMILY.iter())
+            .find(|(depth, ..)| *depth == self.depth)
+            .map(|(.., sizes)| *sizes)
+            .ok_or_else(|| Error::InvalidConfig {
+                field: "depth",
+                expected: format!("one of {DEPTHS:?}"),
+                found: self.depth.to_string(),
+            })
     }
 
     /// Basic blocks for depths 18 and 34, bottlenecks from 50 up.

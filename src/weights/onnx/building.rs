@@ -8,7 +8,7 @@ use super::matching::{Block, Head, Matcher, Norm, Unit};
 use super::{Imported, InputLayout, dims_of, floats, transpose};
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
-use crate::model::{ConvBn, ResNetConfig, StridePlacement};
+use crate::model::{BlockKind, ConvBn, ResNetConfig, StridePlacement, depth_of};
 
 impl Matcher<'_> {
     pub(super) fn build(
@@ -32,25 +32,16 @@ impl Matcher<'_> {
             *sizes.last_mut().expect("pushed") += 1;
         }
         let bottleneck = blocks.first().is_some_and(|b| b.convs.len() == 3);
-        let depth = match (bottleneck, sizes.as_slice()) {
-            (false, [2, 2, 2, 2]) => 18,
-            (false, [3, 4, 6, 3]) => 34,
-            (true, [3, 4, 6, 3]) => 50,
-            (true, [3, 4, 23, 3]) => 101,
-            (true, [3, 8, 36, 3]) => 152,
-            (_, other) => {
-                return Err(self.fail_unit(
-                    &stem,
-                    format!(
-                        "blocks per stage {other:?} ({}) match no ResNet depth",
-                        if bottleneck {
-                            "bottlenecks"
-                        } else {
-                            "basic blocks"
-                        }
-                    ),
-                ));
-            }
+        let kind = if bottleneck {
+            BlockKind::Bottleneck
+        } else {
+            BlockKind::Basic
+        };
+        let Some(depth) = depth_of(kind, &sizes) else {
+            return Err(self.fail_unit(
+                &stem,
+                format!("blocks per stage {sizes:?} ({kind:?} blocks) match no ResNet depth"),
+            ));
         };
         let placement = match blocks.get(sizes[0]).map(|b| b.convs[0].stride) {
             Some(2) if bottleneck => StridePlacement::FirstConv,
