@@ -14,9 +14,6 @@
 //! assert!(device::device("tpu").is_err());
 //! ```
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::tensor::Device;
 
 use crate::error::{Error, Result};
@@ -37,25 +34,11 @@ pub enum BackendKind {
     Cuda,
 }
 
+// Every backend this crate knows, compiled in or not; an unknown name is its own error, which
+// lists the backends this build has.
+named_enum!(BackendKind { NdArray => "ndarray", Flex => "flex", Wgpu => "wgpu", Cuda => "cuda" });
+
 impl BackendKind {
-    /// Every backend this crate knows, compiled in or not.
-    pub const ALL: [BackendKind; 4] = [
-        BackendKind::NdArray,
-        BackendKind::Flex,
-        BackendKind::Wgpu,
-        BackendKind::Cuda,
-    ];
-
-    /// The name used on command lines and in errors: `ndarray`, `flex` or `wgpu`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::NdArray => "ndarray",
-            BackendKind::Flex => "flex",
-            BackendKind::Wgpu => "wgpu",
-            BackendKind::Cuda => "cuda",
-        }
-    }
-
     /// Whether this build compiles the backend in.
     pub fn is_compiled(self) -> bool {
         match self {
@@ -115,26 +98,16 @@ impl Default for BackendKind {
     }
 }
 
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for BackendKind {
+impl std::str::FromStr for BackendKind {
     type Err = Error;
 
     /// Parses a backend name, case-insensitively. A name whose feature is not compiled in still
     /// parses; [`BackendKind::device`] is where that is refused.
     fn from_str(name: &str) -> Result<Self> {
-        let lower = name.trim().to_ascii_lowercase();
-        BackendKind::ALL
-            .into_iter()
-            .find(|b| b.name() == lower)
-            .ok_or_else(|| Error::UnknownBackend {
-                name: name.to_string(),
-                available: available_list(),
-            })
+        BackendKind::from_name(name).ok_or_else(|| Error::UnknownBackend {
+            name: name.to_string(),
+            available: available_list(),
+        })
     }
 }
 

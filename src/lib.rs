@@ -21,6 +21,9 @@
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+#[macro_use]
+mod names;
+
 mod cpu;
 pub mod data;
 pub mod device;

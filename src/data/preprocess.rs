@@ -3,13 +3,8 @@
 //! Images arrive as planar 8-bit RGB (see [`ImageSet`](crate::data::ImageSet)) and leave as
 //! float32 NCHW in the layout and scale the weights were trained with.
 
-use std::fmt;
-use std::str::FromStr;
-
 use image::imageops::FilterType;
 use rand::{Rng, RngExt};
-
-use crate::error::{Error, Result};
 
 /// The ImageNet mean in BGR order, as Keras's `preprocess_input` subtracts it (caffe mode).
 pub const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
@@ -31,18 +26,6 @@ pub enum Preprocess {
 }
 
 impl Preprocess {
-    /// Every mode, for listings.
-    pub const ALL: [Preprocess; 3] = [Preprocess::Caffe, Preprocess::Torch, Preprocess::Unit];
-
-    /// The name used on command lines: `caffe`, `torch` or `unit`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preprocess::Caffe => "caffe",
-            Preprocess::Torch => "torch",
-            Preprocess::Unit => "unit",
-        }
-    }
-
     /// Writes the model input for one planar RGB image into `out` (same length, CHW).
     pub fn apply(self, rgb: &[u8], out: &mut [f32]) {
         debug_assert_eq!(rgb.len(), out.len());
@@ -66,26 +49,7 @@ impl Preprocess {
     }
 }
 
-impl fmt::Display for Preprocess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Preprocess {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Preprocess::ALL
-            .into_iter()
-            .find(|p| p.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::InvalidConfig {
-                field: "preprocess",
-                expected: "caffe, torch or unit".into(),
-                found: s.to_string(),
-            })
-    }
-}
+named_enum!(Preprocess as "preprocess" { Caffe => "caffe", Torch => "torch", Unit => "unit" });
 
 /// Resizes a planar RGB image to `size` x `size` with bilinear interpolation (half-pixel
 /// centres, as `tf.image.resize` and `torch.nn.functional.interpolate` upsample). An image

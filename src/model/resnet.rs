@@ -21,32 +21,7 @@ pub enum BatchNormMode {
     Training,
 }
 
-impl BatchNormMode {
-    /// The name used on command lines: `inference` or `training`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BatchNormMode::Inference => "inference",
-            BatchNormMode::Training => "training",
-        }
-    }
-}
-
-impl std::fmt::Display for BatchNormMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for BatchNormMode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [BatchNormMode::Inference, BatchNormMode::Training]
-            .into_iter()
-            .find(|m| m.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::invalid_config("batch_norm", "inference or training", s))
-    }
-}
+named_enum!(BatchNormMode as "batch_norm" { Inference => "inference", Training => "training" });
 
 /// Parameter counts the way the reference frameworks report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub enum Unfreeze {
 }
 
 /// How the learning rate moves within a phase.
-#[derive(Config, Debug, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Schedule {
     /// The phase's rate throughout.
     Constant,
@@ -26,30 +26,7 @@ pub enum Schedule {
     Plateau,
 }
 
-impl Schedule {
-    /// Every schedule, for listings.
-    pub const ALL: [Schedule; 3] = [Schedule::Constant, Schedule::Cosine, Schedule::Plateau];
-
-    /// The name used on command lines: `constant`, `cosine` or `plateau`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Schedule::Constant => "constant",
-            Schedule::Cosine => "cosine",
-            Schedule::Plateau => "plateau",
-        }
-    }
-}
-
-impl std::str::FromStr for Schedule {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Schedule::ALL
-            .into_iter()
-            .find(|k| k.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::invalid_config("schedule", "constant, cosine or plateau", s))
-    }
-}
+named_enum!(Schedule as "schedule" { Constant => "constant", Cosine => "cosine", Plateau => "plateau" });
 
 /// The two-phase recipe: a new head on a frozen backbone, then the released backbone at a low
 /// rate. Defaults follow the seed and the Keras fine-tuning guide.

@@ -43,32 +43,7 @@ pub enum ExportBatchNorm {
     Kept,
 }
 
-impl ExportBatchNorm {
-    /// The name used on command lines: `folded` or `kept`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ExportBatchNorm::Folded => "folded",
-            ExportBatchNorm::Kept => "kept",
-        }
-    }
-}
-
-impl std::fmt::Display for ExportBatchNorm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ExportBatchNorm {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [ExportBatchNorm::Folded, ExportBatchNorm::Kept]
-            .into_iter()
-            .find(|m| m.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| Error::invalid_config("batch_norm", "folded or kept", s))
-    }
-}
+named_enum!(ExportBatchNorm as "batch_norm" { Folded => "folded", Kept => "kept" });
 
 /// Options of [`export_onnx`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
