@@ -72,7 +72,7 @@ fn read(
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    args.job.check_export()?;
+    args.job.check_outputs(&args.out)?;
     let mut skipped = Vec::new();
     let photos = read(&args.images, &args, None, &mut skipped)?;
     let classes = photos.class_names.clone();
@@ -113,6 +113,29 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             skipped.len().to_string(),
         ));
     }
+    // What chose the photos, for the run's recipe: folders by their absolute paths.
+    let folder = |dir: &Path| {
+        std::fs::canonicalize(dir)
+            .map_or_else(|_| dir.display().to_string(), |p| p.display().to_string())
+    };
+    let options = vec![
+        ("images".to_string(), folder(&args.images)),
+        (
+            "valid".to_string(),
+            args.valid.as_deref().map_or("-".into(), folder),
+        ),
+        (
+            "valid_share".to_string(),
+            match args.valid {
+                Some(_) => "-".to_string(),
+                None => args.valid_share.to_string(),
+            },
+        ),
+        (
+            "test".to_string(),
+            args.test.as_deref().map_or("-".into(), folder),
+        ),
+    ];
     let data = JobData {
         train,
         valid,
@@ -120,6 +143,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         class_names: classes,
         source: args.images.display().to_string(),
         notes,
+        options,
     };
     let outcome = args.job.job(args.out.clone(), args.input_size).run(&data)?;
     if !skipped.is_empty() {

@@ -35,13 +35,13 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     depth: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     batch: usize,
     /// Image side.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     size: usize,
     /// Timed steps (after one warm-up step).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     steps: usize,
     /// Freeze the backbone (the head-only step of phase 1).
     #[arg(long)]
@@ -54,8 +54,18 @@ struct Args {
     fused: bool,
     /// Data parallel: split every batch into this many replicas' shares and time the gradient
     /// exchange apart.
-    #[arg(long, default_value_t = 1, conflicts_with = "infer")]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one, conflicts_with = "infer")]
     replicas: usize,
+}
+
+/// A count that must be at least 1 (a batch, a side, steps, replicas): 0 is refused by clap,
+/// naming the option, rather than panicking deep in a tensor operation.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> resnet_transfer::Result<()> {

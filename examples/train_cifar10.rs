@@ -27,7 +27,8 @@ struct Args {
     #[arg(long)]
     train_samples: Option<usize>,
     /// Validation images, stratified, from the rest of the training set [default: a fifth of
-    /// the images used, at most 2,000].
+    /// the images used, at most 2,000]. 0 trains without validation (no early stopping, no
+    /// plateau schedule, no jump).
     #[arg(long)]
     valid_samples: Option<usize>,
     /// Test images, stratified (default: the whole test set).
@@ -48,7 +49,17 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    args.job.check_export()?;
+    args.job.check_outputs(&args.out)?;
+    // An empty test set would evaluate to nothing; an empty validation set (0) is a run without
+    // validation, which the job allows.
+    if args.test_samples == Some(0) {
+        return Err(resnet_transfer::Error::invalid_config(
+            "test_samples",
+            "at least 1 (the test images are evaluated at the end; leave it out for all)",
+            0,
+        )
+        .into());
+    }
     let downloader = Downloader {
         progress: !args.job.quiet,
         ..Downloader::default()
@@ -69,6 +80,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => cifar.test.clone(),
     };
+    let test_n = test.len();
     let data = JobData {
         train: cifar.train.select(&split.train),
         valid: cifar.train.select(&split.validation),
@@ -76,6 +88,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         class_names: cifar.class_names.clone(),
         source: format!("CIFAR-10 from {}", cifar.source.display()),
         notes: Vec::new(),
+        options: vec![
+            ("train_samples".into(), train_n.to_string()),
+            ("valid_samples".into(), valid_n.to_string()),
+            ("test_samples".into(), test_n.to_string()),
+        ],
     };
     let outcome = args.job.job(args.out.clone(), args.input_size).run(&data)?;
     args.job.finish(&outcome, &args.out)?;

@@ -167,20 +167,68 @@ pub fn training_devices(name: &str, indices: &[usize]) -> Result<Vec<Device>> {
             format!("{indices:?} (index {} twice)", pair[0]),
         ));
     }
-    Ok(indices
+    indices
         .iter()
-        .map(|&i| {
-            let device = match kind {
-                #[cfg(feature = "wgpu")]
-                BackendKind::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
-                _ => {
-                    let _ = i;
-                    main.clone()
-                }
-            };
-            device.autodiff()
+        .map(|&i| Ok(kind.slot(i).device(&main)?.autodiff()))
+        .collect()
+}
+
+/// Which device of a backend an index of [`training_devices`] names, before Burn builds it: the
+/// mapping alone, the same whatever features this build has, so that it can be checked without
+/// the GPUs (or the backend) it names.
+///
+/// ```
+/// use resnet_transfer::device::{BackendKind, DeviceSlot};
+///
+/// assert_eq!(BackendKind::Cuda.slot(1), DeviceSlot::Cuda(1));
+/// assert_eq!(BackendKind::Wgpu.slot(1), DeviceSlot::DiscreteGpu(1));
+/// assert_eq!(BackendKind::Flex.slot(1), DeviceSlot::Host);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceSlot {
+    /// The CPU backends' one device: every index names it (replicas take turns on it).
+    Host,
+    /// wgpu's `i`-th discrete GPU (Burn's `DeviceKind::DiscreteGpu(i)`).
+    DiscreteGpu(usize),
+    /// CUDA device `i` (Burn's `Device::cuda(i)`).
+    Cuda(usize),
+}
+
+impl BackendKind {
+    /// The device index `index` names on this backend ([`DeviceSlot`]).
+    pub fn slot(self, index: usize) -> DeviceSlot {
+        match self {
+            BackendKind::NdArray | BackendKind::Flex => DeviceSlot::Host,
+            BackendKind::Wgpu => DeviceSlot::DiscreteGpu(index),
+            BackendKind::Cuda => DeviceSlot::Cuda(index),
+        }
+    }
+}
+
+impl DeviceSlot {
+    /// Burn's device for this slot (without autodiff); `host` is the backend's own device, which
+    /// [`DeviceSlot::Host`] stands for.
+    fn device(self, host: &Device) -> Result<Device> {
+        Ok(match self {
+            DeviceSlot::Host => host.clone(),
+            #[cfg(feature = "wgpu")]
+            DeviceSlot::DiscreteGpu(i) => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+            #[cfg(feature = "cuda")]
+            DeviceSlot::Cuda(i) => Device::cuda(i),
+            // A slot of a backend this build lacks: `BackendKind::device` refused it already.
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(Error::invalid_config(
+                    "devices",
+                    format!(
+                        "a device of a backend this build has ({})",
+                        available_list()
+                    ),
+                    format!("{other:?}"),
+                ));
+            }
         })
-        .collect())
+    }
 }
 
 /// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
@@ -246,6 +294,20 @@ mod tests {
                 Err(other) => panic!("unexpected error {other:?}"),
             }
         }
+    }
+
+    /// Every index reaches its own GPU on the GPU backends (CUDA once mapped every index to GPU
+    /// 0), and the CPU backends' one device on theirs: checked on the mapping, without GPUs.
+    #[test]
+    fn each_index_names_its_own_device() {
+        for i in [0, 1, 3] {
+            assert_eq!(BackendKind::Cuda.slot(i), DeviceSlot::Cuda(i));
+            assert_eq!(BackendKind::Wgpu.slot(i), DeviceSlot::DiscreteGpu(i));
+            assert_eq!(BackendKind::Flex.slot(i), DeviceSlot::Host);
+            assert_eq!(BackendKind::NdArray.slot(i), DeviceSlot::Host);
+        }
+        let cuda: Vec<DeviceSlot> = [0, 1].map(|i| BackendKind::Cuda.slot(i)).to_vec();
+        assert_eq!(cuda, [DeviceSlot::Cuda(0), DeviceSlot::Cuda(1)]);
     }
 
     #[test]

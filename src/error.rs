@@ -175,14 +175,81 @@ pub enum Error {
         reason: String,
     },
 
-    /// A run folder that already holds a run, given to a job that was not asked to resume it.
-    #[error(
-        "{path} already holds a run (a checkpoint); pass --resume to continue it, or choose another --out"
-    )]
+    /// A run folder that already holds a run (its recipe or a checkpoint), given to a job that was
+    /// not asked to resume it.
+    #[error("{path} already holds a run; pass --resume to continue it, or choose another --out")]
     RunExists {
         /// The run folder.
         path: PathBuf,
     },
+
+    /// A run asked to resume whose recipe differs from the one the run was started with (saved in
+    /// its `config.json` and `job.json`): every option that differs, with both values. A resumed
+    /// run may only run more epochs than planned (or be quieter, or export at its end).
+    #[error(
+        "{path} was started with another recipe, and --resume continues a run only with its own: {}. \
+         Give the run's values (more epochs than planned are allowed), or choose another --out for \
+         a new run",
+        changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    RecipeChanged {
+        /// The run folder.
+        path: PathBuf,
+        /// Each option that differs.
+        changes: Vec<RecipeChange>,
+    },
+
+    /// A run asked to resume that is finished: its model and report are written and its
+    /// checkpoint removed (or, kept, it has no epoch left to run).
+    #[error(
+        "{path} holds a finished run (its evaluation.json is written): there is nothing to resume. \
+         Choose another --out for a new run (a run kept with --keep-checkpoints can be resumed with \
+         more epochs)"
+    )]
+    RunFinished {
+        /// The run folder.
+        path: PathBuf,
+    },
+
+    /// A run folder another process holds ([`crate::files::lock_folder`]).
+    #[error(
+        "{path} is in use by another run ({}); wait for it to end, or choose another --out",
+        match pid { Some(p) => format!("process {p}"), None => "process id not known yet".into() }
+    )]
+    RunLocked {
+        /// The run folder.
+        path: PathBuf,
+        /// The holder's process id, as it wrote it in the folder's `run.lock`.
+        pid: Option<u32>,
+    },
+
+    /// An output path of the wrong kind: a file where a folder is needed, or the other way round.
+    #[error("{option} {path} is a {found}, not a {expected}")]
+    PathKind {
+        /// The option that gave the path (`--out`, `--export-onnx`).
+        option: &'static str,
+        /// The path at fault (the given one, or the one above it that stands in the way).
+        path: PathBuf,
+        /// What it is: `file` or `folder`.
+        found: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+
+    /// A setting that watches the validation loss (early stopping, the plateau schedule) given to
+    /// a run without validation images.
+    #[error(
+        "`{field}` is {found}, but it watches the validation loss, and this run has no validation \
+         images (an empty validation set, as --valid-samples 0 asks for): leave `{field}` out, or \
+         give validation images"
+    )]
+    NeedsValidation {
+        /// The setting at fault: `patience` or `schedule`.
+        field: &'static str,
+        /// Its value.
+        found: String,
+    },
+
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {
@@ -213,6 +280,33 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// One option of a resumed run that differs from the run's recipe ([`Error::RecipeChanged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeChange {
+    /// The option, by its field name (`input_size`, `phase2_lr`, `valid_samples`).
+    pub option: String,
+    /// Its value in the run's saved recipe.
+    pub saved: String,
+    /// The value given now.
+    pub given: String,
+    /// Why the change is refused where a change of its kind can be allowed (more epochs).
+    pub why: Option<String>,
+}
+
+impl std::fmt::Display for RecipeChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` saved {}, given {}",
+            self.option, self.saved, self.given
+        )?;
+        match &self.why {
+            Some(why) => write!(f, " ({why})"),
+            None => Ok(()),
         }
     }
 }

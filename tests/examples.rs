@@ -18,15 +18,43 @@ use common::{
 /// phase-2 rate too small to move any weight, so that phase 2's validation loss stays flat and
 /// the schedule lowers the rate after its second epoch.
 fn main_job(data: &Path, out: &Path) -> Command {
+    main_job_with(data, out, &[])
+}
+
+/// [`main_job`] with some options given other values (`""` for a flag without one), or added.
+fn main_job_with(data: &Path, out: &Path, changes: &[(&str, &str)]) -> Command {
+    let weights = data.join("resnet18-w8").display().to_string();
+    let out = out.display().to_string();
+    let mut options: Vec<(&str, &str)> = vec![
+        ("--data-dir", data.to_str().unwrap()),
+        ("--weights", &weights),
+        ("--train-samples", "100"),
+        ("--valid-samples", "30"),
+        ("--test-samples", "20"),
+        ("--batch-size", "10"),
+        ("--phase1-epochs", "3"),
+        ("--phase2-epochs", "3"),
+        ("--phase1-lr", "1e-2"),
+        ("--phase2-lr", "1e-30"),
+        ("--schedule", "plateau"),
+        ("--plateau-patience", "1"),
+        ("--offline", ""),
+        ("--quiet", ""),
+        ("--out", &out),
+    ];
+    for &(flag, value) in changes {
+        match options.iter_mut().find(|(f, _)| *f == flag) {
+            Some(option) => option.1 = value,
+            None => options.push((flag, value)),
+        }
+    }
     let mut cmd = Command::new(example("train_cifar10"));
-    cmd.arg("--data-dir").arg(data);
-    cmd.arg("--weights").arg(data.join("resnet18-w8"));
-    cmd.args(["--train-samples", "100", "--valid-samples", "30"]);
-    cmd.args(["--test-samples", "20", "--batch-size", "10"]);
-    cmd.args(["--phase1-epochs", "3", "--phase2-epochs", "3"]);
-    cmd.args(["--phase1-lr", "1e-2", "--phase2-lr", "1e-30"]);
-    cmd.args(["--schedule", "plateau", "--plateau-patience", "1"]);
-    cmd.args(["--offline", "--quiet"]).arg("--out").arg(out);
+    for (flag, value) in options {
+        cmd.arg(flag);
+        if !value.is_empty() {
+            cmd.arg(value);
+        }
+    }
     cmd
 }
 
@@ -470,4 +498,486 @@ fn dataset_prints_json_and_draws_the_grid() {
             "row {class}: red {mean}"
         );
     }
+}
+
+/// Runs a command that must fail; returns its standard error.
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} succeeded:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// The bytes of the files of a run folder (and its checkpoint), by name.
+fn snapshot(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for dir in [out.to_path_buf(), out.join("checkpoint")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && !path.ends_with("run.lock") {
+                files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A run killed in phase 1, resumed with another value of every option that decides a run, is
+/// refused before anything is written, each difference named with the saved and the given
+/// value. Resumed with what may change (more epochs, an export, kept checkpoints), it ends;
+/// its recipe is the one it started with, and the temporary files a killed write left are gone.
+#[test]
+fn a_resume_with_another_recipe_is_refused_naming_every_change() {
+    let (data, _) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let child = main_job(data.path(), &out).spawn().unwrap();
+    kill_when(child, || next_epoch(&out) >= 2);
+    // What a kill in the middle of a checkpoint's or a report's write leaves behind.
+    let prefix = resnet_transfer::files::TEMP_PREFIX;
+    let stale = [
+        out.join("checkpoint").join(format!("{prefix}Xy12Ab.bpk")),
+        out.join(format!("{prefix}Qr34Cd.json")),
+    ];
+    for file in &stale {
+        std::fs::write(file, vec![0u8; 4096]).unwrap();
+    }
+    let before = snapshot(&out);
+    for name in ["config.json", "job.json", "model-card.json"] {
+        assert!(out.join(name).is_file(), "{name} is saved at the start");
+    }
+
+    let other_weights = weights().display().to_string();
+    let changed = [
+        ("--weights", other_weights.as_str()),
+        ("--input-size", "64"),
+        ("--train-samples", "90"),
+        ("--valid-samples", "20"),
+        ("--test-samples", "10"),
+        ("--batch-size", "5"),
+        ("--seed", "7"),
+        ("--phase1-epochs", "2"),
+        ("--phase1-lr", "1e-3"),
+        ("--phase2-lr", "1e-4"),
+        ("--unfreeze-from", "3"),
+        ("--batch-norm", "training"),
+        ("--schedule", "cosine"),
+        ("--plateau-factor", "0.5"),
+        ("--plateau-patience", "2"),
+        ("--patience", "2"),
+        ("--keep-last-weights", ""),
+        ("--augment", ""),
+        ("--resume", ""),
+    ];
+    let stderr = run_err(&mut main_job_with(data.path(), &out, &changed));
+    let weights_saved = std::fs::canonicalize(data.path())
+        .unwrap()
+        .join("resnet18-w8");
+    let weights_given = std::fs::canonicalize(weights()).unwrap();
+    let expected = [
+        format!(
+            "`weights` saved {}, given {}",
+            weights_saved.display(),
+            weights_given.display()
+        ),
+        "`input_size` saved 32, given 64".into(),
+        "`train_samples` saved 100, given 90".into(),
+        "`valid_samples` saved 30, given 20".into(),
+        "`test_samples` saved 20, given 10".into(),
+        "`batch_size` saved 10, given 5".into(),
+        "`seed` saved 42, given 7".into(),
+        "`phase1_epochs` saved 3, given 2".into(),
+        "`phase1_lr` saved 0.01, given 0.001".into(),
+        format!("`phase2_lr` saved {}, given 0.0001", 1e-30),
+        "`unfreeze` saved the whole backbone, given from stage 3".into(),
+        "`batch_norm` saved inference, given training".into(),
+        "`schedule` saved plateau, given cosine".into(),
+        "`plateau_factor` saved 0.1, given 0.5".into(),
+        "`plateau_patience` saved 1, given 2".into(),
+        "`patience` saved none, given 2".into(),
+        "`restore_best_weights` saved true, given false".into(),
+        "`augment` saved false, given true".into(),
+        "`train_images` saved 100 images".into(),
+        "`valid_images` saved 30 images".into(),
+        "`test_images` saved 20 images".into(),
+    ];
+    for want in &expected {
+        assert!(stderr.contains(want.as_str()), "{want} not in:\n{stderr}");
+    }
+    assert_eq!(snapshot(&out), before, "a refused resume writes nothing");
+
+    // One change alone is named alone.
+    let stderr = run_err(&mut main_job_with(
+        data.path(),
+        &out,
+        &[("--input-size", "64"), ("--resume", "")],
+    ));
+    assert!(
+        stderr.contains("`input_size` saved 32, given 64"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("saved").count(), 1, "{stderr}");
+    assert_eq!(snapshot(&out), before);
+
+    // What may change: more epochs than planned, the export, kept checkpoints, quiet.
+    let onnx = tmp.path().join("run.onnx");
+    let onnx_arg = onnx.display().to_string();
+    let stdout = run_ok(&mut main_job_with(
+        data.path(),
+        &out,
+        &[
+            ("--phase2-epochs", "4"),
+            ("--export-onnx", &onnx_arg),
+            ("--keep-checkpoints", ""),
+            ("--resume", ""),
+        ],
+    ));
+    assert!(stdout.contains("ONNX export"), "{stdout}");
+    assert!(onnx.is_file());
+    let (epochs, _) = history_of(&out);
+    assert_eq!(
+        epochs.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    for (name, bytes) in &before {
+        if name.ends_with("config.json")
+            || name.ends_with("job.json")
+            || name.ends_with("model-card.json")
+        {
+            assert_eq!(&std::fs::read(name).unwrap(), bytes, "{name} rewritten");
+        }
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("epochs planned: 3 + 4 (3 + 3 when the run started"),
+        "{summary}"
+    );
+    for file in &stale {
+        assert!(!file.exists(), "{} left", file.display());
+    }
+    assert!(
+        out.join("checkpoint/state.json").is_file(),
+        "--keep-checkpoints"
+    );
+}
+
+/// A run that ends well removes its checkpoint (as Keras's BackupAndRestore does); resumed, it
+/// says it is finished rather than starting over, and without --resume the folder is refused.
+#[test]
+fn a_finished_run_removes_its_checkpoint_and_is_not_resumed() {
+    let (data, whole) = uninterrupted();
+    assert!(whole.join("model.bpk").is_file());
+    assert!(
+        !whole.join("checkpoint").exists(),
+        "the checkpoint is removed"
+    );
+    let before = std::fs::read(whole.join("history.json")).unwrap();
+    let stderr = run_err(main_job(data.path(), whole).arg("--resume"));
+    assert!(stderr.contains("finished run"), "{stderr}");
+    let stderr = run_err(&mut main_job(data.path(), whole));
+    assert!(stderr.contains("already holds a run"), "{stderr}");
+    assert_eq!(std::fs::read(whole.join("history.json")).unwrap(), before);
+}
+
+/// A second process, fresh or resuming, is refused while the first holds the run folder, named
+/// by its process id; once the first is killed, its lock is taken over and the run goes on.
+#[test]
+fn a_run_folder_is_held_by_one_process_at_a_time() {
+    let (data, _) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // Enough epochs that the first is still training when the others start.
+    let slow = [("--phase2-epochs", "100")];
+    let mut first = main_job_with(data.path(), &out, &slow).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while next_epoch(&out) < 1 {
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+        assert!(Instant::now() < deadline, "no checkpoint in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = first.id().to_string();
+    let resumed = [("--phase2-epochs", "100"), ("--resume", "")];
+    for changes in [&slow[..], &resumed[..]] {
+        let stderr = run_err(&mut main_job_with(data.path(), &out, changes));
+        assert!(
+            stderr.contains("in use by another run") && stderr.contains(&format!("process {pid}")),
+            "{stderr}"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let done = next_epoch(&out);
+    let second = main_job_with(data.path(), &out, &resumed).spawn().unwrap();
+    kill_when(second, || next_epoch(&out) > done);
+}
+
+/// Output paths are checked before any training: an --export-onnx that names a folder, and an
+/// --out that is a file, are refused in words, and nothing is written.
+#[test]
+fn output_paths_are_checked_before_training() {
+    let (data, _) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let folder = tmp.path().display().to_string();
+    let stderr = run_err(&mut main_job_with(
+        data.path(),
+        &out,
+        &[("--export-onnx", &folder)],
+    ));
+    assert!(
+        stderr.contains(&format!("--export-onnx {folder} is a folder, not a file")),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing trained");
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"").unwrap();
+    let stderr = run_err(&mut main_job(data.path(), &file));
+    assert!(
+        stderr.contains(&format!("--out {} is a file, not a folder", file.display())),
+        "{stderr}"
+    );
+}
+
+/// `--valid-samples 0` trains without validation, as Keras's fit without validation data:
+/// nothing reports a validation figure (history, summary, curves, the jump), and what would
+/// watch the validation loss is refused, named. An empty test set is refused, named, and
+/// profile_step's batch of 0 is refused by its option rather than a panic.
+#[test]
+fn without_validation_nothing_reports_what_was_not_measured() {
+    let (data, _) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let none = [
+        ("--valid-samples", "0"),
+        ("--schedule", "constant"),
+        ("--phase1-epochs", "2"),
+        ("--phase2-epochs", "1"),
+    ];
+    let stdout = run_ok(&mut main_job_with(data.path(), &out, &none));
+    assert!(
+        stdout.contains("jump at the unfreeze point: not measured"),
+        "{stdout}"
+    );
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
+    for e in history["epochs"].as_array().unwrap() {
+        assert!(
+            e["valid_loss"].is_null() && e["valid_accuracy"].is_null(),
+            "{e}"
+        );
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("the jump is not measured"), "{summary}");
+    assert!(!summary.contains("points**"), "{summary}");
+    let curves = image::open(out.join("curves.png")).unwrap().to_rgb8();
+    assert!(
+        curves.pixels().all(|p| p.0 != [255, 0, 0]),
+        "a validation curve was drawn"
+    );
+
+    let refused = |changes: &[(&str, &str)], named: &[&str]| {
+        let run = tmp.path().join("refused");
+        let stderr = run_err(&mut main_job_with(data.path(), &run, changes));
+        for name in named {
+            assert!(stderr.contains(name), "{name} not in {stderr}");
+        }
+        assert!(!run.exists(), "refused before the run folder was made");
+    };
+    refused(
+        &[("--valid-samples", "0"), ("--patience", "2")],
+        &["`patience` is 2", "--valid-samples 0"],
+    );
+    refused(
+        &[("--valid-samples", "0")],
+        &["`schedule` is plateau", "--valid-samples 0"],
+    );
+    refused(&[("--test-samples", "0")], &["test_samples"]);
+
+    let stderr = run_err(Command::new(example("profile_step")).args(["--batch", "0"]));
+    assert!(
+        stderr.contains("--batch") && stderr.contains("at least 1"),
+        "{stderr}"
+    );
+}
+
+/// The number after `marker` in `text` (`+3.33` in "jump: +3.33 points").
+fn number_after(text: &str, marker: &str) -> f64 {
+    let rest = text
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{marker} not in {text}"));
+    let number: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || "+-.".contains(*c))
+        .collect();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {marker} in {text}"))
+}
+
+/// Phase 1 stopped early: at a rate that overshoots, with a patience of one epoch, it stops
+/// after its 6th epoch of 8 and restores its 5th, whose validation accuracy is not the 6th's.
+/// The history numbers phase 2 from epoch 9, as planned; the curves stand every epoch at that
+/// number and the unfreeze marker just before epoch 9; the jump, printed, in the summary and on
+/// the curves, is measured from epoch 5's validation accuracy, the weights phase 2 started from.
+#[test]
+fn after_early_stopping_in_phase_one_the_curves_and_the_jump_follow_the_history() {
+    let (data, _) = uninterrupted();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let stdout = run_ok(&mut main_job_with(
+        data.path(),
+        &out,
+        &[
+            ("--phase1-epochs", "8"),
+            ("--phase2-epochs", "2"),
+            ("--phase1-lr", "1"),
+            ("--phase2-lr", "1e-3"),
+            ("--patience", "1"),
+            ("--schedule", "constant"),
+        ],
+    ));
+    let (epochs, restored) = history_of(&out);
+    let accuracy = |epoch: u64| epochs.iter().find(|e| e.0 == epoch).unwrap().4;
+    let last1 = epochs
+        .iter()
+        .filter(|e| e.1 == 1)
+        .map(|e| e.0)
+        .max()
+        .unwrap();
+    assert!(last1 < 8, "phase 1 stopped early: {epochs:?}");
+    let from = (restored.as_array().unwrap().iter())
+        .map(|r| r.as_u64().unwrap())
+        .find(|&r| r <= last1)
+        .expect("phase 1 restored its best epoch");
+    assert!(from < last1, "{epochs:?}, restored {restored}");
+    assert!(
+        (accuracy(from) - accuracy(last1)).abs() > 0.01,
+        "this run must tell the restored epoch from the last: {epochs:?}"
+    );
+    let first2 = epochs.iter().find(|e| e.1 == 2).unwrap();
+    assert_eq!(first2.0, 9, "phase 2 starts at the epoch the plan gave it");
+    let jump = 100.0 * (first2.4 - accuracy(from));
+
+    let printed = number_after(&stdout, "jump at the unfreeze point: ");
+    assert!(
+        (printed - jump).abs() < 0.006,
+        "printed {printed}, want {jump}"
+    );
+    assert!(stdout.contains(&format!("(from epoch {from})")), "{stdout}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let summarized = number_after(&summary, "'s): **");
+    assert!(
+        (summarized - jump).abs() < 0.006,
+        "summary {summarized}, want {jump}:\n{summary}"
+    );
+
+    // The curves' loss panel: the x axis (the longest black row) spans epochs 0.5 to the last
+    // + 0.5; the marker (its grey running down the chart) must stand at epoch 8.5.
+    let png = image::open(out.join("curves.png")).unwrap().to_rgb8();
+    let panel = png.width() / 2;
+    let (mut axis, mut best) = ((0, 0), 0);
+    for y in 0..png.height() {
+        let mut start = None;
+        for x in 0..=panel {
+            let black = x < panel && png.get_pixel(x, y).0 == [0, 0, 0];
+            match (black, start) {
+                (true, None) => start = Some(x),
+                (false, Some(s)) => {
+                    if x - s > best {
+                        (axis, best) = ((s, x - 1), x - s);
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    let last = epochs.last().unwrap().0 as f64;
+    let epoch_at = |x: u32| 0.5 + (x - axis.0) as f64 / (axis.1 - axis.0) as f64 * last;
+    let marker: Vec<u32> = (0..panel)
+        .filter(|&x| {
+            let grey = (0..png.height())
+                .filter(|&y| {
+                    let p = png.get_pixel(x, y).0;
+                    p.iter().zip([102u8; 3]).all(|(a, b)| a.abs_diff(b) <= 8)
+                })
+                .count();
+            grey > 200
+        })
+        .collect();
+    assert!(!marker.is_empty(), "no unfreeze marker");
+    for x in marker {
+        let at = epoch_at(x);
+        assert!(
+            (at - 8.5).abs() < 0.15,
+            "marker at epoch {at}, axis {axis:?}"
+        );
+    }
+}
+
+/// `fine_tune` killed after its first epoch, resumed with another split or other photos behind
+/// the same options, is refused, each difference named: the resumed run would train on other
+/// images than the ones it started with.
+#[test]
+fn a_fine_tune_resume_on_other_photos_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    photo_folders(&photos, 12);
+    let backbone = learnable_weights(tmp.path());
+    let out = tmp.path().join("run");
+    let fine_tune = |extra: &[&str]| {
+        let mut cmd = Command::new(example("fine_tune"));
+        cmd.arg("--images")
+            .arg(&photos)
+            .arg("--weights")
+            .arg(&backbone);
+        cmd.args(["--input-size", "32", "--batch-size", "8"]);
+        cmd.args(["--phase1-epochs", "3", "--phase2-epochs", "20"]);
+        cmd.args(["--offline", "--quiet"]).arg("--out").arg(&out);
+        cmd.args(extra);
+        cmd
+    };
+    kill_when(fine_tune(&[]).spawn().unwrap(), || next_epoch(&out) >= 1);
+    let before = snapshot(&out);
+
+    let stderr = run_err(&mut fine_tune(&["--valid-share", "0.3", "--resume"]));
+    for want in [
+        "`valid_share` saved 0.2, given 0.3",
+        "`train_images` saved 30 images",
+        "`valid_images` saved 6 images",
+    ] {
+        assert!(stderr.contains(want), "{want} not in {stderr}");
+    }
+    let test = tmp.path().join("test");
+    photo_folders(&test, 2);
+    let stderr = run_err(&mut fine_tune(&[
+        "--test",
+        test.to_str().unwrap(),
+        "--resume",
+    ]));
+    let test = std::fs::canonicalize(&test).unwrap();
+    assert!(
+        stderr.contains(&format!("`test` saved -, given {}", test.display())),
+        "{stderr}"
+    );
+    // The same options over a folder that gained a photo: other images, named.
+    let added = photos.join("apple/new.png");
+    image::DynamicImage::ImageRgb8(photo(1, 40, 40, 99))
+        .save(&added)
+        .unwrap();
+    let stderr = run_err(&mut fine_tune(&["--resume"]));
+    assert!(
+        stderr.contains("`train_images` saved 30 images"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&out), before, "a refused resume writes nothing");
+    // Without the new photo, the run goes on.
+    std::fs::remove_file(&added).unwrap();
+    let done = next_epoch(&out);
+    kill_when(fine_tune(&["--resume"]).spawn().unwrap(), || {
+        next_epoch(&out) > done
+    });
 }

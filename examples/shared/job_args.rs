@@ -67,9 +67,18 @@ pub struct JobArgs {
     /// Seed of the sample, shuffling, augmentation, dropout and the new head.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Continue the run in --out from its last finished epoch.
+    /// Continue the run in --out from its last finished epoch, with the recipe it was started
+    /// with (saved in its config.json and job.json): any other value of an option that decides
+    /// the run (weights, input size, sample sizes, rates, schedule, patience, seed...) is refused,
+    /// each difference named. May change: more --phase1-epochs/--phase2-epochs than planned,
+    /// --backend, --devices, --quiet, --offline, --keep-checkpoints, --export-onnx,
+    /// --export-batch-norm.
     #[arg(long)]
     pub resume: bool,
+    /// Keep the run's checkpoint/ when it ends well (by default it is removed, as Keras's
+    /// BackupAndRestore does; kept, the finished run can be resumed with more epochs).
+    #[arg(long)]
+    pub keep_checkpoints: bool,
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
@@ -77,7 +86,8 @@ pub struct JobArgs {
     #[arg(long)]
     pub offline: bool,
     /// After training, also write the model as an ONNX file here (for onnxruntime and other
-    /// runtimes; class names and preprocessing in its metadata).
+    /// runtimes; class names and preprocessing in its metadata). Checked before training: a
+    /// folder, or a path under a file, is refused.
     #[arg(long, value_name = "FILE")]
     pub export_onnx: Option<PathBuf>,
     /// With --export-onnx: BatchNorm folded into the convolutions, or kept as nodes.
@@ -115,25 +125,21 @@ impl JobArgs {
             input_size,
             out,
             resume: self.resume,
+            keep_checkpoints: self.keep_checkpoints,
             download: !self.offline,
             quiet: self.quiet,
         }
     }
 
-    /// Checks before training that --export-onnx's folder can take the file, so a long run does
-    /// not end in an error it could have given at once.
-    pub fn check_export(&self) -> resnet_transfer::Result<()> {
-        let Some(file) = &self.export_onnx else {
-            return Ok(());
-        };
-        let dir = match file.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::Path::new("."),
-        };
-        let io = |e| resnet_transfer::Error::io(dir, e);
-        std::fs::create_dir_all(dir).map_err(io)?;
-        tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        Ok(())
+    /// Checks before training, writing nothing, that --export-onnx names a file that can be
+    /// written (not a folder, in a folder that takes files) and that --out can be a folder, so a
+    /// long run does not end in an error it could have given at once.
+    pub fn check_outputs(&self, out: &std::path::Path) -> resnet_transfer::Result<()> {
+        resnet_transfer::files::check_output_folder("--out", out)?;
+        match &self.export_onnx {
+            Some(file) => resnet_transfer::files::check_output_file("--export-onnx", file),
+            None => Ok(()),
+        }
     }
 
     /// Ends a job the way both examples do: the ONNX export if asked for, then the report.
@@ -169,12 +175,15 @@ pub fn main(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
 /// Prints what a finished job wrote, the way both examples end.
 pub fn report(outcome: &JobOutcome, out: &std::path::Path) {
     println!("test accuracy: {:.2}%", 100.0 * outcome.evaluation.accuracy);
-    match outcome.history.jump() {
-        Some(j) => println!(
-            "jump at the unfreeze point: {:+.2} points of validation accuracy",
-            100.0 * j
+    let history = &outcome.history;
+    match (history.jump(), history.unfreeze_epoch()) {
+        (Some(j), _) => println!(
+            "jump at the unfreeze point: {:+.2} points of validation accuracy (from epoch {})",
+            100.0 * j,
+            history.phase2_start().map_or(0, |e| e.epoch)
         ),
-        None => println!("no unfreeze point (phase 2 did not run)"),
+        (None, Some(_)) => println!("jump at the unfreeze point: not measured (no validation)"),
+        (None, None) => println!("no unfreeze point (phase 2 did not run)"),
     }
     println!("report, model and history written to {}", out.display());
 }

@@ -10,11 +10,19 @@ use crate::files::write_atomic;
 use crate::report::{FONT, GridRow, Tile, draw_grid, drawing_error, register_font, save_png};
 use crate::train::{Evaluation, History};
 
-/// Picks the training and validation value of one curve from an epoch.
-type Pick = fn(&crate::train::EpochRecord) -> (f64, f64);
+/// Picks the training and validation value of one curve from an epoch (no validation value in
+/// a run without validation).
+type Pick = fn(&crate::train::EpochRecord) -> (f64, Option<f64>);
 
 /// Loss and accuracy per epoch, training and validation, with the unfreeze point marked and the
 /// jump written on it.
+///
+/// Epochs stand at their numbers in the history: after early stopping in phase 1, phase 2 starts
+/// at the epoch the plan gave it, and the epochs not run leave a gap, which the lines do not
+/// cross. The marker stands just before phase 2's first epoch; the jump is measured from the
+/// weights phase 2 started from ([`History::jump`]), and the label names their epoch when early
+/// stopping restored an earlier one than the last. A run without validation has training curves
+/// only, and no jump.
 pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
     let (buf, _) = render_curves(path, history)?;
     save_png(path, buf, CURVES_SIZE.0, CURVES_SIZE.1)
@@ -25,8 +33,23 @@ const CURVES_SIZE: (u32, u32) = (1100, 460);
 /// The unfreeze marker's colour (60% black on white).
 const MARKER: [u8; 3] = [102, 102, 102];
 
+/// The history's epochs in runs of consecutive epoch numbers (phase 1 stopped early leaves a gap
+/// before phase 2).
+fn consecutive(history: &History) -> Vec<&[crate::train::EpochRecord]> {
+    let epochs = &history.epochs;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=epochs.len() {
+        if i == epochs.len() || epochs[i].epoch != epochs[i - 1].epoch + 1 {
+            runs.push(&epochs[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
 /// Draws the curves into an RGB buffer of [`CURVES_SIZE`]; also returns the pixel column of each
-/// epoch in the loss panel.
+/// epoch of the history in the loss panel.
 fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> {
     register_font();
     let (w, h) = CURVES_SIZE;
@@ -36,21 +59,32 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         let err = |e| drawing_error(path, e);
         let (left, right) = root.split_horizontally(w / 2);
-        let epochs = history.epochs.len().max(1) as f64;
+        let last = history.epochs.last().map_or(1, |e| e.epoch).max(1) as f64;
         let unfreeze = history.unfreeze_epoch().map(|e| e as f64 - 0.5);
         let jump = history.jump();
+        // The epoch phase 2 started from, named when early stopping restored an earlier one.
+        let last1 = history.epochs.iter().rev().find(|e| e.phase == 1);
+        let from = history
+            .phase2_start()
+            .filter(|s| last1.is_some_and(|l| l.epoch != s.epoch))
+            .map(|s| s.epoch);
+        let runs = consecutive(history);
         let panels: [(&DrawingArea<_, _>, &str, Pick); 2] = [
             (&left, "loss", |e| (e.train_loss, e.valid_loss)),
             (&right, "accuracy (%)", |e| {
-                (100.0 * e.train_accuracy, 100.0 * e.valid_accuracy)
+                (
+                    100.0 * e.train_accuracy,
+                    e.valid_accuracy.map(|a| 100.0 * a),
+                )
             }),
         ];
         for (area, name, pick) in panels {
-            let values: Vec<(f64, f64)> = history.epochs.iter().map(pick).collect();
+            let values: Vec<(f64, Option<f64>)> = history.epochs.iter().map(pick).collect();
             let (lo, hi) = values
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(a, b)| {
-                    (lo.min(a).min(b), hi.max(a).max(b))
+                .flat_map(|&(a, b)| std::iter::once(a).chain(b))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(v), hi.max(v))
                 });
             let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
             let pad = ((hi - lo) * 0.1).max(1e-3);
@@ -59,7 +93,7 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d(0.5..epochs + 0.5, (lo - pad)..(hi + pad))
+                .build_cartesian_2d(0.5..last + 0.5, (lo - pad)..(hi + pad))
                 .map_err(err)?;
             chart
                 .configure_mesh()
@@ -75,38 +109,43 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
                 .light_line_style(WHITE.mix(0.0))
                 .draw()
                 .map_err(err)?;
-            let x = |i: usize| (i + 1) as f64;
             if epoch_x.is_empty() {
-                epoch_x = (0..values.len())
-                    .map(|i| chart.backend_coord(&(x(i), lo)).0)
+                epoch_x = (history.epochs.iter())
+                    .map(|e| chart.backend_coord(&(e.epoch as f64, lo)).0)
                     .collect();
             }
-            let train: Vec<(f64, f64)> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (x(i), v.0))
-                .collect();
-            let valid: Vec<(f64, f64)> = values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (x(i), v.1))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2)))
-                .map_err(err)?
-                .label("training")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
-            chart
-                .draw_series(train.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
-                .map_err(err)?;
-            chart
-                .draw_series(LineSeries::new(valid.clone(), RED.stroke_width(2)))
-                .map_err(err)?
-                .label("validation")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
-            chart
-                .draw_series(valid.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-                .map_err(err)?;
+            for (k, run) in runs.iter().enumerate() {
+                let train: Vec<(f64, f64)> =
+                    run.iter().map(|e| (e.epoch as f64, pick(e).0)).collect();
+                let valid: Vec<(f64, f64)> = (run.iter())
+                    .filter_map(|e| Some((e.epoch as f64, pick(e).1?)))
+                    .collect();
+                let line = chart
+                    .draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2)))
+                    .map_err(err)?;
+                if k == 0 {
+                    line.label("training").legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2))
+                    });
+                }
+                chart
+                    .draw_series(train.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+                    .map_err(err)?;
+                if valid.is_empty() {
+                    continue;
+                }
+                let line = chart
+                    .draw_series(LineSeries::new(valid.clone(), RED.stroke_width(2)))
+                    .map_err(err)?;
+                if k == 0 {
+                    line.label("validation").legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2))
+                    });
+                }
+                chart
+                    .draw_series(valid.iter().map(|&p| Circle::new(p, 3, RED.filled())))
+                    .map_err(err)?;
+            }
             if let Some(u) = unfreeze {
                 let line = vec![(u, lo - pad), (u, hi + pad)];
                 chart
@@ -115,9 +154,15 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
                         RGBColor(MARKER[0], MARKER[1], MARKER[2]).stroke_width(2),
                     )))
                     .map_err(err)?;
+                let unfreeze = match from {
+                    Some(e) => format!("unfreeze (from epoch {e})"),
+                    None => "unfreeze".to_string(),
+                };
                 let text = match (name, jump) {
-                    ("accuracy (%)", Some(j)) => format!("unfreeze: jump {:+.1} pts", 100.0 * j),
-                    _ => "unfreeze".to_string(),
+                    ("accuracy (%)", Some(j)) => {
+                        format!("{unfreeze}: jump {:+.1} pts", 100.0 * j)
+                    }
+                    _ => unfreeze,
                 };
                 chart
                     .draw_series(std::iter::once(Text::new(
@@ -323,12 +368,21 @@ pub fn write_summary(
         100.0 * test.accuracy,
         test.loss
     ));
+    let from = history.phase2_start().map_or(0, |e| e.epoch);
     match (history.unfreeze_epoch(), history.jump()) {
         (Some(e), Some(j)) => s.push_str(&format!(
-            "- unfreeze point: epoch {e}; the jump (first phase-2 minus last phase-1 validation accuracy): **{:+.2} points**\n",
+            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump (first phase-2 validation accuracy minus epoch {from}'s): **{:+.2} points**\n",
             100.0 * j
         )),
+        (Some(e), None) => s.push_str(&format!(
+            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump is not measured (no validation images)\n"
+        )),
         _ => s.push_str("- the backbone was never released (no phase 2)\n"),
+    }
+    if !history.validated() {
+        s.push_str(
+            "- validation: none (no validation images); the table's validation columns are empty\n",
+        );
     }
     if let Some((t, p, c)) = test.most_confused() {
         s.push_str(&format!(
@@ -349,15 +403,15 @@ pub fn write_summary(
     );
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for e in &history.epochs {
+        let loss = e.valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
+        let acc = (e.valid_accuracy).map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
         s.push_str(&format!(
-            "| {} | {} | {:e} | {:.4} | {:.2}% | {:.4} | {:.2}% | {:.1}{} |\n",
+            "| {} | {} | {:e} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
             e.epoch,
             e.phase,
             e.lr,
             e.train_loss,
             100.0 * e.train_accuracy,
-            e.valid_loss,
-            100.0 * e.valid_accuracy,
             e.seconds,
             if e.cached_features {
                 " (cached features)"
@@ -389,8 +443,8 @@ mod tests {
                 lr: 1e-3,
                 train_loss: 2.0 - 0.2 * i as f64,
                 train_accuracy: 0.1 * i as f64,
-                valid_loss: 2.1 - 0.2 * i as f64,
-                valid_accuracy: 0.08 * i as f64 + 0.1 * f64::from(phase - 1),
+                valid_loss: Some(2.1 - 0.2 * i as f64),
+                valid_accuracy: Some(0.08 * i as f64 + 0.1 * f64::from(phase - 1)),
                 seconds: 1.0,
                 cached_features: phase == 1,
             })
@@ -444,6 +498,53 @@ mod tests {
         // Phase 1 alone: no marker.
         draw_curves(&path, &history(&[1, 1, 1])).unwrap();
         assert!(marker_columns(&decode(&path)).is_empty());
+    }
+
+    /// Phase 1 stopped early after epoch 5 of 10 (best epoch 3, restored); phase 2 ran as
+    /// epochs 11 to 13, as the history numbers them. The curves stand each epoch at its number,
+    /// and the marker just before epoch 11, not between the 5th and 6th epochs drawn.
+    #[test]
+    fn after_early_stopping_epochs_stand_at_their_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let mut run = history(&[1, 1, 1, 1, 1, 2, 2, 2]);
+        for (k, e) in run.epochs.iter_mut().enumerate().skip(5) {
+            e.epoch = 11 + k - 5;
+        }
+        run.restored = vec![3];
+        draw_curves(&path, &run).unwrap();
+        let (_, epoch_x) = render_curves(&path, &run).unwrap();
+        // One epoch's width in pixels, from epochs 1 and 2; epoch 11 lies ten of them right of 1.
+        let step = (epoch_x[1] - epoch_x[0]) as f64;
+        assert!((epoch_x[5] as f64 - (epoch_x[0] as f64 + 10.0 * step)).abs() <= 1.5);
+        let columns = marker_columns(&decode(&path));
+        assert!(!columns.is_empty(), "no unfreeze marker");
+        let want = epoch_x[5] as f64 - step / 2.0;
+        for &x in &columns {
+            assert!((x as f64 - want).abs() <= 2.0, "marker at {x}, want {want}");
+        }
+    }
+
+    /// A run without validation draws no validation curve: not one pure red pixel (the
+    /// validation colour).
+    #[test]
+    fn without_validation_no_validation_curve() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let mut run = history(&[1, 1, 2, 2]);
+        for e in &mut run.epochs {
+            (e.valid_loss, e.valid_accuracy) = (None, None);
+        }
+        draw_curves(&path, &run).unwrap();
+        let png = decode(&path);
+        assert!(
+            png.pixels().all(|p| p.0 != [255, 0, 0]),
+            "a validation curve"
+        );
+        assert!(
+            !marker_columns(&png).is_empty(),
+            "the unfreeze point is still marked"
+        );
     }
 
     #[test]

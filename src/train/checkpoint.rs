@@ -26,6 +26,11 @@ pub(crate) struct CheckpointState {
     /// Early stopping's and the schedule's state within the current phase.
     #[serde(default)]
     pub(crate) progress: PhaseProgress,
+    /// The epochs of phase 1 and phase 2 the run plans now: its recipe's, or more given on a
+    /// resume (the recipe itself, `config.json`, is never rewritten). `None` in checkpoints
+    /// written before it was kept.
+    #[serde(default)]
+    pub(crate) plan: Option<[usize; 2]>,
 }
 
 /// What early stopping and reduce-on-plateau know of the current phase.
@@ -125,6 +130,7 @@ impl Checkpoints {
         unfrozen: bool,
         history: &History,
         progress: &PhaseProgress,
+        plan: [usize; 2],
     ) -> Result<()> {
         let dir = &self.dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -148,6 +154,7 @@ impl Checkpoints {
             model_file,
             optimizer_file: Some(optimizer_file),
             progress: progress.clone(),
+            plan: Some(plan),
         };
         write_atomic(
             &dir.join("state.json"),

@@ -132,6 +132,30 @@ impl TwoPhaseConfig {
         Ok(())
     }
 
+    /// [`validate`](Self::validate), and for a run without validation images
+    /// (`has_validation` false) the refusal of what watches the validation loss: early stopping
+    /// (`patience`) and [`Schedule::Plateau`]. As in Keras, training runs without validation; what
+    /// would watch it is refused rather than left to never fire.
+    pub fn validate_for(&self, has_validation: bool) -> Result<()> {
+        self.validate()?;
+        if has_validation {
+            return Ok(());
+        }
+        if let Some(p) = self.patience {
+            return Err(Error::NeedsValidation {
+                field: "patience",
+                found: p.to_string(),
+            });
+        }
+        if self.schedule == Schedule::Plateau {
+            return Err(Error::NeedsValidation {
+                field: "schedule",
+                found: self.schedule.name().into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The learning rate of `epoch` (0-based, counted over both phases) before any
     /// reduce-on-plateau step, which depends on the validation losses and which the learner
     /// applies on top.
@@ -177,6 +201,24 @@ mod tests {
             assert_eq!(k.name().parse::<Schedule>().unwrap(), k);
         }
         assert!("step".parse::<Schedule>().is_err());
+    }
+
+    #[test]
+    fn without_validation_what_watches_it_is_refused() {
+        let c = TwoPhaseConfig::new();
+        c.validate_for(false).unwrap();
+        let err = c.clone().with_patience(Some(2)).validate_for(false);
+        assert!(matches!(
+            err,
+            Err(Error::NeedsValidation {
+                field: "patience",
+                ..
+            })
+        ));
+        let plateau = c.with_schedule(Schedule::Plateau);
+        let err = plateau.validate_for(false).unwrap_err();
+        assert!(err.to_string().contains("schedule"), "{err}");
+        plateau.validate_for(true).unwrap();
     }
 
     #[test]

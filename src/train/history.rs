@@ -18,10 +18,10 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Training accuracy (0 to 1), with dropout active.
     pub train_accuracy: f64,
-    /// Validation loss.
-    pub valid_loss: f64,
-    /// Validation accuracy (0 to 1).
-    pub valid_accuracy: f64,
+    /// Validation loss; `None` in a run without validation images (nothing was measured).
+    pub valid_loss: Option<f64>,
+    /// Validation accuracy (0 to 1); `None` in a run without validation images.
+    pub valid_accuracy: Option<f64>,
     /// Wall-clock seconds of the epoch, validation included.
     pub seconds: f64,
     /// Whether phase 1 ran on cached backbone features.
@@ -45,18 +45,37 @@ impl History {
         self.epochs.iter().find(|e| e.phase == 2).map(|e| e.epoch)
     }
 
-    /// The jump: first phase-2 validation accuracy minus the last phase-1 one.
-    pub fn jump(&self) -> Option<f64> {
-        let last1 = self.epochs.iter().rev().find(|e| e.phase == 1)?;
-        let first2 = self.epochs.iter().find(|e| e.phase == 2)?;
-        Some(first2.valid_accuracy - last1.valid_accuracy)
+    /// The phase-1 epoch whose weights phase 2 started from: the one early stopping restored at
+    /// the end of phase 1 (`restore_best_weights`), else the last phase-1 epoch. `None` before
+    /// phase 1 ran.
+    pub fn phase2_start(&self) -> Option<&EpochRecord> {
+        let restored = self
+            .epochs
+            .iter()
+            .find(|e| e.phase == 1 && self.restored.contains(&e.epoch));
+        restored.or_else(|| self.epochs.iter().rev().find(|e| e.phase == 1))
     }
 
-    /// The epochs as CSV, with a header line.
+    /// The jump: the first phase-2 epoch's validation accuracy minus that of the weights phase 2
+    /// started from ([`phase2_start`](Self::phase2_start): after early stopping, the restored
+    /// epoch, not the last one run). `None` unless both phases ran with validation.
+    pub fn jump(&self) -> Option<f64> {
+        let from = self.phase2_start()?.valid_accuracy?;
+        let first2 = self.epochs.iter().find(|e| e.phase == 2)?;
+        Some(first2.valid_accuracy? - from)
+    }
+
+    /// Whether the run was validated (its epochs have validation figures).
+    pub fn validated(&self) -> bool {
+        self.epochs.iter().any(|e| e.valid_loss.is_some())
+    }
+
+    /// The epochs as CSV, with a header line; a figure not measured (no validation) is empty.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
             "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,cached_features\n",
         );
+        let figure = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for e in &self.epochs {
             out.push_str(&format!(
                 "{},{},{},{},{},{},{},{:.3},{}\n",
@@ -65,8 +84,8 @@ impl History {
                 e.lr,
                 e.train_loss,
                 e.train_accuracy,
-                e.valid_loss,
-                e.valid_accuracy,
+                figure(e.valid_loss),
+                figure(e.valid_accuracy),
                 e.seconds,
                 e.cached_features
             ));
@@ -93,8 +112,8 @@ mod tests {
             lr: 1e-3,
             train_loss: 1.0,
             train_accuracy: acc,
-            valid_loss: 1.0,
-            valid_accuracy: acc,
+            valid_loss: Some(1.0),
+            valid_accuracy: Some(acc),
             seconds: 1.0,
             cached_features: phase == 1,
         }
@@ -115,5 +134,40 @@ mod tests {
         assert!((h.jump().unwrap() - 0.15).abs() < 1e-12);
         assert_eq!(h.to_csv().lines().count(), 5);
         assert_eq!(History::default().jump(), None);
+    }
+
+    /// Phase 1 stopped early at epoch 4 and restored epoch 2; phase 2 then ran as epochs 6 and
+    /// 7 of the plan. The jump starts from epoch 2's accuracy, the weights phase 2 started from.
+    #[test]
+    fn after_early_stopping_the_jump_starts_from_the_restored_epoch() {
+        let h = History {
+            epochs: vec![
+                record(1, 1, 0.3),
+                record(2, 1, 0.5),
+                record(3, 1, 0.4),
+                record(4, 1, 0.35),
+                record(6, 2, 0.7),
+                record(7, 2, 0.75),
+            ],
+            restored: vec![2],
+        };
+        assert_eq!(h.unfreeze_epoch(), Some(6));
+        assert_eq!(h.phase2_start().unwrap().epoch, 2);
+        assert!((h.jump().unwrap() - 0.2).abs() < 1e-12, "{:?}", h.jump());
+    }
+
+    #[test]
+    fn without_validation_nothing_is_reported() {
+        let mut h = History {
+            epochs: vec![record(1, 1, 0.3), record(2, 2, 0.5)],
+            restored: Vec::new(),
+        };
+        for e in &mut h.epochs {
+            (e.valid_loss, e.valid_accuracy) = (None, None);
+        }
+        assert!(!h.validated());
+        assert_eq!(h.jump(), None);
+        let csv = h.to_csv();
+        assert!(csv.lines().nth(1).unwrap().contains(",,,"), "{csv}");
     }
 }

@@ -151,6 +151,11 @@ impl TwoPhase {
     /// `device` must have autodiff. With a run folder, a checkpoint is written after every
     /// epoch, and a run found there is resumed from its last finished epoch.
     ///
+    /// An empty `valid` trains without validation, as Keras's `fit` without `validation_data`:
+    /// the history then has no validation figures (`None`) and no jump, and early stopping and
+    /// the plateau schedule, which would watch them, are refused
+    /// ([`TwoPhaseConfig::validate_for`]).
+    ///
     /// The loop runs on a worker of the CPU backends' thread pool
     /// ([`on_pool_worker`](crate::device::on_pool_worker)).
     pub fn fit(
@@ -170,7 +175,7 @@ impl TwoPhase {
         valid: &ImageSet,
         device: &Device,
     ) -> Result<(ResNet, History)> {
-        self.config.validate()?;
+        self.config.validate_for(!valid.is_empty())?;
         // A device list that does not start with the training device is refused here, before
         // any work; the epochs then take it as checked.
         self.replicas(device)?;
@@ -204,7 +209,7 @@ impl TwoPhase {
             model.freeze_backbone()
         };
 
-        let mut cache: Option<(Tensor<2>, Tensor<2>)> = None;
+        let mut cache: Option<(Tensor<2>, Option<Tensor<2>>)> = None;
         // The best epoch's weights, kept in memory while early stopping may restore them.
         let mut best_model: Option<ResNet> = None;
         let mut epoch = start;
@@ -241,7 +246,7 @@ impl TwoPhase {
                     );
                     cache = Some((
                         self.features(&model, train, device),
-                        self.features(&model, valid, device),
+                        (!valid.is_empty()).then(|| self.features(&model, valid, device)),
                     ));
                 }
                 let (train_f, valid_f) = cache.as_ref().expect("just filled");
@@ -256,8 +261,10 @@ impl TwoPhase {
                     epoch,
                     device,
                 );
-                (valid_loss, valid_accuracy) =
-                    head_eval(&head, valid_f, valid.labels(), config.batch_size, device);
+                (valid_loss, valid_accuracy) = valid_f
+                    .as_ref()
+                    .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device))
+                    .unzip();
                 model.head = Some(head);
             } else {
                 // In phase 1 the whole backbone is frozen: on a CPU backend its forward runs
@@ -275,9 +282,19 @@ impl TwoPhase {
                     epoch,
                     device,
                 );
-                let eval =
-                    crate::train::evaluate(&model, valid, &self.batcher, config.batch_size, device);
-                (valid_loss, valid_accuracy) = (eval.loss, eval.accuracy);
+                (valid_loss, valid_accuracy) = (!valid.is_empty())
+                    .then(|| {
+                        let batcher = &self.batcher;
+                        let e = crate::train::evaluate(
+                            &model,
+                            valid,
+                            batcher,
+                            config.batch_size,
+                            device,
+                        );
+                        (e.loss, e.accuracy)
+                    })
+                    .unzip();
             }
             let record = EpochRecord {
                 epoch: epoch + 1,
@@ -290,32 +307,36 @@ impl TwoPhase {
                 seconds: timer.elapsed().as_secs_f64(),
                 cached_features: use_cache,
             };
+            let validation = match (valid_loss, valid_accuracy) {
+                (Some(loss), Some(acc)) => format!("valid loss {loss:.4} acc {:.2}%", 100.0 * acc),
+                _ => "no validation".to_string(),
+            };
             self.say(&format!(
-                "epoch {}/{} (phase {}): train loss {:.4} acc {:.2}%, valid loss {:.4} acc {:.2}%, {:.1} s",
+                "epoch {}/{} (phase {}): train loss {:.4} acc {:.2}%, {validation}, {:.1} s",
                 record.epoch,
                 self.total_epochs(),
                 record.phase,
                 train_loss,
                 100.0 * train_accuracy,
-                valid_loss,
-                100.0 * valid_accuracy,
                 record.seconds
             ));
             history.epochs.push(record);
             epoch += 1;
 
             // Early stopping and reduce-on-plateau, within the phase, on validation loss.
-            // A NaN or infinite loss is never an improvement (and never a checkpoint's best).
-            let improved =
-                valid_loss.is_finite() && progress.best.is_none_or(|(best, _)| valid_loss < best);
-            if improved {
+            // A NaN or infinite loss is never an improvement (and never a checkpoint's best);
+            // without validation nothing improves or waits (both are refused then).
+            let improved = valid_loss
+                .filter(|l| l.is_finite())
+                .filter(|&l| progress.best.is_none_or(|(best, _)| l < best));
+            if let Some(valid_loss) = improved {
                 progress.best = Some((valid_loss, epoch));
                 progress.plateau_wait = 0;
                 if self.restores_best() {
                     best_model = Some(model.clone());
                     progress.best_model_file = Some(model_file(epoch));
                 }
-            } else {
+            } else if valid_loss.is_some() {
                 progress.plateau_wait += 1;
                 if config.schedule == Schedule::Plateau
                     && progress.plateau_wait >= config.plateau_patience
@@ -353,7 +374,8 @@ impl TwoPhase {
                 self.say(&format!("restored the weights of epoch {best_epoch}"));
             }
             if let (Some(checkpoints), Some(run)) = (self.checkpoints(), &self.run_dir) {
-                checkpoints.write(&model, &optim, epoch, unfrozen, &history, &progress)?;
+                let plan = [config.phase1_epochs, config.phase2_epochs];
+                checkpoints.write(&model, &optim, epoch, unfrozen, &history, &progress, plan)?;
                 history.save(run)?;
             }
         }

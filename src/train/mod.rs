@@ -7,6 +7,8 @@ mod history;
 mod learner;
 mod metrics;
 
+pub(crate) use checkpoint::{CheckpointState, Checkpoints};
+
 pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};

@@ -2,6 +2,10 @@
 //! labelled images: weights by catalog name or file, a new seeded head, the two phases with
 //! checkpoints and resuming, the test evaluation, the saved model and the report.
 //!
+//! A run owns its folder: one process at a time holds it ([`files::lock_folder`]); its recipe is
+//! saved when it starts and a resume must give the same ([`recipe`]); a run that ends well
+//! removes its checkpoint, as Keras's `BackupAndRestore` does, unless asked to keep it.
+//!
 //! ```no_run
 //! use resnet_transfer::data::read_image_folder;
 //! use resnet_transfer::job::{FineTuneJob, JobData};
@@ -15,30 +19,37 @@
 //!     test: valid.images.clone(),
 //!     valid: valid.images,
 //!     notes: Vec::new(),
+//!     options: vec![("images".into(), "photos/train".into())],
 //! };
 //! let done = FineTuneJob::new("resnet50-v1-12", "runs/photos").with_input_size(224).run(&data)?;
 //! println!("test accuracy {:.1}%", 100.0 * done.evaluation.accuracy);
 //! # Ok::<(), resnet_transfer::Error>(())
 //! ```
 
+pub mod recipe;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
-use crate::files::write_atomic;
+use crate::files::{self, write_atomic};
 use crate::report::{draw_confusion, draw_curves, draw_predictions, write_summary};
 use crate::train::{Evaluation, History, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
 use crate::weights::{self, ModelCard, SavedModel};
 
+use recipe::{JobRecipe, RunFolder, read_json};
+
 /// The images of a job, already split, with their class names.
 #[derive(Debug, Clone)]
 pub struct JobData {
-    /// Training images.
+    /// Training images (at least one).
     pub train: ImageSet,
     /// Validation images, evaluated after every epoch (early stopping, the schedule, the jump).
+    /// Empty for a run without validation ([`TwoPhase::fit`]).
     pub valid: ImageSet,
-    /// Images of the final evaluation, the confusion matrix and the prediction grid.
+    /// Images of the final evaluation, the confusion matrix and the prediction grid (at least
+    /// one).
     pub test: ImageSet,
     /// Class names in label order; they go into the saved model's card and the report.
     pub class_names: Vec<String>,
@@ -46,6 +57,10 @@ pub struct JobData {
     pub source: String,
     /// Lines for the summary, as (what, value).
     pub notes: Vec<(String, String)>,
+    /// The options that chose these images (sample sizes, folders, shares), as (name, value):
+    /// saved with the run (`job.json`) and compared when it is resumed, beside a digest of each
+    /// set, so that a resumed run trains on the images it started with.
+    pub options: Vec<(String, String)>,
 }
 
 /// A two-phase fine-tuning run, written to a folder.
@@ -66,9 +81,17 @@ pub struct FineTuneJob {
     pub input_size: usize,
     /// The run folder: checkpoints, model, history, report.
     pub out: PathBuf,
-    /// Continue the run found in [`out`](Self::out). A run folder without a checkpoint (a run
-    /// killed before its first epoch ended) starts over exactly as a fresh run does.
+    /// Continue the run found in [`out`](Self::out), with the recipe it was started with: a job
+    /// whose recipe differs (anything but more epochs than planned, the backend, the devices,
+    /// [`quiet`](Self::quiet) and [`keep_checkpoints`](Self::keep_checkpoints)) is refused with
+    /// [`Error::RecipeChanged`], naming every difference, and a finished run with
+    /// [`Error::RunFinished`]. A run folder without a checkpoint (a run killed before its first
+    /// epoch ended) starts over exactly as a fresh run does.
     pub resume: bool,
+    /// Keep `checkpoint/` when the run ends well (by default it is removed, as Keras's
+    /// `BackupAndRestore` does: the model and report hold the result). A kept checkpoint lets
+    /// a finished run be resumed with more epochs.
+    pub keep_checkpoints: bool,
     /// Download catalog weights that are not cached.
     pub download: bool,
     /// No progress bars or lines on standard error.
@@ -98,6 +121,7 @@ impl FineTuneJob {
             input_size: 32,
             out: out.into(),
             resume: false,
+            keep_checkpoints: false,
             download: true,
             quiet: false,
         }
@@ -116,10 +140,17 @@ impl FineTuneJob {
     }
 
     /// Runs the job: trains, evaluates, saves the model and writes the report into
-    /// [`out`](Self::out). Refuses a folder that holds a run unless [`resume`](Self::resume) is set.
+    /// [`out`](Self::out). Refuses a folder that holds a run unless [`resume`](Self::resume) is
+    /// set, and a folder another process holds ([`Error::RunLocked`]).
+    ///
+    /// Everything the inputs alone decide is checked before the folder is touched: the recipe,
+    /// the classes, a training or test set that is empty, early stopping or the plateau schedule
+    /// without validation images, and `out` being a file. A resume is checked against the saved
+    /// recipe before anything is written. Temporary files a killed write left in the folder are
+    /// removed at the start.
     pub fn run(&self, data: &JobData) -> Result<JobOutcome> {
         let started = Instant::now();
-        self.config.validate()?;
+        self.config.validate_for(!data.valid.is_empty())?;
         if self.input_size == 0 {
             return Err(Error::invalid_config("input_size", "at least 1", 0));
         }
@@ -131,17 +162,51 @@ impl FineTuneJob {
                 format!("{:?}", data.class_names),
             ));
         }
+        for (field, set) in [("train", &data.train), ("test", &data.test)] {
+            if set.is_empty() {
+                return Err(Error::invalid_config(
+                    field,
+                    "at least one image",
+                    "an empty set",
+                ));
+            }
+        }
+        files::check_output_folder("--out", &self.out)?;
         let devices = crate::device::training_devices(&self.backend, &self.devices)?;
         let device = devices[0].clone();
         let inference = device.clone().inner();
-        let card_path = self.out.join("model-card.json");
-        let has_checkpoint = self.out.join("checkpoint").join("state.json").is_file();
-        if has_checkpoint && !self.resume {
+
+        // From here on this process holds the folder; what it holds is read under the lock.
+        let _lock = files::lock_folder(&self.out)?;
+        let folder = RunFolder::read(&self.out)?;
+        let recipe = self.recipe(data);
+        if folder.holds_run() && !self.resume {
             return Err(Error::RunExists {
                 path: self.out.clone(),
             });
         }
-        let (model, card) = if has_checkpoint {
+        if self.resume {
+            folder.check_resume(&self.config, &recipe)?;
+        }
+        for dir in [self.out.clone(), self.out.join("checkpoint")] {
+            for file in files::remove_temporaries(&dir)? {
+                self.say(&format!(
+                    "removed {}, left by a write that was killed",
+                    file.display()
+                ));
+            }
+        }
+        if let Some(saved) = &folder.job
+            && (&saved.backend, &saved.devices) != (&self.backend, &self.devices)
+        {
+            self.say(&format!(
+                "the run started on {} {:?} and continues on {} {:?}",
+                saved.backend, saved.devices, self.backend, self.devices
+            ));
+        }
+
+        let card_path = self.out.join("model-card.json");
+        let (model, card) = if folder.checkpoint.is_some() {
             // The checkpoint holds the weights; the card, the architecture they fit.
             let card: ModelCard = read_json(&card_path)?;
             if card.class_names != data.class_names {
@@ -182,9 +247,18 @@ impl FineTuneJob {
             };
             (model, card)
         };
-        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
-        write_json(&card_path, &card)?;
-        write_json(&self.out.join("config.json"), &self.config)?;
+        // The recipe is written when the run starts and never again: a resume was checked
+        // against it above (a file missing here, from a kill between these writes, is added).
+        // The card last: a run killed once it is written has its whole recipe saved.
+        if folder.job.is_none() {
+            write_json(&self.out.join("job.json"), &recipe)?;
+        }
+        if folder.config.is_none() {
+            write_json(&self.out.join("config.json"), &self.config)?;
+        }
+        if !card_path.is_file() {
+            write_json(&card_path, &card)?;
+        }
         self.say(&format!(
             "ResNet{} on {} ({} training, {} validation, {} test images of {} classes, {}x{} px, preprocessing {})",
             card.config.depth,
@@ -228,13 +302,50 @@ impl FineTuneJob {
         );
         let saved = SavedModel { model, card };
         saved.save(&self.out.join("model"))?;
+        let mut notes = Vec::new();
+        if let Some(start) = folder.config.as_ref()
+            && [start.phase1_epochs, start.phase2_epochs]
+                != [self.config.phase1_epochs, self.config.phase2_epochs]
+        {
+            notes.push((
+                "epochs planned".to_string(),
+                format!(
+                    "{} + {} ({} + {} when the run started; more given on resume)",
+                    self.config.phase1_epochs,
+                    self.config.phase2_epochs,
+                    start.phase1_epochs,
+                    start.phase2_epochs
+                ),
+            ));
+        }
+        self.write_report(data, &saved.card, &history, &evaluation, &notes, started)?;
+        // Written last: its presence marks the run finished.
         write_json(&self.out.join("evaluation.json"), &evaluation)?;
-        self.write_report(data, &saved.card, &history, &evaluation, started)?;
+        let checkpoint = self.out.join("checkpoint");
+        if !self.keep_checkpoints && checkpoint.is_dir() {
+            std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
+        }
         Ok(JobOutcome {
             model: saved,
             history,
             evaluation,
         })
+    }
+
+    /// What this job saves as its recipe besides its config (`job.json`).
+    fn recipe(&self, data: &JobData) -> JobRecipe {
+        let weights = absolute(&self.weights);
+        JobRecipe {
+            weights,
+            input_size: self.input_size,
+            class_names: data.class_names.clone(),
+            data: data.options.clone(),
+            train_images: recipe::digest(&data.train),
+            valid_images: recipe::digest(&data.valid),
+            test_images: recipe::digest(&data.test),
+            backend: self.backend.clone(),
+            devices: self.devices.clone(),
+        }
     }
 
     fn write_report(
@@ -243,6 +354,7 @@ impl FineTuneJob {
         card: &ModelCard,
         history: &History,
         evaluation: &Evaluation,
+        notes: &[(String, String)],
         started: Instant,
     ) -> Result<()> {
         let out = &self.out;
@@ -284,6 +396,7 @@ impl FineTuneJob {
             ),
         ];
         extra.extend(data.notes.iter().cloned());
+        extra.extend(notes.iter().cloned());
         write_summary(
             &out.join("summary.md"),
             history,
@@ -294,12 +407,22 @@ impl FineTuneJob {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadFormat {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+/// Weights given as a path (a file, or a saved model's `NAME` without its endings), by the
+/// absolute path of its folder, so that a resume from another working folder names the same
+/// weights the same way; a catalog name as it is.
+fn absolute(weights: &str) -> String {
+    let path = Path::new(weights);
+    if let Ok(full) = std::fs::canonicalize(path) {
+        return full.display().to_string();
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
+            .map_or_else(
+                |_| weights.to_string(),
+                |d| d.join(name).display().to_string(),
+            ),
+        _ => weights.to_string(),
+    }
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
