@@ -7,22 +7,17 @@
 //! history and phase so that a killed run resumes exactly where it stopped.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Device, Tensor};
 
-use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
+use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
-use crate::folded::FoldedResNet;
-use crate::infer::InferenceModel;
-use crate::model::{Head, ResNet};
+use crate::model::ResNet;
 use crate::train::adam::FusedAdamConfig;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
-use crate::train::config::{Schedule, TwoPhaseConfig, Unfreeze};
+use crate::train::config::{TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
 
 /// Runs the two-phase recipe on a model.
@@ -78,7 +73,7 @@ impl TwoPhase {
     }
 
     /// The devices a step runs on: [`devices`](Self::devices), or `main` alone.
-    fn replicas(&self, main: &Device) -> Result<Vec<Device>> {
+    pub(super) fn replicas(&self, main: &Device) -> Result<Vec<Device>> {
         match self.devices.first() {
             None => Ok(vec![main.clone()]),
             Some(first) if first == main => Ok(self.devices.clone()),
@@ -90,7 +85,7 @@ impl TwoPhase {
         }
     }
 
-    fn total_epochs(&self) -> usize {
+    pub(super) fn total_epochs(&self) -> usize {
         self.config.phase1_epochs + self.config.phase2_epochs
     }
 
@@ -179,485 +174,190 @@ impl TwoPhase {
         // A device list that does not start with the training device is refused here, before
         // any work; the epochs then take it as checked.
         self.replicas(device)?;
-        let config = &self.config;
-        // `fork` keeps tensors as they were; `train` turns autodiff on for the parameters.
-        let mut model = model.fork(device).train();
-        let mut history = History::default();
-        let mut start = 0;
-        let mut unfrozen = false;
-        let mut optim = self.optimizer();
-        let mut progress = PhaseProgress::default();
-
-        if let (Some(checkpoints), Some(state)) = (self.checkpoints(), self.read_checkpoint()?) {
-            model = checkpoints.load_model(model, &state.model_file)?;
-            if let Some(file) = &state.optimizer_file {
-                optim = checkpoints.load_optimizer(optim, file)?;
+        let mut run = self.start(model, device)?;
+        while run.epoch < self.total_epochs() {
+            if run.epoch >= self.config.phase1_epochs && !run.unfrozen {
+                run = self.unfreeze(run)?;
             }
-            start = state.next_epoch;
-            unfrozen = state.unfrozen;
-            history = state.history;
-            progress = state.progress;
-            self.say(&format!(
-                "resuming at epoch {} of {}",
-                start + 1,
-                self.total_epochs()
-            ));
+            let record;
+            (run, record) = self.epoch(run, train, valid, device)?;
+            self.report(&record);
+            run.history.epochs.push(record);
+            run.epoch += 1;
+            self.watch_validation(&mut run)?;
+            self.checkpoint(&run)?;
         }
-        model = if unfrozen {
-            self.release(model)?
-        } else {
-            model.freeze_backbone()
-        };
-
-        let mut cache: Option<(Tensor<2>, Option<Tensor<2>>)> = None;
-        // The best epoch's weights, kept in memory while early stopping may restore them.
-        let mut best_model: Option<ResNet> = None;
-        let mut epoch = start;
-        while epoch < self.total_epochs() {
-            let phase1 = epoch < config.phase1_epochs;
-            if !phase1 && !unfrozen {
-                model = self.release(model)?;
-                optim = self.optimizer();
-                unfrozen = true;
-                progress = PhaseProgress::default();
-                best_model = None;
-                self.say(&format!(
-                    "unfreeze point: epoch {} releases {}",
-                    epoch + 1,
-                    match config.unfreeze {
-                        Unfreeze::All => "the whole backbone".to_string(),
-                        Unfreeze::FromStage(k) => format!("stages {k} to 4"),
-                    }
-                ));
-            }
-            let lr = config.learning_rate(epoch) * progress.lr_scale;
-            device.seed(config.seed.wrapping_add(epoch as u64));
-            let shuffle = config
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(epoch as u64);
-            let timer = Instant::now();
-            let use_cache = phase1 && config.feature_cache && !config.augment;
-            let (train_loss, train_accuracy, valid_loss, valid_accuracy);
-            if use_cache {
-                if cache.is_none() {
-                    self.say(
-                        "computing the frozen backbone's features once (phase-1 feature cache)",
-                    );
-                    cache = Some((
-                        self.features(&model, train, device),
-                        (!valid.is_empty()).then(|| self.features(&model, valid, device)),
-                    ));
-                }
-                let (train_f, valid_f) = cache.as_ref().expect("just filled");
-                let mut head = model.head.take().ok_or_else(no_head)?;
-                (head, train_loss, train_accuracy) = self.head_epoch(
-                    head,
-                    &mut optim,
-                    train_f,
-                    train.labels(),
-                    shuffle,
-                    lr,
-                    epoch,
-                    device,
-                );
-                (valid_loss, valid_accuracy) = valid_f
-                    .as_ref()
-                    .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device))
-                    .unzip();
-                model.head = Some(head);
-            } else {
-                // In phase 1 the whole backbone is frozen: on a CPU backend its forward runs
-                // folded, untracked, and only the head is differentiated.
-                let frozen = phase1
-                    .then(|| crate::folded::folded_on(&model, device))
-                    .flatten();
-                (model, train_loss, train_accuracy) = self.full_epoch(
-                    model,
-                    frozen.as_ref(),
-                    &mut optim,
-                    train,
-                    shuffle,
-                    lr,
-                    epoch,
-                    device,
-                );
-                (valid_loss, valid_accuracy) = (!valid.is_empty())
-                    .then(|| {
-                        let batcher = &self.batcher;
-                        let e = crate::train::evaluate(
-                            &model,
-                            valid,
-                            batcher,
-                            config.batch_size,
-                            device,
-                        );
-                        (e.loss, e.accuracy)
-                    })
-                    .unzip();
-            }
-            let record = EpochRecord {
-                epoch: epoch + 1,
-                phase: if phase1 { 1 } else { 2 },
-                lr,
-                train_loss,
-                train_accuracy,
-                valid_loss,
-                valid_accuracy,
-                seconds: timer.elapsed().as_secs_f64(),
-                cached_features: use_cache,
-            };
-            let validation = match (valid_loss, valid_accuracy) {
-                (Some(loss), Some(acc)) => format!("valid loss {loss:.4} acc {:.2}%", 100.0 * acc),
-                _ => "no validation".to_string(),
-            };
-            self.say(&format!(
-                "epoch {}/{} (phase {}): train loss {:.4} acc {:.2}%, {validation}, {:.1} s",
-                record.epoch,
-                self.total_epochs(),
-                record.phase,
-                train_loss,
-                100.0 * train_accuracy,
-                record.seconds
-            ));
-            history.epochs.push(record);
-            epoch += 1;
-
-            // Early stopping and reduce-on-plateau, within the phase, on validation loss.
-            // A NaN or infinite loss is never an improvement (and never a checkpoint's best);
-            // without validation nothing improves or waits (both are refused then).
-            let improved = valid_loss
-                .filter(|l| l.is_finite())
-                .filter(|&l| progress.best.is_none_or(|(best, _)| l < best));
-            if let Some(valid_loss) = improved {
-                progress.best = Some((valid_loss, epoch));
-                progress.plateau_wait = 0;
-                if self.restores_best() {
-                    best_model = Some(model.clone());
-                    progress.best_model_file = Some(model_file(epoch));
-                }
-            } else if valid_loss.is_some() {
-                progress.plateau_wait += 1;
-                if config.schedule == Schedule::Plateau
-                    && progress.plateau_wait >= config.plateau_patience
-                {
-                    progress.lr_scale *= config.plateau_factor;
-                    progress.plateau_wait = 0;
-                    self.say(&format!(
-                        "validation loss on a plateau: learning rate x{}",
-                        config.plateau_factor
-                    ));
-                }
-            }
-            let phase_end = if phase1 {
-                config.phase1_epochs
-            } else {
-                self.total_epochs()
-            };
-            let best_epoch = progress.best.map_or(epoch, |(_, e)| e);
-            if config.patience.is_some_and(|p| epoch - best_epoch >= p) {
-                self.say(&format!(
-                    "early stop: no better validation loss for {} epochs",
-                    epoch - best_epoch
-                ));
-                epoch = phase_end;
-            }
-            let ends_off_best = best_epoch != record_epoch(&history);
-            if epoch == phase_end
-                && self.restores_best()
-                && ends_off_best
-                && let Some(best) =
-                    self.best_weights(&model, best_model.take(), &progress, unfrozen)?
-            {
-                model = best;
-                history.restored.push(best_epoch);
-                self.say(&format!("restored the weights of epoch {best_epoch}"));
-            }
-            if let (Some(checkpoints), Some(run)) = (self.checkpoints(), &self.run_dir) {
-                let plan = [config.phase1_epochs, config.phase2_epochs];
-                checkpoints.write(&model, &optim, epoch, unfrozen, &history, &progress, plan)?;
-                history.save(run)?;
-            }
-        }
-        Ok((model, history))
+        Ok((run.model, run.history))
     }
 
-    fn say(&self, line: &str) {
+    /// The run at its start: `model` fresh, or where the run folder's checkpoint left it, with
+    /// the parts of its phase trainable.
+    fn start(&self, model: ResNet, device: &Device) -> Result<Run> {
+        // `fork` keeps tensors as they were; `train` turns autodiff on for the parameters.
+        let mut run = Run {
+            model: model.fork(device).train(),
+            optim: self.optimizer(),
+            history: History::default(),
+            epoch: 0,
+            unfrozen: false,
+            progress: PhaseProgress::default(),
+            best_model: None,
+            cache: None,
+        };
+        if let (Some(checkpoints), Some(state)) = (self.checkpoints(), self.read_checkpoint()?) {
+            run.model = checkpoints.load_model(run.model, &state.model_file)?;
+            if let Some(file) = &state.optimizer_file {
+                run.optim = checkpoints.load_optimizer(run.optim, file)?;
+            }
+            run.epoch = state.next_epoch;
+            run.unfrozen = state.unfrozen;
+            run.history = state.history;
+            run.progress = state.progress;
+            self.say(&format!(
+                "resuming at epoch {} of {}",
+                run.epoch + 1,
+                self.total_epochs()
+            ));
+        }
+        run.model = if run.unfrozen {
+            self.release(run.model)?
+        } else {
+            run.model.freeze_backbone()
+        };
+        Ok(run)
+    }
+
+    /// The unfreeze point: the backbone (or its last stages) released, with a fresh optimizer
+    /// and a fresh watch on validation for phase 2.
+    fn unfreeze(&self, mut run: Run) -> Result<Run> {
+        run.model = self.release(run.model)?;
+        run.optim = self.optimizer();
+        run.unfrozen = true;
+        run.progress = PhaseProgress::default();
+        run.best_model = None;
+        self.say(&format!(
+            "unfreeze point: epoch {} releases {}",
+            run.epoch + 1,
+            match self.config.unfreeze {
+                Unfreeze::All => "the whole backbone".to_string(),
+                Unfreeze::FromStage(k) => format!("stages {k} to 4"),
+            }
+        ));
+        Ok(run)
+    }
+
+    /// Early stopping and reduce-on-plateau after an epoch ([`PhaseProgress::observe`]): the
+    /// best epoch's weights kept, the rate lowered, the phase ended, and at a phase's end the
+    /// best epoch's weights restored.
+    fn watch_validation(&self, run: &mut Run) -> Result<()> {
+        let config = &self.config;
+        let epoch = run.epoch;
+        let valid_loss = run.history.epochs.last().and_then(|e| e.valid_loss);
+        let verdict = run.progress.observe(valid_loss, epoch, config);
+        if verdict.improved && self.restores_best() {
+            run.best_model = Some(run.model.clone());
+            run.progress.best_model_file = Some(model_file(epoch));
+        }
+        if verdict.lowered_rate {
+            self.say(&format!(
+                "validation loss on a plateau: learning rate x{}",
+                config.plateau_factor
+            ));
+        }
+        let phase1 = epoch <= config.phase1_epochs;
+        let phase_end = if phase1 {
+            config.phase1_epochs
+        } else {
+            self.total_epochs()
+        };
+        if verdict.stop {
+            self.say(&format!(
+                "early stop: no better validation loss for {} epochs",
+                epoch - verdict.best_epoch
+            ));
+            run.epoch = phase_end;
+        }
+        let ends_off_best = verdict.best_epoch != record_epoch(&run.history);
+        if run.epoch == phase_end
+            && self.restores_best()
+            && ends_off_best
+            && let Some(best) = self.best_weights(
+                &run.model,
+                run.best_model.take(),
+                &run.progress,
+                run.unfrozen,
+            )?
+        {
+            run.model = best;
+            run.history.restored.push(verdict.best_epoch);
+            self.say(&format!(
+                "restored the weights of epoch {}",
+                verdict.best_epoch
+            ));
+        }
+        Ok(())
+    }
+
+    /// The run folder's checkpoint and history, after every epoch.
+    fn checkpoint(&self, run: &Run) -> Result<()> {
+        if let (Some(checkpoints), Some(dir)) = (self.checkpoints(), &self.run_dir) {
+            let plan = [self.config.phase1_epochs, self.config.phase2_epochs];
+            checkpoints.write(
+                &run.model,
+                &run.optim,
+                run.epoch,
+                run.unfrozen,
+                &run.history,
+                &run.progress,
+                plan,
+            )?;
+            run.history.save(dir)?;
+        }
+        Ok(())
+    }
+
+    /// One line per epoch on standard error.
+    fn report(&self, record: &EpochRecord) {
+        let validation = match (record.valid_loss, record.valid_accuracy) {
+            (Some(loss), Some(acc)) => format!("valid loss {loss:.4} acc {:.2}%", 100.0 * acc),
+            _ => "no validation".to_string(),
+        };
+        self.say(&format!(
+            "epoch {}/{} (phase {}): train loss {:.4} acc {:.2}%, {validation}, {:.1} s",
+            record.epoch,
+            self.total_epochs(),
+            record.phase,
+            record.train_loss,
+            100.0 * record.train_accuracy,
+            record.seconds
+        ));
+    }
+
+    pub(super) fn say(&self, line: &str) {
         if !self.quiet {
             eprintln!("{line}");
         }
     }
-
-    fn bar(&self, len: usize, epoch: usize) -> ProgressBar {
-        if self.quiet {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} batches, eta {eta} {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, self.total_epochs()));
-        bar
-    }
-
-    /// The frozen backbone's pooled features of every image of `set`, in order, on `device`;
-    /// with [`devices`](Self::devices), each device computes a contiguous share of the images.
-    pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
-        let replicas = self
-            .replicas(device)
-            .unwrap_or_else(|_| vec![device.clone()]);
-        let plain = ImageBatcher {
-            augment: None,
-            ..self.batcher
-        };
-        let main = device.clone().inner();
-        let indices: Vec<usize> = if replicas.len() > 1 {
-            (0..set.len()).collect()
-        } else {
-            Vec::new()
-        };
-        let chunks: Vec<Tensor<2>> = (replicas.iter())
-            .zip(shares(set.len(), replicas.len()))
-            .filter(|(_, share)| !share.is_empty())
-            .flat_map(|(replica, share)| {
-                let inner = replica.clone().inner();
-                let inference = InferenceModel::new(model, &inner);
-                // One device takes the set as it is; several, a copy of their share each.
-                let part = if share.len() == set.len() {
-                    std::borrow::Cow::Borrowed(set)
-                } else {
-                    std::borrow::Cow::Owned(set.select(&indices[share]))
-                };
-                crate::device::on_pool_worker(|| {
-                    epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
-                        .map(|b| inference.features(b.images).to_device(&main))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        Tensor::cat(chunks, 0).autodiff()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn full_epoch(
-        &self,
-        mut model: ResNet,
-        frozen_backbone: Option<&FoldedResNet>,
-        optim: &mut ModuleOptimizer,
-        train: &ImageSet,
-        shuffle: u64,
-        lr: f64,
-        epoch: usize,
-        device: &Device,
-    ) -> (ResNet, f64, f64) {
-        let batcher = ImageBatcher {
-            augment: self.config.augment.then(Default::default),
-            ..self.batcher
-        };
-        let replicas = &self
-            .replicas(device)
-            .unwrap_or_else(|_| vec![device.clone()]);
-        let batches = train.len().div_ceil(self.config.batch_size);
-        let bar = self.bar(batches, epoch);
-        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
-        for batch in epoch_batches(
-            train,
-            &batcher,
-            self.config.batch_size,
-            Some(shuffle),
-            device,
-        ) {
-            let n = batch.targets.dims()[0];
-            let (grads, batch_loss, batch_right) =
-                data_parallel(&model, device, replicas, n, |replica, share, on| {
-                    let images = batch.images.clone().narrow(0, share.start, share.len());
-                    let targets = batch.targets.clone().narrow(0, share.start, share.len());
-                    let (images, targets) = (images.to_device(on), targets.to_device(on));
-                    let logits = match (frozen_backbone, &replica.head) {
-                        (Some(backbone), Some(head)) => match backbone.features(images.clone()) {
-                            Ok(features) => head.forward(features),
-                            Err(_) => replica.forward(images),
-                        },
-                        _ => replica.forward(images),
-                    };
-                    (logits, targets)
-                });
-            right += batch_right;
-            loss_sum += batch_loss;
-            seen += n;
-            model = optim.step(lr, model, grads);
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-        }
-        bar.finish_and_clear();
-        (
-            model,
-            loss_sum / seen.max(1) as f64,
-            right as f64 / seen.max(1) as f64,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn head_epoch(
-        &self,
-        mut head: Head,
-        optim: &mut ModuleOptimizer,
-        features: &Tensor<2>,
-        labels: &[usize],
-        shuffle: u64,
-        lr: f64,
-        epoch: usize,
-        device: &Device,
-    ) -> (Head, f64, f64) {
-        let replicas = &self
-            .replicas(device)
-            .unwrap_or_else(|_| vec![device.clone()]);
-        let order = epoch_order(labels.len(), Some(shuffle));
-        let bar = self.bar(order.len().div_ceil(self.config.batch_size), epoch);
-        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
-        for indices in order.chunks(self.config.batch_size) {
-            let n = indices.len();
-            let (grads, batch_loss, batch_right) =
-                data_parallel(&head, device, replicas, n, |replica, share, on| {
-                    let indices = &indices[share];
-                    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-                    let idx =
-                        Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
-                    let x = features.clone().select(0, idx).to_device(on);
-                    let targets = targets(indices.iter().map(|&i| labels[i]), on);
-                    (replica.forward(x), targets)
-                });
-            right += batch_right;
-            loss_sum += batch_loss;
-            seen += n;
-            head = optim.step(lr, head, grads);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        (
-            head,
-            loss_sum / seen.max(1) as f64,
-            right as f64 / seen.max(1) as f64,
-        )
-    }
 }
 
-/// `n` items split into `k` contiguous shares, in order, as evenly as they go (the first
-/// `n % k` one larger).
-fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
-    let k = k.max(1);
-    let mut start = 0;
-    (0..k)
-        .map(|i| {
-            let len = n / k + usize::from(i < n % k);
-            start += len;
-            start - len..start
-        })
-        .collect()
-}
-
-/// One step's gradients over a batch of `n` items split across `devices`, on `main`: each
-/// device runs `share(replica, range, device)` (the logits and targets of its share) on a
-/// replica of `module`, its mean loss weighted by the share's part of the batch, and the
-/// replicas' gradients are moved to `main` and summed (Burn's `GradientsParams::to_device` and
-/// `GradientsAccumulator`, as burn-train's multi-device strategy does). Returns the gradients,
-/// the batch's summed loss and its number of right answers. With one device it is the plain
-/// step.
-fn data_parallel<M: Module>(
-    module: &M,
-    main: &Device,
-    devices: &[Device],
-    n: usize,
-    mut share: impl FnMut(&M, std::ops::Range<usize>, &Device) -> (Tensor<2>, Tensor<1, Int>),
-) -> (GradientsParams, f64, usize) {
-    let mut accumulator = GradientsAccumulator::<M>::new();
-    let (mut loss_sum, mut right) = (0.0, 0);
-    for (device, range) in devices.iter().zip(shares(n, devices.len())) {
-        if range.is_empty() {
-            continue;
-        }
-        let len = range.len();
-        let replica = if device == main {
-            module.clone()
-        } else {
-            module.clone().fork(device)
-        };
-        let (logits, targets) = share(&replica, range, device);
-        right += correct(&logits, &targets);
-        let loss = CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, targets);
-        loss_sum += loss.clone().into_scalar::<f64>() * len as f64;
-        let loss = if len == n {
-            loss
-        } else {
-            loss * (len as f64 / n as f64)
-        };
-        let grads = GradientsParams::from_grads(loss.backward(), &replica);
-        if devices.len() == 1 {
-            return (grads, loss_sum, right);
-        }
-        accumulator.accumulate(module, grads.to_device(main, module));
-    }
-    (accumulator.grads(), loss_sum, right)
+/// Where a fit stands between epochs: what the loop carries, and what a checkpoint restores.
+pub(super) struct Run {
+    pub(super) model: ResNet,
+    pub(super) optim: ModuleOptimizer,
+    pub(super) history: History,
+    /// Epochs finished (the next epoch's index, from 0).
+    pub(super) epoch: usize,
+    pub(super) unfrozen: bool,
+    pub(super) progress: PhaseProgress,
+    /// The best epoch's weights, kept in memory while early stopping may restore them.
+    pub(super) best_model: Option<ResNet>,
+    /// Phase 1's features of the training and validation images, computed once.
+    pub(super) cache: Option<(Tensor<2>, Option<Tensor<2>>)>,
 }
 
 /// The number of the last finished epoch (from 1), 0 before any.
 fn record_epoch(history: &History) -> usize {
     history.epochs.last().map_or(0, |e| e.epoch)
-}
-
-fn no_head() -> Error {
-    Error::InvalidConfig {
-        field: "num_classes",
-        expected: "a model with a head to train".into(),
-        found: "None".into(),
-    }
-}
-
-fn targets(labels: impl Iterator<Item = usize>, device: &Device) -> Tensor<1, Int> {
-    let labels: Vec<i64> = labels.map(|l| l as i64).collect();
-    let n = labels.len();
-    Tensor::from_data(TensorData::new(labels, [n]), device)
-}
-
-fn correct(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> usize {
-    let n = targets.dims()[0];
-    let predicted = logits.clone().argmax(1).reshape([n]);
-    predicted
-        .equal(targets.clone())
-        .int()
-        .sum()
-        .into_scalar::<i64>() as usize
-}
-
-fn head_eval(
-    head: &Head,
-    features: &Tensor<2>,
-    labels: &[usize],
-    batch_size: usize,
-    device: &Device,
-) -> (f64, f64) {
-    let head = head.valid();
-    let inner = device.clone().inner();
-    let loss_fn = CrossEntropyLossConfig::new().init(&inner);
-    let features = features.clone().inner();
-    let (mut loss_sum, mut right) = (0.0, 0usize);
-    let order: Vec<usize> = (0..labels.len()).collect();
-    for indices in order.chunks(batch_size) {
-        let n = indices.len();
-        let x = features.clone().narrow(0, indices[0], n);
-        let t = targets(indices.iter().map(|&i| labels[i]), &inner);
-        let logits = head.forward(x);
-        right += correct(&logits, &t);
-        loss_sum += loss_fn.forward(logits, t).into_scalar::<f64>() * n as f64;
-    }
-    let n = labels.len().max(1) as f64;
-    (loss_sum / n, right as f64 / n)
 }
 
 /// A new model for transfer learning: `backbone`'s weights with a new, seeded head for
@@ -671,51 +371,4 @@ pub fn with_new_head(
 ) -> ResNet {
     device.seed(seed);
     backbone.with_new_head(num_classes, dropout, device)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::Distribution;
-
-    #[test]
-    fn shares_cover_the_batch_in_order() {
-        assert_eq!(shares(10, 3), vec![0..4, 4..7, 7..10]);
-        assert_eq!(shares(1, 2), vec![0..1, 1..1]);
-        assert_eq!(shares(4, 1), vec![0..4]);
-    }
-
-    /// The gradients themselves, not only what Adam makes of them (which hardly sees a scale):
-    /// replicas' weighted, summed gradients are the whole batch's mean gradient, for splits
-    /// into 2 and 3 unequal shares.
-    #[test]
-    fn replica_gradients_sum_to_the_batchs_mean_gradient() {
-        let device = crate::device::training_device("ndarray").unwrap();
-        device.seed(3);
-        let head = Head::new(6, 3, 0.0, &device);
-        let x = Tensor::<2>::random([7, 6], Distribution::Normal(0.0, 1.0), &device);
-        let y = targets([0, 1, 2, 0, 1, 2, 2].into_iter(), &device);
-        let step = |devices: &[Device]| {
-            let (grads, loss, right) = data_parallel(&head, &device, devices, 7, |m, r, on| {
-                let (x, y) = (x.clone(), y.clone());
-                let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
-                (
-                    m.forward(rows(x)),
-                    y.narrow(0, r.start, r.len()).to_device(on),
-                )
-            });
-            let w = grads.get::<2>(head.linear.weight.id).unwrap();
-            (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)
-        };
-        let (one, loss1, right1) = step(std::slice::from_ref(&device));
-        for k in [2, 3] {
-            let (many, loss, right) = step(&vec![device.clone(); k]);
-            let gap = one
-                .iter()
-                .zip(&many)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(gap < 1e-6, "{k} replicas: gradient off by {gap}");
-            assert!((loss - loss1).abs() < 1e-5 && right == right1);
-        }
-    }
 }

@@ -3,9 +3,11 @@
 mod adam;
 mod checkpoint;
 mod config;
+mod epoch;
 mod history;
 mod learner;
 mod metrics;
+mod stopping;
 
 pub(crate) use checkpoint::{CheckpointState, Checkpoints};
 

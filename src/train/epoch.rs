@@ -1,0 +1,417 @@
+//! One epoch of the two-phase learner: the head alone on cached features, or whole batches
+//! through the model, split across replicas when there are several devices; and the phase-1
+//! feature pass.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
+use crate::error::{Error, Result};
+use crate::folded::FoldedResNet;
+use crate::infer::InferenceModel;
+use crate::model::{Head, ResNet};
+use crate::train::evaluate;
+use crate::train::history::EpochRecord;
+use crate::train::learner::{Run, TwoPhase};
+
+impl TwoPhase {
+    /// One epoch of the run, then validation: the head alone on the cached features where
+    /// phase 1 allows it, else whole batches through the model (in phase 1 its frozen backbone
+    /// runs folded on the CPU backends, and only the head is differentiated).
+    pub(super) fn epoch(
+        &self,
+        mut run: Run,
+        train: &ImageSet,
+        valid: &ImageSet,
+        device: &Device,
+    ) -> Result<(Run, EpochRecord)> {
+        let config = &self.config;
+        let epoch = run.epoch;
+        let phase1 = epoch < config.phase1_epochs;
+        let lr = config.learning_rate(epoch) * run.progress.lr_scale;
+        device.seed(config.seed.wrapping_add(epoch as u64));
+        let shuffle = config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(epoch as u64);
+        let timer = Instant::now();
+        let use_cache = phase1 && config.feature_cache && !config.augment;
+        let (train_loss, train_accuracy, valid_loss, valid_accuracy);
+        if use_cache {
+            if run.cache.is_none() {
+                self.say("computing the frozen backbone's features once (phase-1 feature cache)");
+                run.cache = Some((
+                    self.features(&run.model, train, device),
+                    (!valid.is_empty()).then(|| self.features(&run.model, valid, device)),
+                ));
+            }
+            let (train_f, valid_f) = run.cache.as_ref().expect("just filled");
+            let mut head = run.model.head.take().ok_or_else(no_head)?;
+            (head, train_loss, train_accuracy) = self.head_epoch(
+                head,
+                &mut run.optim,
+                train_f,
+                train.labels(),
+                shuffle,
+                lr,
+                epoch,
+                device,
+            );
+            (valid_loss, valid_accuracy) = valid_f
+                .as_ref()
+                .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device))
+                .unzip();
+            run.model.head = Some(head);
+        } else {
+            let frozen = phase1
+                .then(|| crate::folded::folded_on(&run.model, device))
+                .flatten();
+            (run.model, train_loss, train_accuracy) = self.full_epoch(
+                run.model,
+                frozen.as_ref(),
+                &mut run.optim,
+                train,
+                shuffle,
+                lr,
+                epoch,
+                device,
+            );
+            (valid_loss, valid_accuracy) = (!valid.is_empty())
+                .then(|| {
+                    let e = evaluate(&run.model, valid, &self.batcher, config.batch_size, device);
+                    (e.loss, e.accuracy)
+                })
+                .unzip();
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            phase: if phase1 { 1 } else { 2 },
+            lr,
+            train_loss,
+            train_accuracy,
+            valid_loss,
+            valid_accuracy,
+            seconds: timer.elapsed().as_secs_f64(),
+            cached_features: use_cache,
+        };
+        Ok((run, record))
+    }
+
+    fn bar(&self, len: usize, epoch: usize) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} batches, eta {eta} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.total_epochs()));
+        bar
+    }
+
+    /// The frozen backbone's pooled features of every image of `set`, in order, on `device`;
+    /// with [`devices`](Self::devices), each device computes a contiguous share of the images.
+    pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
+        let replicas = self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
+        let plain = ImageBatcher {
+            augment: None,
+            ..self.batcher
+        };
+        let main = device.clone().inner();
+        let indices: Vec<usize> = if replicas.len() > 1 {
+            (0..set.len()).collect()
+        } else {
+            Vec::new()
+        };
+        let chunks: Vec<Tensor<2>> = (replicas.iter())
+            .zip(shares(set.len(), replicas.len()))
+            .filter(|(_, share)| !share.is_empty())
+            .flat_map(|(replica, share)| {
+                let inner = replica.clone().inner();
+                let inference = InferenceModel::new(model, &inner);
+                // One device takes the set as it is; several, a copy of their share each.
+                let part = if share.len() == set.len() {
+                    std::borrow::Cow::Borrowed(set)
+                } else {
+                    std::borrow::Cow::Owned(set.select(&indices[share]))
+                };
+                crate::device::on_pool_worker(|| {
+                    epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
+                        .map(|b| inference.features(b.images).to_device(&main))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        Tensor::cat(chunks, 0).autodiff()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn full_epoch(
+        &self,
+        mut model: ResNet,
+        frozen_backbone: Option<&FoldedResNet>,
+        optim: &mut ModuleOptimizer,
+        train: &ImageSet,
+        shuffle: u64,
+        lr: f64,
+        epoch: usize,
+        device: &Device,
+    ) -> (ResNet, f64, f64) {
+        let batcher = ImageBatcher {
+            augment: self.config.augment.then(Default::default),
+            ..self.batcher
+        };
+        let replicas = &self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
+        let batches = train.len().div_ceil(self.config.batch_size);
+        let bar = self.bar(batches, epoch);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        for batch in epoch_batches(
+            train,
+            &batcher,
+            self.config.batch_size,
+            Some(shuffle),
+            device,
+        ) {
+            let n = batch.targets.dims()[0];
+            let (grads, batch_loss, batch_right) =
+                data_parallel(&model, device, replicas, n, |replica, share, on| {
+                    let images = batch.images.clone().narrow(0, share.start, share.len());
+                    let targets = batch.targets.clone().narrow(0, share.start, share.len());
+                    let (images, targets) = (images.to_device(on), targets.to_device(on));
+                    let logits = match (frozen_backbone, &replica.head) {
+                        (Some(backbone), Some(head)) => match backbone.features(images.clone()) {
+                            Ok(features) => head.forward(features),
+                            Err(_) => replica.forward(images),
+                        },
+                        _ => replica.forward(images),
+                    };
+                    (logits, targets)
+                });
+            right += batch_right;
+            loss_sum += batch_loss;
+            seen += n;
+            model = optim.step(lr, model, grads);
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+        }
+        bar.finish_and_clear();
+        (
+            model,
+            loss_sum / seen.max(1) as f64,
+            right as f64 / seen.max(1) as f64,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn head_epoch(
+        &self,
+        mut head: Head,
+        optim: &mut ModuleOptimizer,
+        features: &Tensor<2>,
+        labels: &[usize],
+        shuffle: u64,
+        lr: f64,
+        epoch: usize,
+        device: &Device,
+    ) -> (Head, f64, f64) {
+        let replicas = &self
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
+        let order = epoch_order(labels.len(), Some(shuffle));
+        let bar = self.bar(order.len().div_ceil(self.config.batch_size), epoch);
+        let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
+        for indices in order.chunks(self.config.batch_size) {
+            let n = indices.len();
+            let (grads, batch_loss, batch_right) =
+                data_parallel(&head, device, replicas, n, |replica, share, on| {
+                    let indices = &indices[share];
+                    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+                    let idx =
+                        Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
+                    let x = features.clone().select(0, idx).to_device(on);
+                    let targets = targets(indices.iter().map(|&i| labels[i]), on);
+                    (replica.forward(x), targets)
+                });
+            right += batch_right;
+            loss_sum += batch_loss;
+            seen += n;
+            head = optim.step(lr, head, grads);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        (
+            head,
+            loss_sum / seen.max(1) as f64,
+            right as f64 / seen.max(1) as f64,
+        )
+    }
+}
+
+/// `n` items split into `k` contiguous shares, in order, as evenly as they go (the first
+/// `n % k` one larger).
+fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
+    let k = k.max(1);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = n / k + usize::from(i < n % k);
+            start += len;
+            start - len..start
+        })
+        .collect()
+}
+
+/// One step's gradients over a batch of `n` items split across `devices`, on `main`: each
+/// device runs `share(replica, range, device)` (the logits and targets of its share) on a
+/// replica of `module`, its mean loss weighted by the share's part of the batch, and the
+/// replicas' gradients are moved to `main` and summed (Burn's `GradientsParams::to_device` and
+/// `GradientsAccumulator`, as burn-train's multi-device strategy does). Returns the gradients,
+/// the batch's summed loss and its number of right answers. With one device it is the plain
+/// step.
+fn data_parallel<M: Module>(
+    module: &M,
+    main: &Device,
+    devices: &[Device],
+    n: usize,
+    mut share: impl FnMut(&M, std::ops::Range<usize>, &Device) -> (Tensor<2>, Tensor<1, Int>),
+) -> (GradientsParams, f64, usize) {
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let (mut loss_sum, mut right) = (0.0, 0);
+    for (device, range) in devices.iter().zip(shares(n, devices.len())) {
+        if range.is_empty() {
+            continue;
+        }
+        let len = range.len();
+        let replica = if device == main {
+            module.clone()
+        } else {
+            module.clone().fork(device)
+        };
+        let (logits, targets) = share(&replica, range, device);
+        right += correct(&logits, &targets);
+        let loss = CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, targets);
+        loss_sum += loss.clone().into_scalar::<f64>() * len as f64;
+        let loss = if len == n {
+            loss
+        } else {
+            loss * (len as f64 / n as f64)
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &replica);
+        if devices.len() == 1 {
+            return (grads, loss_sum, right);
+        }
+        accumulator.accumulate(module, grads.to_device(main, module));
+    }
+    (accumulator.grads(), loss_sum, right)
+}
+
+fn no_head() -> Error {
+    Error::InvalidConfig {
+        field: "num_classes",
+        expected: "a model with a head to train".into(),
+        found: "None".into(),
+    }
+}
+
+fn targets(labels: impl Iterator<Item = usize>, device: &Device) -> Tensor<1, Int> {
+    let labels: Vec<i64> = labels.map(|l| l as i64).collect();
+    let n = labels.len();
+    Tensor::from_data(TensorData::new(labels, [n]), device)
+}
+
+fn correct(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> usize {
+    let n = targets.dims()[0];
+    let predicted = logits.clone().argmax(1).reshape([n]);
+    predicted
+        .equal(targets.clone())
+        .int()
+        .sum()
+        .into_scalar::<i64>() as usize
+}
+
+fn head_eval(
+    head: &Head,
+    features: &Tensor<2>,
+    labels: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> (f64, f64) {
+    let head = head.valid();
+    let inner = device.clone().inner();
+    let loss_fn = CrossEntropyLossConfig::new().init(&inner);
+    let features = features.clone().inner();
+    let (mut loss_sum, mut right) = (0.0, 0usize);
+    let order: Vec<usize> = (0..labels.len()).collect();
+    for indices in order.chunks(batch_size) {
+        let n = indices.len();
+        let x = features.clone().narrow(0, indices[0], n);
+        let t = targets(indices.iter().map(|&i| labels[i]), &inner);
+        let logits = head.forward(x);
+        right += correct(&logits, &t);
+        loss_sum += loss_fn.forward(logits, t).into_scalar::<f64>() * n as f64;
+    }
+    let n = labels.len().max(1) as f64;
+    (loss_sum / n, right as f64 / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn shares_cover_the_batch_in_order() {
+        assert_eq!(shares(10, 3), vec![0..4, 4..7, 7..10]);
+        assert_eq!(shares(1, 2), vec![0..1, 1..1]);
+        assert_eq!(shares(4, 1), vec![0..4]);
+    }
+
+    /// The gradients themselves, not only what Adam makes of them (which hardly sees a scale):
+    /// replicas' weighted, summed gradients are the whole batch's mean gradient, for splits
+    /// into 2 and 3 unequal shares.
+    #[test]
+    fn replica_gradients_sum_to_the_batchs_mean_gradient() {
+        let device = crate::device::training_device("ndarray").unwrap();
+        device.seed(3);
+        let head = Head::new(6, 3, 0.0, &device);
+        let x = Tensor::<2>::random([7, 6], Distribution::Normal(0.0, 1.0), &device);
+        let y = targets([0, 1, 2, 0, 1, 2, 2].into_iter(), &device);
+        let step = |devices: &[Device]| {
+            let (grads, loss, right) = data_parallel(&head, &device, devices, 7, |m, r, on| {
+                let (x, y) = (x.clone(), y.clone());
+                let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
+                (
+                    m.forward(rows(x)),
+                    y.narrow(0, r.start, r.len()).to_device(on),
+                )
+            });
+            let w = grads.get::<2>(head.linear.weight.id).unwrap();
+            (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)
+        };
+        let (one, loss1, right1) = step(std::slice::from_ref(&device));
+        for k in [2, 3] {
+            let (many, loss, right) = step(&vec![device.clone(); k]);
+            let gap = one
+                .iter()
+                .zip(&many)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(gap < 1e-6, "{k} replicas: gradient off by {gap}");
+            assert!((loss - loss1).abs() < 1e-5 && right == right1);
+        }
+    }
+}
