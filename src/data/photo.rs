@@ -75,6 +75,17 @@ fn open_upright(path: &Path) -> Result<DynamicImage> {
     let decoding = |e: image::ImageError| bad(decoder_message(e));
     let mut decoder = reader.into_decoder().map_err(decoding)?;
     let orientation = decoder.orientation().map_err(decoding)?;
+    // `ImageReader::decode` holds the size a header claims to its memory limit; the decoder
+    // path, the one that gives the orientation, does not, and a corrupt header claiming 100 GB
+    // aborted the process.
+    let (width, height) = decoder.dimensions();
+    image::Limits::default()
+        .reserve(decoder.total_bytes())
+        .map_err(|e| {
+            bad(format!(
+                "its header claims a {width}x{height} picture, more than a photo may take ({e})"
+            ))
+        })?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decoding)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -242,6 +253,25 @@ mod tests {
         ];
         assert!(jpeg_reaches_its_end(&scan));
         assert!(!jpeg_reaches_its_end(&scan[..12]));
+    }
+
+    /// A BMP whose header claims 520 million rows (found by tests/fuzz.rs): refused, not an
+    /// allocation of 100 GB that aborts the process.
+    #[test]
+    fn a_header_claiming_a_huge_picture_is_refused() {
+        let mut bmp = Vec::new();
+        image::RgbImage::from_pixel(64, 48, image::Rgb([9, 9, 9]))
+            .write_to(&mut Cursor::new(&mut bmp), ImageFormat::Bmp)
+            .unwrap();
+        bmp[22..26].copy_from_slice(&(-520_093_648i32).to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.bmp");
+        std::fs::write(&path, &bmp).unwrap();
+        let err = read_image(&path, 8).unwrap_err();
+        assert!(
+            matches!(&err, Error::Image { reason, .. } if reason.contains("64x520093648")),
+            "{err}"
+        );
     }
 
     #[test]
