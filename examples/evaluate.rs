@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, ImageSet, read_image_folder};
+use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, ImageSet, list_image_folder};
 use resnet_transfer::infer::default_names;
-use resnet_transfer::train::evaluate;
+use resnet_transfer::train::{evaluate, evaluate_parts};
 use resnet_transfer::{Error, weights};
 
 #[derive(Parser)]
@@ -20,11 +20,12 @@ struct Args {
     /// A run folder, a saved model (NAME.bpk + NAME.json), an ONNX file or a catalog name.
     #[arg(long)]
     model: String,
-    /// Photos to evaluate on, DIR/<class>/<photo> with the model's class names (default:
-    /// the CIFAR-10 test set).
+    /// Photos to evaluate on, DIR/<class>/<photo> (sub-folders too), the class folders named
+    /// after the model's classes, all of them or some (default: the CIFAR-10 test set).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// With --images: leave out files that do not decode instead of stopping.
+    /// With --images: leave out photos that cannot be read (cut short, empty, undecodable,
+    /// broken links), each listed with its reason, instead of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
     /// Folder holding CIFAR-10; default: found or downloaded.
@@ -33,7 +34,7 @@ struct Args {
     /// Backend: flex, ndarray or wgpu.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
     backend: String,
-    /// Images per batch.
+    /// Images per batch (with --images, also the photos decoded at a time).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Print one JSON object (accuracy, per_class, confusion) instead of tables.
@@ -52,51 +53,24 @@ fn main() {
     }
 }
 
-/// The images to evaluate on, with the model's label for each: a photo folder's classes are
-/// matched to the model's by name.
-fn images(args: &Args, names: &[String], size: usize) -> Result<ImageSet, Error> {
-    let Some(dir) = &args.images else {
-        let downloader = Downloader {
-            progress: !args.json,
-            ..Downloader::default()
-        };
-        let cifar = Cifar10::find_or_download(
-            args.data_dir.as_deref(),
-            (!args.offline).then_some(&downloader),
-        )?;
-        if cifar.class_names.len() != names.len() {
-            return Err(Error::invalid_config(
-                "num_classes",
-                format!("CIFAR-10's {} classes", cifar.class_names.len()),
-                names.len(),
-            ));
-        }
-        return Ok(cifar.test);
+/// CIFAR-10's test set, checked against the model's classes.
+fn cifar_test(args: &Args, names: &[String]) -> Result<ImageSet, Error> {
+    let downloader = Downloader {
+        progress: !args.json,
+        ..Downloader::default()
     };
-    let folder = read_image_folder(dir, size, args.skip_bad)?;
-    for (path, reason) in &folder.skipped {
-        eprintln!("skipped {}: {reason}", path.display());
+    let cifar = Cifar10::find_or_download(
+        args.data_dir.as_deref(),
+        (!args.offline).then_some(&downloader),
+    )?;
+    if cifar.class_names.len() != names.len() {
+        return Err(Error::invalid_config(
+            "num_classes",
+            format!("CIFAR-10's {} classes", cifar.class_names.len()),
+            names.len(),
+        ));
     }
-    let to_model: Vec<usize> = folder
-        .class_names
-        .iter()
-        .map(|c| {
-            names.iter().position(|n| n == c).ok_or_else(|| {
-                Error::invalid_config(
-                    "class_names",
-                    format!("one of the model's classes {names:?}"),
-                    format!("`{c}` (a folder of {})", dir.display()),
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let labels = folder
-        .images
-        .labels()
-        .iter()
-        .map(|&l| to_model[l])
-        .collect();
-    ImageSet::new(folder.images.pixels().to_vec(), labels, size, size)
+    Ok(cifar.test)
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -108,16 +82,41 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         default_names(classes)
     };
-    let test = images(&args, &names, saved.card.input_size)?;
-    let batcher = ImageBatcher {
-        preprocess: saved.card.preprocess,
-        size: (saved.card.input_size != test.height()).then_some(saved.card.input_size),
-        augment: None,
+    let size = saved.card.input_size;
+    // Photos are read at the model's size; CIFAR-10's images are resized to it.
+    let batcher = ImageBatcher::new(saved.card.preprocess);
+    let (eval, count) = match &args.images {
+        // Photos are matched to the model's classes by name, and read a batch at a time, so
+        // memory does not grow with their number.
+        Some(dir) => {
+            let files = list_image_folder(dir)?.with_classes(&names)?;
+            let parts = files
+                .chunks(size, args.batch_size, args.skip_bad)
+                .map(|chunk| {
+                    chunk.map(|folder| {
+                        for (path, reason) in &folder.skipped {
+                            eprintln!("skipped {}: {reason}", path.display());
+                        }
+                        folder.images
+                    })
+                });
+            let eval = evaluate_parts(&saved.model, parts, &batcher, args.batch_size, &device)?;
+            let count = eval.predictions.len();
+            (eval, count)
+        }
+        None => {
+            let test = cifar_test(&args, &names)?;
+            let batcher = ImageBatcher {
+                size: (size != test.height()).then_some(size),
+                ..batcher
+            };
+            let eval = evaluate(&saved.model, &test, &batcher, args.batch_size, &device);
+            (eval, test.len())
+        }
     };
-    let eval = evaluate(&saved.model, &test, &batcher, args.batch_size, &device);
     if args.json {
         let out = serde_json::json!({
-            "images": test.len(),
+            "images": count,
             "accuracy": eval.accuracy,
             "loss": eval.loss,
             "classes": names,
@@ -130,7 +129,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "accuracy: {:.2}% on {} images (loss {:.4})",
         100.0 * eval.accuracy,
-        test.len(),
+        count,
         eval.loss
     );
     for (name, acc) in names.iter().zip(eval.per_class_accuracy()) {

@@ -1,6 +1,7 @@
 //! Two-phase transfer learning on your own photos: a folder per class, as torchvision's
 //! `ImageFolder` and Keras's `image_dataset_from_directory` read them. Class names are the
-//! folder names, sorted; photos of any size are resized (short side) and centre-cropped.
+//! folder names, sorted; photos in their sub-folders count too; photos of any size and format are
+//! turned upright (EXIF), resized (short side) and centre-cropped.
 //!
 //! ```sh
 //! cargo run --release --example fine_tune -- --images DIR [--valid DIR | --valid-share 0.2]
@@ -22,7 +23,7 @@ mod job_args;
 #[derive(Parser)]
 #[command(about = "Two-phase transfer learning of an ImageNet ResNet on a folder per class")]
 struct Args {
-    /// Training photos: DIR/<class>/<photo>.jpg|png.
+    /// Training photos: DIR/<class>/<photo> (JPEG, PNG, WebP, BMP, GIF, TIFF; sub-folders too).
     #[arg(long)]
     images: PathBuf,
     /// Validation photos in the same layout (default: --valid-share of --images).
@@ -38,7 +39,8 @@ struct Args {
     /// Square side the photos are resized and cropped to.
     #[arg(long, default_value_t = 224)]
     input_size: usize,
-    /// Leave out files that do not decode (listed at the end) instead of stopping at the first.
+    /// Leave out photos that cannot be read (cut short, empty, undecodable, broken links; listed
+    /// at the end with the reason) instead of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
     /// Run folder: checkpoints, model, history, report.
@@ -109,7 +111,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     )];
     if args.skip_bad {
         notes.push((
-            "files skipped (not decodable)".to_string(),
+            "files skipped (unreadable)".to_string(),
             skipped.len().to_string(),
         ));
     }
@@ -147,7 +149,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let outcome = args.job.job(args.out.clone(), args.input_size).run(&data)?;
     if !skipped.is_empty() {
-        println!("skipped {} files that do not decode:", skipped.len());
+        println!("skipped {} files that could not be read:", skipped.len());
         for (path, reason) in &skipped {
             println!("  {}: {reason}", path.display());
         }

@@ -2,18 +2,21 @@
 //!
 //! ```sh
 //! cargo run --release --example predict -- --weights NAME|FILE [--preprocess caffe|torch|unit]
-//!     [--input-size N] [--classes imagenet|cifar10|FILE] [--top-k K] [--json] [--logits] IMAGE...
+//!     [--input-size N] [--classes imagenet|cifar10|FILE] [--top-k K] [--json] [--logits]
+//!     [--batch-size N] IMAGE...
 //! ```
+//! Photos are read and classified a batch at a time, and each batch's answers printed before the
+//! next is read, so memory does not grow with the number of photos.
 
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use resnet_transfer::data::Preprocess;
-use resnet_transfer::infer::default_names;
-use resnet_transfer::{Classifier, weights};
+use resnet_transfer::infer::class_names_from;
+use resnet_transfer::{Classifier, Prediction, weights};
 
 #[derive(Parser)]
-#[command(about = "Classify PNG or JPEG photos with a ResNet")]
+#[command(about = "Classify photos (JPEG, PNG, WebP, BMP, GIF, TIFF, PPM/PGM) with a ResNet")]
 struct Args {
     /// A run folder, a saved model (NAME.bpk + NAME.json), an ONNX file, or a catalog name.
     #[arg(long)]
@@ -24,7 +27,8 @@ struct Args {
     /// Square input side; default: what the weights say.
     #[arg(long)]
     input_size: Option<usize>,
-    /// Class names: imagenet, cifar10, or a file with one name per line.
+    /// Class names: imagenet, cifar10, or a file with one name per line; as many as the
+    /// model has classes.
     #[arg(long)]
     classes: Option<String>,
     /// How many classes to show per image.
@@ -36,13 +40,17 @@ struct Args {
     /// Add the logits to the JSON.
     #[arg(long)]
     logits: bool,
+    /// Photos decoded and classified at a time.
+    #[arg(long, default_value_t = resnet_transfer::infer::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
     /// Backend: flex, ndarray or wgpu.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
     backend: String,
     /// Never download catalog weights.
     #[arg(long)]
     offline: bool,
-    /// The images.
+    /// The photos, in any format the crate reads (decoded by their content, turned upright by
+    /// their EXIF orientation).
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -56,6 +64,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // A mistyped name fails now, not after the photos before it have been classified.
+    for path in &args.images {
+        std::fs::metadata(path).map_err(|e| resnet_transfer::Error::io(path, e))?;
+    }
     let device = resnet_transfer::device::device(&args.backend)?;
     let saved = weights::load_named(&args.weights, &device, !args.offline, !args.json)?;
     let mut classifier = Classifier::new(saved, &device);
@@ -66,42 +78,41 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         classifier.input_size = s;
     }
     if let Some(classes) = &args.classes {
-        classifier.class_names = match classes.as_str() {
-            "imagenet" => default_names(1000),
-            "cifar10" => default_names(10),
-            file => std::fs::read_to_string(file)
-                .map_err(|e| resnet_transfer::Error::io(file, e))?
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
-        };
+        classifier.class_names = class_names_from(classes, classifier.num_classes())?;
     }
-    let paths: Vec<&Path> = args.images.iter().map(PathBuf::as_path).collect();
-    let predictions = classifier.classify_files(&paths, args.top_k)?;
-    for (path, prediction) in paths.iter().zip(predictions) {
-        if args.json {
-            let mut line = serde_json::json!({
-                "image": path.display().to_string(),
-                "top_k": prediction.top_k,
-            });
-            if args.logits {
-                line["logits"] = serde_json::json!(prediction.logits);
-            }
-            println!("{line}");
-        } else {
-            println!("{}", path.display());
-            for (rank, s) in prediction.top_k.iter().enumerate() {
-                println!(
-                    "  {:>2}. {:<28} {:>6.2}%  (class {})",
-                    rank + 1,
-                    s.label,
-                    100.0 * s.prob,
-                    s.index
-                );
-            }
+    if args.batch_size == 0 {
+        return Err(resnet_transfer::Error::invalid_config("batch_size", "at least 1", 0).into());
+    }
+    classifier.batch_size = args.batch_size;
+    let batches = classifier.classify_batches(&args.images, args.top_k);
+    for (paths, predictions) in args.images.chunks(args.batch_size).zip(batches) {
+        for (path, prediction) in paths.iter().zip(predictions?) {
+            print(path, &prediction, &args);
         }
     }
     Ok(())
+}
+
+fn print(path: &Path, prediction: &Prediction, args: &Args) {
+    if args.json {
+        let mut line = serde_json::json!({
+            "image": path.display().to_string(),
+            "top_k": prediction.top_k,
+        });
+        if args.logits {
+            line["logits"] = serde_json::json!(prediction.logits);
+        }
+        println!("{line}");
+    } else {
+        println!("{}", path.display());
+        for (rank, s) in prediction.top_k.iter().enumerate() {
+            println!(
+                "  {:>2}. {:<28} {:>6.2}%  (class {})",
+                rank + 1,
+                s.label,
+                100.0 * s.prob,
+                s.index
+            );
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! CIFAR-10 from files in the exact official formats (made by tests/fixtures/make_cifar10.py),
-//! the download path against a local HTTP server, and batches in NCHW.
+//! the download path against a local HTTP server, batches in NCHW, and users' photos as Pillow
+//! writes them (tests/fixtures/make_photos.py): EXIF-rotated, in every format torchvision reads,
+//! cut short, and in messy folders.
 
 use std::path::{Path, PathBuf};
 
@@ -431,4 +433,245 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
     assert_eq!(skipping.skipped.len(), 1);
     assert!(skipping.skipped[0].0.ends_with("broken.jpg"));
     assert!(skipping.files[3].ends_with("dog/1.png"));
+}
+
+fn photo_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos")
+}
+
+/// Mean absolute difference of two images' bytes.
+fn mean_abs(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let sum: u64 = a.iter().zip(b).map(|(&x, &y)| x.abs_diff(y) as u64).sum();
+    sum as f64 / a.len() as f64
+}
+
+/// Phone photos stored as the sensor lay, with the EXIF Orientation tag that turns them upright
+/// (every value, in JPEG, and in PNG's eXIf and WebP's EXIF chunks), read as Pillow's
+/// `ImageOps.exif_transpose` shows them.
+#[test]
+fn exif_rotated_photos_read_upright_as_pillow_shows_them() {
+    use resnet_transfer::data::read_image;
+
+    let dir = photo_fixtures().join("orientation");
+    let size = 48;
+    let upright = read_image(&dir.join("upright.jpg"), size).unwrap();
+    let names = (2..=8)
+        .map(|n| format!("orientation-{n}.jpg"))
+        .chain(["orientation-6.png".into(), "orientation-6.webp".into()]);
+    for name in names {
+        let file = dir.join(&name);
+        let read = read_image(&file, size).unwrap();
+        // What Pillow shows, decoded losslessly: only the two JPEG decoders' rounding differs.
+        let pillow = read_image(&dir.join("pil").join(name.replace('.', "-") + ".png"), size);
+        let from_pillow = mean_abs(&read, &pillow.unwrap());
+        assert!(from_pillow < 2.0, "{name}: {from_pillow} from Pillow's");
+        let from_upright = mean_abs(&read, &upright);
+        assert!(from_upright < 6.0, "{name}: {from_upright} from upright");
+        // The stored pixels as they lie are far from upright: the tag is what turns them.
+        let raw = image::open(&file).unwrap();
+        let raw = raw.resize_to_fill(48, 48, image::imageops::FilterType::Triangle);
+        let raw: Vec<u8> = (0..3)
+            .flat_map(|c| {
+                raw.to_rgb8()
+                    .pixels()
+                    .map(move |p| p.0[c])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(mean_abs(&raw, &upright) > 30.0, "{name} is stored turned");
+    }
+}
+
+/// Files cut short are refused, named, as Pillow refuses them ("image file is truncated"),
+/// never read as a partly grey picture; complete ones, and a JPEG followed by a motion photo's
+/// video, read.
+#[test]
+fn photos_cut_short_are_refused_naming_the_file() {
+    use resnet_transfer::data::read_image;
+
+    let dir = photo_fixtures().join("truncated");
+    let cut = [
+        "half.jpg",
+        "half-progressive.jpg",
+        "no-eoi.jpg",
+        "half.png",
+        "half.webp",
+        "half.gif",
+        "half.bmp",
+        "half.tif",
+    ];
+    for name in cut {
+        let file = dir.join(name);
+        match read_image(&file, 32) {
+            Err(Error::Image { path, reason }) => {
+                assert_eq!(path, file);
+                let message = Error::Image { path, reason }.to_string();
+                assert!(message.contains(name), "{message}");
+            }
+            other => panic!("{name}: expected an image error, got {other:?}"),
+        }
+    }
+    for name in [
+        "complete.jpg",
+        "complete-progressive.jpg",
+        "complete.png",
+        "complete.webp",
+        "complete.gif",
+        "complete.bmp",
+        "complete.tif",
+        "motion-photo.jpg",
+    ] {
+        read_image(&dir.join(name), 32).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let message = read_image(&dir.join("half.jpg"), 32)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("truncated"), "{message}");
+}
+
+/// The formats torchvision's loader reads, each as Pillow writes it, decoded by content: a PNG
+/// named `.jpg` reads as the PNG it is, and a GIF gives its first frame.
+#[test]
+fn every_format_torchvision_reads_decodes_by_its_content() {
+    use resnet_transfer::data::{IMAGE_EXTENSIONS, read_image, read_image_folder};
+
+    let dir = photo_fixtures().join("formats");
+    let size = 48;
+    let reference = read_image(&dir.join("picture.png"), size).unwrap();
+    for (name, lossy) in [
+        ("picture.bmp", false),
+        ("picture.gif", false),
+        ("picture.tif", false),
+        ("picture.ppm", false),
+        ("png-named.jpg", false),
+        ("picture.jpg", true),
+        ("jpeg-named.png", true),
+        ("picture.webp", true),
+    ] {
+        let read = read_image(&dir.join(name), size).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let diff = mean_abs(&read, &reference);
+        assert!(
+            if lossy { diff < 6.0 } else { diff == 0.0 },
+            "{name}: {diff}"
+        );
+    }
+    let grey = read_image(&dir.join("grey.png"), size).unwrap();
+    assert_eq!(read_image(&dir.join("picture.pgm"), size).unwrap(), grey);
+
+    // Every ending is a photo's in a class folder.
+    let root = tempfile::tempdir().unwrap();
+    let class = root.path().join("pictures");
+    copy_dir(&dir, &class);
+    let folder = read_image_folder(root.path(), size, false).unwrap();
+    assert_eq!(folder.images.len(), 11);
+    for ending in IMAGE_EXTENSIONS {
+        let file = class.join(format!("copy.{}", ending.to_uppercase()));
+        std::fs::copy(dir.join("picture.png"), file).unwrap();
+    }
+    let folder = read_image_folder(root.path(), size, false).unwrap();
+    assert_eq!(folder.images.len(), 11 + IMAGE_EXTENSIONS.len());
+}
+
+/// A folder as users have them: photos in sub-folders, hidden folders and files (Jupyter's
+/// checkpoints, Finder's `.DS_Store` and `._` files), notes, and then a copy cut short, an
+/// empty file and a link to a photo since deleted, which `skip_bad` leaves out with reasons.
+#[test]
+fn a_messy_photo_folder_reads_as_torchvision_would_and_skip_bad_skips_what_cannot_be_read() {
+    use resnet_transfer::data::{list_image_folder, read_image_folder};
+
+    let photos = photo_fixtures();
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let put = |from: &str, to: &str| {
+        let to = r.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(photos.join(from), to).unwrap();
+    };
+    put("formats/picture.jpg", "cat/IMG_0001.JPG");
+    put(
+        "orientation/orientation-6.jpg",
+        "cat/2024/holiday/IMG_0002.jpg",
+    );
+    put("formats/picture.webp", "cat/2024/IMG_0003.webp");
+    put("formats/png-named.jpg", "dog/download.jpg");
+    put("truncated/complete.png", "dog/Screenshot 1.png");
+    // What Finder, Jupyter and an editor leave behind: none of it is a photo or a class.
+    put(
+        "formats/picture.jpg",
+        ".ipynb_checkpoints/IMG_0001-checkpoint.jpg",
+    );
+    put("formats/picture.jpg", "dog/.thumbnails/download.jpg");
+    std::fs::write(r.join("cat/.DS_Store"), b"\0\0\0\x01Bud1\0\0\x10\0").unwrap();
+    std::fs::write(
+        r.join("cat/._IMG_0001.JPG"),
+        b"\0\x05\x16\x07\0\x02\0\0Mac OS X        ",
+    )
+    .unwrap();
+    std::fs::write(r.join("dog/README.txt"), "photos from the shelter").unwrap();
+    std::fs::write(r.join("notes.md"), "two classes").unwrap();
+
+    let folder = read_image_folder(r, 32, false).unwrap();
+    assert_eq!(folder.class_names, ["cat", "dog"]);
+    let relative: Vec<String> = (folder.files.iter())
+        .map(|f| f.strip_prefix(r).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        relative,
+        [
+            "cat/2024/IMG_0003.webp",
+            "cat/2024/holiday/IMG_0002.jpg",
+            "cat/IMG_0001.JPG",
+            "dog/Screenshot 1.png",
+            "dog/download.jpg",
+        ]
+    );
+    assert_eq!(folder.images.labels(), &[0, 0, 0, 1, 1]);
+
+    // An interrupted copy, an empty file, a link to a deleted photo.
+    put("truncated/half.jpg", "dog/copying.jpg");
+    std::fs::write(r.join("dog/zero.png"), b"").unwrap();
+    let mut bad = vec!["copying.jpg", "zero.png"];
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(r.join("deleted.jpg"), r.join("dog/linked.jpg")).unwrap();
+        bad.push("linked.jpg");
+    }
+    let err = read_image_folder(r, 32, false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Image { path, .. } if path.ends_with("dog/copying.jpg")),
+        "{err}"
+    );
+    let skipping = read_image_folder(r, 32, true).unwrap();
+    assert_eq!(skipping.files, folder.files);
+    assert_eq!(skipping.images, folder.images);
+    let skipped: Vec<(String, &str)> = (skipping.skipped.iter())
+        .map(|(p, why)| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                why.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped.len(), bad.len(), "{skipped:?}");
+    for (name, why) in &skipped {
+        let expected = match name.as_str() {
+            "copying.jpg" => "truncated",
+            "zero.png" => "empty",
+            _ => "does not exist",
+        };
+        assert!(why.contains(expected), "{name}: {why}");
+    }
+
+    // A class whose photos were all skipped is refused, named; so is a class with no photo.
+    put("truncated/half.png", "bird/cut.png");
+    let err = read_image_folder(r, 32, true).unwrap_err().to_string();
+    assert!(err.contains("`bird`") && err.contains("cut.png"), "{err}");
+    std::fs::remove_file(r.join("bird/cut.png")).unwrap();
+    std::fs::write(r.join("bird/.DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+    let err = list_image_folder(r).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { .. }) && err.to_string().contains("`bird`"),
+        "{err}"
+    );
 }

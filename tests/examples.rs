@@ -340,7 +340,7 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
     assert!(accuracy > 0.6, "chance is 1/3: {evaluation}");
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
-        summary.contains("files skipped (not decodable): 1"),
+        summary.contains("files skipped (unreadable): 1"),
         "{summary}"
     );
     let confusion = image::open(out.join("confusion.png")).unwrap();
@@ -421,6 +421,135 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
         .sum();
     assert_eq!(counted, 48);
     assert!(result["accuracy"].as_f64().unwrap() > 0.6, "{result}");
+}
+
+/// Parses `predict --json` output.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `predict` and `evaluate --images` read photos a batch at a time (memory holds one batch,
+/// however many photos there are) and answer as one photo at a time does, in order; the class
+/// names given must fit the model's classes.
+#[test]
+fn predict_and_evaluate_run_photos_in_batches_and_refuse_names_that_do_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    // Named after CIFAR-10 classes: the fixture model has 10 classes and no names of its own.
+    let mut files = Vec::new();
+    for (class, name) in ["cat", "dog", "ship"].iter().enumerate() {
+        for i in 0..4u32 {
+            let dir = match i % 2 {
+                0 => photos.join(name),
+                _ => photos.join(name).join("more"),
+            };
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join(format!("{i}.jpg"));
+            photo(class, 40 + 4 * i, 30, i).save(&path).unwrap();
+            files.push(path);
+        }
+    }
+    let predict = |batch: &str| {
+        let mut cmd = Command::new(example("predict"));
+        cmd.arg("--weights").arg(weights());
+        cmd.args(["--json", "--logits", "--top-k", "3", "--batch-size", batch]);
+        cmd.args(&files);
+        cmd
+    };
+    let alone = json_lines(&run_ok(&mut predict("1")));
+    let batched = json_lines(&run_ok(&mut predict("5")));
+    assert_eq!(alone.len(), files.len());
+    assert_eq!(batched.len(), files.len());
+    for ((a, b), file) in alone.iter().zip(&batched).zip(&files) {
+        assert_eq!(a["image"], file.display().to_string());
+        assert_eq!(a["image"], b["image"]);
+        let labels = |v: &serde_json::Value| -> Vec<String> {
+            (v["top_k"].as_array().unwrap().iter())
+                .map(|s| s["label"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(labels(a), labels(b));
+        for (x, y) in (a["logits"].as_array().unwrap().iter()).zip(b["logits"].as_array().unwrap())
+        {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{a} against {b}");
+        }
+    }
+
+    // Three names for a model of ten classes: refused, naming the file and both counts.
+    let names = tmp.path().join("names.txt");
+    std::fs::write(&names, "cat\ndog\nship\n").unwrap();
+    let failed = predict("5").arg("--classes").arg(&names).output().unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success()
+            && stderr.contains("names.txt")
+            && stderr.contains("3 class names")
+            && stderr.contains("10 classes"),
+        "{stderr}"
+    );
+
+    // evaluate --images: a cut copy and an empty file skipped with their reasons, and batches
+    // of 5 scoring as batches of 64.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photos/truncated/half.jpg"),
+        photos.join("dog/cut.jpg"),
+    )
+    .unwrap();
+    std::fs::write(photos.join("cat/empty.jpg"), b"").unwrap();
+    let evaluate = |batch: &str| {
+        let mut cmd = Command::new(example("evaluate"));
+        cmd.arg("--model")
+            .arg(weights())
+            .arg("--images")
+            .arg(&photos);
+        cmd.args(["--json", "--batch-size", batch]);
+        cmd
+    };
+    let failed = evaluate("5").output().unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("empty.jpg"),
+        "{stderr}"
+    );
+    let mut results = Vec::new();
+    for batch in ["5", "64"] {
+        let out = evaluate(batch).arg("--skip-bad").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("cut.jpg") && stderr.contains("truncated"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("empty.jpg") && stderr.contains("empty (0 bytes)"),
+            "{stderr}"
+        );
+        let result: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(result["images"], 12);
+        results.push(result);
+    }
+    assert_eq!(results[0]["confusion"], results[1]["confusion"]);
+    assert_eq!(results[0]["accuracy"], results[1]["accuracy"]);
+    let losses = [&results[0], &results[1]].map(|r| r["loss"].as_f64().unwrap());
+    assert!((losses[0] - losses[1]).abs() < 1e-5, "{losses:?}");
+
+    // A class folder the model does not have: refused, naming both lists of classes.
+    std::fs::create_dir_all(photos.join("unicorn")).unwrap();
+    std::fs::copy(&files[0], photos.join("unicorn/0.jpg")).unwrap();
+    let failed = evaluate("5").arg("--skip-bad").output().unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success()
+            && stderr.contains(r#"["cat", "dog", "ship", "unicorn"]"#)
+            && stderr.contains(r#"["unicorn"]"#)
+            && stderr.contains("airplane"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,16 +1,37 @@
-//! Fuzzing the two CIFAR-10 parsers with proptest: arbitrary bytes, and real files with bytes
-//! flipped and tails cut, must give a dataset or a typed error, never a panic.
+//! Fuzzing the two CIFAR-10 parsers and the photo reader with proptest: arbitrary bytes, and real
+//! files with bytes flipped and tails cut, must give a dataset (or pixels) or a typed error, never
+//! a panic.
 //! `PROPTEST_CASES=100000 cargo test --test fuzz` runs a longer campaign.
 
 use std::path::Path;
 
 use proptest::prelude::*;
-use resnet_transfer::data::ImageSet;
+use resnet_transfer::Error;
 use resnet_transfer::data::cifar10::{parse_binary, parse_pickle};
+use resnet_transfer::data::{ImageSet, read_image};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/cifar10")
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+/// Photos as Pillow writes them (tests/fixtures/make_photos.py), one of each format.
+const PHOTOS: [&str; 8] = [
+    "truncated/complete.jpg",
+    "truncated/complete-progressive.jpg",
+    "truncated/complete.png",
+    "truncated/complete.webp",
+    "truncated/complete.gif",
+    "truncated/complete.bmp",
+    "truncated/complete.tif",
+    "orientation/orientation-6.jpg",
+];
+
+fn photo(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/photos")
         .join(name);
     std::fs::read(path).unwrap()
 }
@@ -80,5 +101,21 @@ proptest! {
         }
         let set = parse_binary(Path::new("ok.bin"), &bytes).unwrap();
         prop_assert_eq!(set.labels().iter().map(|&l| l as u8).collect::<Vec<_>>(), labels);
+    }
+
+    #[test]
+    fn mutated_photos_never_panic(
+        which in 0..PHOTOS.len(),
+        flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 1..6),
+        cut in any::<usize>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("photo.jpg");
+        std::fs::write(&file, mutate(&photo(PHOTOS[which]), &flips, cut)).unwrap();
+        match read_image(&file, 16) {
+            Ok(rgb) => prop_assert_eq!(rgb.len(), 3 * 16 * 16),
+            Err(Error::Image { path, .. }) => prop_assert_eq!(path, file),
+            Err(e) => prop_assert!(false, "{}", e),
+        }
     }
 }

@@ -1,41 +1,24 @@
 //! Users' own photos: a folder per class (torchvision's `ImageFolder`, Keras's
-//! `image_dataset_from_directory`), read into an [`ImageSet`] of one square size.
+//! `image_dataset_from_directory`), listed into [`ImageFiles`] and read into an [`ImageSet`] of
+//! one square size, all at once ([`ImageFiles::read`]) or a chunk at a time
+//! ([`ImageFiles::chunks`]).
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
 use rayon::prelude::*;
 
 use crate::data::images::ImageSet;
-use crate::data::preprocess::from_interleaved;
+use crate::data::photo::read_image;
 use crate::error::{Error, Result};
 
-/// Image file endings this crate decodes.
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-/// Reads one PNG or JPEG file as planar RGB of `size` x `size`: the short side resized to `size`
-/// (bilinear, antialiased when shrinking), then the centre cropped, as torchvision's
-/// `Resize(size)` + `CenterCrop(size)` and Keras's `crop_to_aspect_ratio` do, so photos keep
-/// their proportions. Greyscale and RGBA photos become RGB (alpha dropped).
-pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>> {
-    let img = image::open(path).map_err(|e| match e {
-        image::ImageError::IoError(io) => Error::io(path, io),
-        other => Error::Image {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    })?;
-    if size == 0 {
-        return Err(Error::invalid_config("input_size", "at least 1", 0));
-    }
-    let side = size as u32;
-    let img = if (img.width(), img.height()) == (side, side) {
-        img
-    } else {
-        img.resize_to_fill(side, side, FilterType::Triangle)
-    };
-    Ok(from_interleaved(img.to_rgb8().as_raw(), size * size))
-}
+/// Photo file endings the folder readers take, compared without case: torchvision's
+/// `IMG_EXTENSIONS` and GIF. [`read_image`] decodes each file by its content, whatever its
+/// ending says.
+pub const IMAGE_EXTENSIONS: [&str; 10] = [
+    "jpg", "jpeg", "png", "ppm", "pgm", "bmp", "tif", "tiff", "webp", "gif",
+];
 
 /// Photos read from a folder per class.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,16 +29,35 @@ pub struct ImageFolder {
     pub class_names: Vec<String>,
     /// The file each image came from, in the images' order.
     pub files: Vec<PathBuf>,
-    /// Files with an image ending that did not decode, with the decoder's reason (only when
-    /// reading with `skip_bad`; otherwise the first one is an error).
+    /// Files with a photo ending that could not be read, each with the reason: cut short,
+    /// empty, not decodable, a broken link (only when reading with `skip_bad`; otherwise the
+    /// first one is an error).
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-/// Reads photos in `root/<class>/<image>`: class names are the sub-folders' names, sorted; every
-/// image is resized and centre-cropped to `size` x `size` ([`read_image`]). Files without a
-/// PNG or JPEG ending are ignored. A file with such an ending that does not decode is an
-/// [`Error::Image`] naming it, unless `skip_bad` is set: then it is left out and listed in
-/// [`ImageFolder::skipped`].
+/// The photo files of a folder per class, listed but not read: what [`read_image_folder`]
+/// reads, and what a caller that wants a chunk at a time in memory reads with
+/// [`chunks`](Self::chunks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageFiles {
+    /// The folder holding the class folders.
+    pub root: PathBuf,
+    /// Class names: the class folders' names, sorted, or the names given to
+    /// [`with_classes`](Self::with_classes).
+    pub class_names: Vec<String>,
+    /// The photo files, class by class, each class's sorted by path.
+    pub files: Vec<PathBuf>,
+    /// The label of each file (an index into `class_names`).
+    pub labels: Vec<usize>,
+}
+
+/// Reads photos in `root/<class>/...`: [`list_image_folder`], then every photo decoded
+/// ([`read_image`]: upright, resized and centre-cropped to `size` x `size`).
+///
+/// A file with a photo ending that cannot be read (cut short, empty, not decodable, a broken
+/// link) is an [`Error::Image`] or [`Error::Io`] naming it, unless `skip_bad` is set: then it is
+/// left out and listed with its reason in [`ImageFolder::skipped`]. A class left without any
+/// readable photo is an [`Error::NotFound`] naming its folder either way.
 ///
 /// ```no_run
 /// let photos = resnet_transfer::data::read_image_folder("photos".as_ref(), 224, false)?;
@@ -63,12 +65,45 @@ pub struct ImageFolder {
 /// # Ok::<(), resnet_transfer::Error>(())
 /// ```
 pub fn read_image_folder(root: &Path, size: usize, skip_bad: bool) -> Result<ImageFolder> {
-    let mut classes: Vec<PathBuf> = list(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    list_image_folder(root)?.read(size, skip_bad)
+}
+
+/// Lists the photos in `root/<class>/...` as torchvision's `ImageFolder` does: class names are
+/// the sub-folders' names, sorted; each class folder is searched through all its sub-folders,
+/// following links (`os.walk(followlinks=True)`), for files with a photo ending
+/// ([`IMAGE_EXTENSIONS`]), sorted by their path. Files and folders whose names start with a dot
+/// are left out at every level (`.ipynb_checkpoints`, `.DS_Store`, macOS's `._photo.jpg`), and
+/// so are other files (`README.txt`) and files lying in `root` itself.
+///
+/// # Errors
+///
+/// [`Error::NotFound`] when `root` holds no class folder, or a class folder holds no photo
+/// (naming it, and the endings of what it holds instead); [`Error::Io`] for a folder that
+/// cannot be listed.
+pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
+    let mut classes = Vec::new();
+    let mut loose = 0;
+    for path in list(root)? {
+        if is_hidden(&path) {
+            continue;
+        }
+        // `is_dir` follows links: a linked class folder is a class folder.
+        if path.is_dir() {
+            classes.push(path);
+        } else if is_image(&path) {
+            loose += 1;
+        }
+    }
     classes.sort();
     if classes.is_empty() {
+        let found = if loose > 0 {
+            format!(" ({loose} photos lie in it directly, outside any class folder)")
+        } else {
+            String::new()
+        };
         return Err(Error::NotFound {
             what: "class folders".into(),
-            looked_in: root.display().to_string(),
+            looked_in: format!("{}{found}", root.display()),
             hint: "Put each class's images in a folder of its own: ROOT/cat/1.jpg, ROOT/dog/2.png"
                 .into(),
         });
@@ -76,48 +111,281 @@ pub fn read_image_folder(root: &Path, size: usize, skip_bad: bool) -> Result<Ima
     let mut files = Vec::new();
     let mut labels = Vec::new();
     for (label, dir) in classes.iter().enumerate() {
-        let mut found: Vec<PathBuf> = list(dir)?.into_iter().filter(|f| is_image(f)).collect();
+        let mut found = Vec::new();
+        let mut others = BTreeMap::new();
+        walk(dir, &mut Vec::new(), &mut found, &mut others)?;
+        if found.is_empty() {
+            return Err(empty_class(dir, &others));
+        }
         found.sort();
         labels.extend(std::iter::repeat_n(label, found.len()));
         files.extend(found);
     }
-    // Decoding is most of the time; photos decode independently.
-    let decoded: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| read_image(f, size)).collect();
-    let (mut pixels, mut kept_labels, mut kept_files, mut skipped) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((file, label), result) in files.into_iter().zip(labels).zip(decoded) {
-        match result {
-            Ok(rgb) => {
-                pixels.extend(rgb);
-                kept_labels.push(label);
-                kept_files.push(file);
-            }
-            Err(Error::Image { path, reason }) if skip_bad => skipped.push((path, reason)),
-            Err(e) => return Err(e),
+    Ok(ImageFiles {
+        root: root.to_path_buf(),
+        class_names: classes.iter().map(|c| file_name(c)).collect(),
+        files,
+        labels,
+    })
+}
+
+impl ImageFiles {
+    /// Number of photo files.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there is no photo file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The same files labelled by `names` instead: each class folder's photos get the index of
+    /// its name in `names` (a model's classes), which may hold more classes than the folder.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming both lists when a class folder's name is not in `names`.
+    pub fn with_classes(self, names: &[String]) -> Result<Self> {
+        let missing: Vec<&String> = (self.class_names.iter())
+            .filter(|c| !names.contains(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::invalid_config(
+                "class_names",
+                format!("class folders named after the model's classes {names:?}"),
+                format!(
+                    "the class folders {:?} of {}, of which {missing:?} are not the model's",
+                    self.class_names,
+                    self.root.display()
+                ),
+            ));
+        }
+        let to_names: Vec<usize> = (self.class_names.iter())
+            .map(|c| names.iter().position(|n| n == c).unwrap_or_default())
+            .collect();
+        Ok(Self {
+            labels: self.labels.iter().map(|&l| to_names[l]).collect(),
+            class_names: names.to_vec(),
+            ..self
+        })
+    }
+
+    /// Decodes every photo ([`read_image_folder`] says how, and what `skip_bad` does).
+    pub fn read(&self, size: usize, skip_bad: bool) -> Result<ImageFolder> {
+        let (folder, skipped_labels) = self.read_range(0..self.len(), size, skip_bad)?;
+        let mut tally = ClassTally::new(self.class_names.len());
+        tally.add(&folder, &skipped_labels);
+        self.check_every_class_read(&tally)?;
+        Ok(folder)
+    }
+
+    /// Decodes the photos `chunk` at a time, in order, so that memory holds one chunk of pixels
+    /// however many photos there are (`evaluate --images` reads a batch at a time). Each item is
+    /// an [`ImageFolder`] of the chunk's readable photos (the whole list's class names; `skipped`
+    /// the chunk's). After the last chunk comes an error if a class was left without any
+    /// readable photo; the first error ends the iteration.
+    pub fn chunks(&self, size: usize, chunk: usize, skip_bad: bool) -> ImageChunks<'_> {
+        ImageChunks {
+            files: self,
+            size,
+            chunk: chunk.max(1),
+            skip_bad,
+            next: 0,
+            tally: ClassTally::new(self.class_names.len()),
+            done: false,
         }
     }
-    let class_names: Vec<String> = classes
-        .iter()
-        .map(|c| {
-            c.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    if kept_labels.is_empty() {
-        return Err(Error::NotFound {
-            what: "images (PNG or JPEG)".into(),
-            looked_in: root.display().to_string(),
-            hint: format!("The class folders ({}) hold none", class_names.join(", ")),
-        });
+
+    /// The readable photos of `range`, and the label of each skipped file.
+    fn read_range(
+        &self,
+        range: Range<usize>,
+        size: usize,
+        skip_bad: bool,
+    ) -> Result<(ImageFolder, Vec<usize>)> {
+        let files = &self.files[range.clone()];
+        // Decoding is most of the time; photos decode independently.
+        let decoded: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| read_image(f, size)).collect();
+        let (mut pixels, mut labels, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut skipped, mut skipped_labels) = (Vec::new(), Vec::new());
+        for ((file, &label), result) in files.iter().zip(&self.labels[range]).zip(decoded) {
+            match result {
+                Ok(rgb) => {
+                    pixels.extend(rgb);
+                    labels.push(label);
+                    kept.push(file.clone());
+                }
+                Err(e) => match skippable(&e, file) {
+                    Some(reason) if skip_bad => {
+                        skipped.push((file.clone(), reason));
+                        skipped_labels.push(label);
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+        let folder = ImageFolder {
+            images: ImageSet::new(pixels, labels, size, size)?,
+            class_names: self.class_names.clone(),
+            files: kept,
+            skipped,
+        };
+        Ok((folder, skipped_labels))
     }
-    Ok(ImageFolder {
-        images: ImageSet::new(pixels, kept_labels, size, size)?,
-        class_names,
-        files: kept_files,
-        skipped,
-    })
+
+    /// Refuses a class all of whose photos were skipped: training or scoring without it would
+    /// be silently wrong.
+    fn check_every_class_read(&self, tally: &ClassTally) -> Result<()> {
+        let unread = (0..self.class_names.len())
+            .find(|&c| tally.read[c] == 0 && tally.first_skipped[c].is_some());
+        let Some(c) = unread else {
+            return Ok(());
+        };
+        let (file, reason) = tally.first_skipped[c].clone().unwrap_or_default();
+        Err(Error::NotFound {
+            what: format!("readable photos of class `{}`", self.class_names[c]),
+            looked_in: self.root.join(&self.class_names[c]).display().to_string(),
+            hint: format!(
+                "All {} of its photos were skipped as unreadable (the first, {}: {reason}); \
+                 replace them, or remove the class folder",
+                tally.skipped[c],
+                file.display()
+            ),
+        })
+    }
+}
+
+/// Photos read and skipped per class, so far.
+#[derive(Debug)]
+struct ClassTally {
+    read: Vec<usize>,
+    skipped: Vec<usize>,
+    first_skipped: Vec<Option<(PathBuf, String)>>,
+}
+
+impl ClassTally {
+    fn new(classes: usize) -> Self {
+        Self {
+            read: vec![0; classes],
+            skipped: vec![0; classes],
+            first_skipped: vec![None; classes],
+        }
+    }
+
+    fn add(&mut self, folder: &ImageFolder, skipped_labels: &[usize]) {
+        for &label in folder.images.labels() {
+            self.read[label] += 1;
+        }
+        for (skip, &label) in folder.skipped.iter().zip(skipped_labels) {
+            self.skipped[label] += 1;
+            self.first_skipped[label].get_or_insert_with(|| skip.clone());
+        }
+    }
+}
+
+/// The photos of an [`ImageFiles`] decoded a chunk at a time: [`ImageFiles::chunks`].
+#[derive(Debug)]
+pub struct ImageChunks<'a> {
+    files: &'a ImageFiles,
+    size: usize,
+    chunk: usize,
+    skip_bad: bool,
+    next: usize,
+    tally: ClassTally,
+    done: bool,
+}
+
+impl Iterator for ImageChunks<'_> {
+    type Item = Result<ImageFolder>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.next >= self.files.len() {
+            self.done = true;
+            return self
+                .files
+                .check_every_class_read(&self.tally)
+                .err()
+                .map(Err);
+        }
+        let range = self.next..(self.next + self.chunk).min(self.files.len());
+        self.next = range.end;
+        match self.files.read_range(range, self.size, self.skip_bad) {
+            Ok((folder, skipped_labels)) => {
+                self.tally.add(&folder, &skipped_labels);
+                Some(Ok(folder))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The reason to give for skipping `file`, when `error` is about that file's content or about
+/// reading it (a broken link, a permission), not about anything else.
+fn skippable(error: &Error, file: &Path) -> Option<String> {
+    match error {
+        Error::Image { path, reason } if path == file => Some(reason.clone()),
+        Error::Io { path, source } if path == file => Some(source.to_string()),
+        _ => None,
+    }
+}
+
+/// Adds the photo files under `dir` to `found`, through every sub-folder and link but hidden
+/// ones, and counts the other files' endings in `others`. `inside` holds the folders the walk
+/// is in, so that a link back up to one of them is not followed round again.
+fn walk(
+    dir: &Path,
+    inside: &mut Vec<PathBuf>,
+    found: &mut Vec<PathBuf>,
+    others: &mut BTreeMap<String, usize>,
+) -> Result<()> {
+    let real = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    if inside.contains(&real) {
+        return Ok(());
+    }
+    inside.push(real);
+    for path in list(dir)? {
+        if is_hidden(&path) {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, inside, found, others)?;
+        } else if is_image(&path) {
+            // A broken link with a photo ending is listed too, so that reading it says so.
+            found.push(path);
+        } else {
+            let ending = path.extension().map_or_else(
+                || "no ending".to_string(),
+                |e| format!(".{}", e.to_string_lossy()),
+            );
+            *others.entry(ending).or_default() += 1;
+        }
+    }
+    inside.pop();
+    Ok(())
+}
+
+fn empty_class(dir: &Path, others: &BTreeMap<String, usize>) -> Error {
+    let held = if others.is_empty() {
+        "it holds no files (hidden ones aside)".to_string()
+    } else {
+        let counts: Vec<String> = others.iter().map(|(e, n)| format!("{n} {e}")).collect();
+        format!("it holds only other files: {}", counts.join(", "))
+    };
+    Error::NotFound {
+        what: format!("photos of class `{}`", file_name(dir)),
+        looked_in: format!("{} and its sub-folders", dir.display()),
+        hint: format!(
+            "Photos are files ending in .{}; {held}. Put photos in it, or remove it",
+            IMAGE_EXTENSIONS.join(", .")
+        ),
+    }
 }
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -125,6 +393,17 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     entries
         .map(|e| e.map(|e| e.path()).map_err(|err| Error::io(dir, err)))
         .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn is_hidden(path: &Path) -> bool {
+    file_name(path).starts_with('.')
 }
 
 fn is_image(path: &Path) -> bool {
@@ -137,43 +416,96 @@ fn is_image(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// A wide photo whose left and right quarters are red and whose middle half is blue: the
-    /// centre crop keeps only blue, a squash would keep red at the edges.
+    fn photo(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .save_with_format(path, image::ImageFormat::Png)
+            .unwrap();
+    }
+
+    /// Sub-folders are walked, hidden names left out at every level, files sorted by path.
     #[test]
-    fn wide_photos_are_centre_cropped_not_squashed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wide.png");
-        let img = image::RgbImage::from_fn(80, 40, |x, _| {
-            if (20..60).contains(&x) {
-                image::Rgb([0, 0, 255])
-            } else {
-                image::Rgb([255, 0, 0])
-            }
-        });
-        img.save(&path).unwrap();
-        let rgb = read_image(&path, 20).unwrap();
-        let plane = 20 * 20;
-        assert_eq!(rgb.len(), 3 * plane);
-        // Columns 2 and 17 of the first and last rows (the outermost columns blend the bands'
-        // border, which lies exactly at the crop's edges).
-        for i in [2, 17, plane - 18, plane - 3] {
-            assert!(rgb[i] < 10 && rgb[2 * plane + i] > 245, "pixel {i}");
+    fn class_folders_are_walked_and_hidden_names_left_out() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for f in [
+            "b/2.png",
+            "b/sub/1.png",
+            "b/a.png",
+            "a/x/y/deep.PNG",
+            "a/top.jpg",
+        ] {
+            photo(&r.join(f));
         }
+        for f in [".ipynb_checkpoints/c.png", "b/.hidden/h.png", "b/._a.png"] {
+            photo(&r.join(f));
+        }
+        std::fs::write(r.join("b/README.txt"), "notes").unwrap();
+        std::fs::write(r.join("b/.DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+        let listed = list_image_folder(r).unwrap();
+        assert_eq!(listed.class_names, ["a", "b"]);
+        let relative: Vec<_> = (listed.files.iter())
+            .map(|f| f.strip_prefix(r).unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            relative,
+            [
+                "a/top.jpg",
+                "a/x/y/deep.PNG",
+                "b/2.png",
+                "b/a.png",
+                "b/sub/1.png"
+            ]
+        );
+        assert_eq!(listed.labels, [0, 0, 1, 1, 1]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_followed_once_round_a_loop() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        photo(&r.join("elsewhere/1.png"));
+        photo(&r.join("cat/0.png"));
+        std::os::unix::fs::symlink(r.join("elsewhere"), r.join("cat/linked")).unwrap();
+        std::os::unix::fs::symlink(r.join("cat"), r.join("cat/loop")).unwrap();
+        std::os::unix::fs::symlink(r.join("elsewhere"), r.join("dog")).unwrap();
+        let listed = list_image_folder(r).unwrap();
+        assert_eq!(listed.class_names, ["cat", "dog", "elsewhere"]);
+        assert_eq!(listed.labels, [0, 0, 1, 2]);
+        assert!(listed.files[1].ends_with("cat/linked/1.png"));
     }
 
     #[test]
-    fn greyscale_and_rgba_become_rgb() {
-        let dir = tempfile::tempdir().unwrap();
-        let grey = dir.path().join("grey.png");
-        image::GrayImage::from_pixel(10, 30, image::Luma([77]))
-            .save(&grey)
-            .unwrap();
-        assert!(read_image(&grey, 8).unwrap().iter().all(|&v| v == 77));
-        let rgba = dir.path().join("rgba.png");
-        image::RgbaImage::from_pixel(12, 12, image::Rgba([10, 20, 30, 0]))
-            .save(&rgba)
-            .unwrap();
-        let rgb = read_image(&rgba, 12).unwrap();
-        assert_eq!((rgb[0], rgb[144], rgb[288]), (10, 20, 30));
+    fn an_empty_class_is_refused_naming_it_and_what_it_holds() {
+        let root = tempfile::tempdir().unwrap();
+        photo(&root.path().join("cat/0.png"));
+        std::fs::create_dir_all(root.path().join("dog")).unwrap();
+        std::fs::write(root.path().join("dog/IMG_1.HEIC"), b"x").unwrap();
+        let err = list_image_folder(root.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, Error::NotFound { .. })
+                && message.contains("`dog`")
+                && message.contains("1 .HEIC"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn with_classes_maps_by_name_and_names_both_lists_when_it_cannot() {
+        let root = tempfile::tempdir().unwrap();
+        photo(&root.path().join("dog/0.png"));
+        photo(&root.path().join("cat/0.png"));
+        let listed = list_image_folder(root.path()).unwrap();
+        let names: Vec<String> = ["bird", "dog", "cat"].map(String::from).to_vec();
+        let mapped = listed.clone().with_classes(&names).unwrap();
+        assert_eq!(mapped.labels, [2, 1]);
+        assert_eq!(mapped.class_names, names);
+        let err = listed.with_classes(&names[..2]).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"["bird", "dog"]"#) && err.contains(r#"["cat", "dog"]"#),
+            "{err}"
+        );
     }
 }

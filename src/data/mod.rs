@@ -19,13 +19,17 @@ mod batcher;
 pub mod cifar10;
 mod folder;
 mod images;
+mod photo;
 mod preprocess;
 mod sample;
 
 pub use batcher::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order};
 pub use cifar10::{Cifar10, Downloader, Format};
-pub use folder::{IMAGE_EXTENSIONS, ImageFolder, read_image, read_image_folder};
+pub use folder::{
+    IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, list_image_folder, read_image_folder,
+};
 pub use images::ImageSet;
+pub use photo::read_image;
 pub(crate) use preprocess::resize_to;
 pub use preprocess::{Augment, CAFFE_MEAN_BGR, Preprocess, TORCH_MEAN, TORCH_STD, resize};
 pub use sample::{

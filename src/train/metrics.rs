@@ -1,9 +1,10 @@
 //! Evaluation: accuracy, per-class accuracy and the confusion matrix.
 
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::tensor::Device;
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches};
+use crate::error::Result;
 use crate::infer::InferenceModel;
 use crate::model::ResNet;
 
@@ -87,31 +88,87 @@ fn evaluate_here(
     batch_size: usize,
     device: &Device,
 ) -> Evaluation {
-    let model = InferenceModel::new(model, device);
-    let plain = ImageBatcher {
-        augment: None,
-        ..*batcher
-    };
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut predictions = Vec::with_capacity(set.len());
-    let mut loss_sum = 0.0;
-    for batch in epoch_batches(set, &plain, batch_size, None, device) {
-        let n = batch.targets.dims()[0];
-        let logits = model.forward(batch.images);
-        loss_sum += loss_fn
-            .forward(logits.clone(), batch.targets)
-            .into_scalar::<f64>()
-            * n as f64;
-        let argmax = logits.argmax(1).into_data();
-        predictions.extend(argmax.iter::<i64>().map(|v| v as usize));
+    let mut running = Running::new(model, batcher, device);
+    running.add(set, batch_size);
+    running.finish()
+}
+
+/// [`evaluate`] on images that come a part at a time, such as a photo folder read a chunk at a
+/// time ([`ImageFiles::chunks`](crate::data::ImageFiles::chunks)), so that memory holds one part
+/// however many images there are. The figures are those of [`evaluate`] on all the parts put
+/// together, in order.
+///
+/// # Errors
+///
+/// The first error among the parts.
+pub fn evaluate_parts(
+    model: &ResNet,
+    parts: impl Iterator<Item = Result<ImageSet>> + Send,
+    batcher: &ImageBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation> {
+    crate::device::on_pool_worker(|| {
+        let mut running = Running::new(model, batcher, device);
+        for part in parts {
+            running.add(&part?, batch_size);
+        }
+        Ok(running.finish())
+    })
+}
+
+/// An evaluation under way: the model in inference mode and what it has predicted so far.
+struct Running<'a> {
+    model: InferenceModel,
+    batcher: ImageBatcher,
+    loss_fn: CrossEntropyLoss,
+    device: &'a Device,
+    labels: Vec<usize>,
+    predictions: Vec<usize>,
+    loss_sum: f64,
+}
+
+impl<'a> Running<'a> {
+    fn new(model: &ResNet, batcher: &ImageBatcher, device: &'a Device) -> Self {
+        Self {
+            model: InferenceModel::new(model, device),
+            batcher: ImageBatcher {
+                augment: None,
+                ..*batcher
+            },
+            loss_fn: CrossEntropyLossConfig::new().init(device),
+            device,
+            labels: Vec::new(),
+            predictions: Vec::new(),
+            loss_sum: 0.0,
+        }
     }
-    let classes = model.module().num_classes().unwrap_or(0);
-    Evaluation::from_predictions(
-        set.labels(),
-        predictions,
-        loss_sum / set.len().max(1) as f64,
-        classes,
-    )
+
+    fn add(&mut self, set: &ImageSet, batch_size: usize) {
+        for batch in epoch_batches(set, &self.batcher, batch_size, None, self.device) {
+            let n = batch.targets.dims()[0];
+            let logits = self.model.forward(batch.images);
+            self.loss_sum += self
+                .loss_fn
+                .forward(logits.clone(), batch.targets)
+                .into_scalar::<f64>()
+                * n as f64;
+            let argmax = logits.argmax(1).into_data();
+            self.predictions
+                .extend(argmax.iter::<i64>().map(|v| v as usize));
+        }
+        self.labels.extend_from_slice(set.labels());
+    }
+
+    fn finish(self) -> Evaluation {
+        let classes = self.model.module().num_classes().unwrap_or(0);
+        Evaluation::from_predictions(
+            &self.labels,
+            self.predictions,
+            self.loss_sum / self.labels.len().max(1) as f64,
+            classes,
+        )
+    }
 }
 
 #[cfg(test)]

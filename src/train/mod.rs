@@ -15,4 +15,4 @@ pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};
 pub use learner::{TwoPhase, with_new_head};
-pub use metrics::{Evaluation, evaluate};
+pub use metrics::{Evaluation, evaluate, evaluate_parts};
