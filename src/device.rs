@@ -30,7 +30,7 @@ pub enum BackendKind {
     /// `burn-wgpu`: GPUs through wgpu, or CPUs through a software Vulkan driver (feature `wgpu`).
     Wgpu,
     /// `burn-cuda`: NVIDIA GPUs through CUDA (feature `cuda`; its build downloads an LLVM bundle,
-    /// see README's Backends).
+    /// see docs/LIBRARY.md, Backends).
     Cuda,
 }
 
