@@ -133,7 +133,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         eval.loss
     );
     for (name, acc) in names.iter().zip(eval.per_class_accuracy()) {
-        println!("  {name:<12} {:>6.2}%", 100.0 * acc);
+        match acc {
+            Some(acc) => println!("  {name:<12} {:>6.2}%", 100.0 * acc),
+            None => println!("  {name:<12}      - (no images)"),
+        }
     }
     println!("\nconfusion matrix (rows: true, columns: predicted)");
     print!("{:>12}", "");

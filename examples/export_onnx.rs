@@ -45,6 +45,8 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // A folder or a missing parent is refused before the model is loaded, in words.
+    resnet_transfer::files::check_output_file("--out", &args.out)?;
     let device = resnet_transfer::device::device("ndarray")?;
     let saved = weights::load_named(&args.weights, &device, !args.offline, true)?;
     let card = &saved.card;

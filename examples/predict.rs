@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     classes: Option<String>,
     /// How many classes to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     top_k: usize,
     /// One JSON object per image.
     #[arg(long)]

@@ -188,8 +188,7 @@ pub enum Error {
     /// run may only run more epochs than planned (or be quieter, or export at its end).
     #[error(
         "{path} was started with another recipe, and --resume continues a run only with its own: {}. \
-         Give the run's values (more epochs than planned are allowed), or choose another --out for \
-         a new run",
+         Give the run's values, or choose another --out for a new run",
         changes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
     RecipeChanged {

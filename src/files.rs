@@ -40,11 +40,13 @@ pub fn save_atomic(path: &Path, save: impl FnOnce(&Path) -> Result<()>) -> Resul
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(&suffix)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).suffix(&suffix);
+    // A temporary file is private (0600) by default; the file it becomes is an ordinary one,
+    // readable as the umask allows (a model served by another user must be readable).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     save(tmp.path())?;
     tmp.as_file()
         .sync_all()
@@ -255,6 +257,21 @@ pub fn check_output_folder(option: &'static str, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A saved model or export is an ordinary file: the mode `File::create` gives under this
+    /// umask (0644 under 022), not the temporary file's private 0600.
+    #[cfg(unix)]
+    #[test]
+    fn written_files_get_the_mode_of_an_ordinary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        File::create(&plain).unwrap();
+        let atomic = dir.path().join("model.json");
+        write_atomic(&atomic, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain));
+    }
 
     #[test]
     fn a_file_in_the_way_is_named() {

@@ -50,6 +50,16 @@ macro_rules! named_enum {
     };
 }
 
+/// The first `shown` of `names`, quoted, then how many more: an error about a model with
+/// ImageNet's 1000 classes stays one readable line.
+pub(crate) fn abridged(names: &[String], shown: usize) -> String {
+    let quoted: Vec<String> = names.iter().take(shown).map(|n| format!("{n:?}")).collect();
+    match names.len().saturating_sub(shown) {
+        0 => format!("[{}]", quoted.join(", ")),
+        more => format!("[{}, and {more} more]", quoted.join(", ")),
+    }
+}
+
 /// `a`, `a or b`, `a, b or c`.
 pub(crate) fn list(names: &[&str]) -> String {
     match names {
@@ -80,5 +90,7 @@ mod tests {
             "{err}"
         );
         assert_eq!(super::list(&["a", "b"]), "a or b");
+        let many: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        assert_eq!(super::abridged(&many, 2), "[\"0\", \"1\", and 998 more]");
     }
 }

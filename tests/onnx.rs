@@ -329,7 +329,7 @@ fn catalog_downloads_verify_sha256() {
     );
     let body = bytes.clone();
     let handle = std::thread::spawn(move || {
-        for _ in 0..2 {
+        for _ in 0..3 {
             if let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(30)) {
                 let _ = request.respond(tiny_http::Response::from_data(body.clone()));
             }
@@ -382,6 +382,13 @@ fn catalog_downloads_verify_sha256() {
     }
     let path = good.locate(&[], true, false).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    // Another file under a catalog name is refused offline, naming what to do, and replaced by
+    // the right one when downloads are allowed.
+    std::fs::write(&path, &bytes[..100]).unwrap();
+    let message = good.locate(&[], false, false).unwrap_err().to_string();
+    assert!(message.contains("Delete it"), "{message}");
+    let again = good.locate(&[], true, false).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
     assert!(!tmp.path().join("weights/bad.onnx").exists());
     handle.join().unwrap();
 

@@ -153,7 +153,10 @@ impl ImageFiles {
         if !missing.is_empty() {
             return Err(Error::invalid_config(
                 "class_names",
-                format!("class folders named after the model's classes {names:?}"),
+                format!(
+                    "class folders named after the model's classes {}",
+                    crate::names::abridged(names, 20)
+                ),
                 format!(
                     "the class folders {:?} of {}, of which {missing:?} are not the model's",
                     self.class_names,

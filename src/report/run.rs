@@ -396,7 +396,8 @@ pub fn write_summary(
     }
     s.push_str("\n| class | test accuracy |\n| --- | --- |\n");
     for (i, acc) in test.per_class_accuracy().iter().enumerate() {
-        s.push_str(&format!("| {} | {:.1}% |\n", name(i), 100.0 * acc));
+        let acc = acc.map_or("no images".to_string(), |a| format!("{:.1}%", 100.0 * a));
+        s.push_str(&format!("| {} | {acc} |\n", name(i)));
     }
     s.push_str(
         "\n| epoch | phase | lr | train loss | train acc | valid loss | valid acc | seconds |\n",

@@ -45,12 +45,14 @@ impl Evaluation {
         }
     }
 
-    /// Accuracy of each class (the confusion matrix's diagonal over its rows).
-    pub fn per_class_accuracy(&self) -> Vec<f64> {
-        self.confusion
-            .iter()
-            .enumerate()
-            .map(|(i, row)| row[i] as f64 / row.iter().sum::<usize>().max(1) as f64)
+    /// Accuracy of each class (the confusion matrix's diagonal over its rows); `None` for a
+    /// class with no image in the set, which has no accuracy (not 0%).
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        (self.confusion.iter().enumerate())
+            .map(|(i, row)| {
+                let images = row.iter().sum::<usize>();
+                (images > 0).then(|| row[i] as f64 / images as f64)
+            })
             .collect()
     }
 
@@ -183,7 +185,13 @@ mod tests {
             vec![vec![1, 1, 0], vec![0, 2, 0], vec![0, 1, 0]]
         );
         assert!((e.accuracy - 0.6).abs() < 1e-12);
-        assert_eq!(e.per_class_accuracy(), vec![0.5, 1.0, 0.0]);
+        assert_eq!(
+            e.per_class_accuracy(),
+            vec![Some(0.5), Some(1.0), Some(0.0)]
+        );
+        // A class absent from the set has no accuracy, not 0%.
+        let e = Evaluation::from_predictions(&[0, 0], vec![0, 1], 0.5, 3);
+        assert_eq!(e.per_class_accuracy(), vec![Some(0.5), None, None]);
         assert_eq!(e.most_confused(), Some((0, 1, 1)));
     }
 }

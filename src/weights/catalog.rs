@@ -115,6 +115,39 @@ pub const CATALOG: [WeightsEntry; 6] = [
     },
 ];
 
+impl WeightsEntry {
+    /// Checks a file found under this entry's name against the published checksum: a catalog
+    /// name means the catalog's file, not whatever lies in the folder under that name.
+    fn check(&self, file: &Path) -> Result<()> {
+        let Some(sha) = self.sha256 else {
+            return Ok(());
+        };
+        Checksum::Sha256(sha.into())
+            .verify_file(file)
+            .map_err(|e| match e {
+                Error::Checksum {
+                    path,
+                    algorithm,
+                    expected,
+                    found,
+                    ..
+                } => Error::Checksum {
+                    path,
+                    algorithm,
+                    expected,
+                    found,
+                    hint: format!(
+                        "`{}` names the catalog's file, and this is another (damaged, cut short, \
+                         or a different model). Delete it so that the right one is downloaded, \
+                         or pass its path instead of the name to use it as it is",
+                        self.name
+                    ),
+                },
+                other => other,
+            })
+    }
+}
+
 /// The entry named `name`.
 pub fn entry(name: &str) -> Option<&'static WeightsEntry> {
     CATALOG.iter().find(|e| e.name == name)
@@ -134,7 +167,13 @@ impl WeightsEntry {
         for dir in dirs.iter().copied().chain([cache.as_path()]) {
             let candidate = dir.join(self.file);
             if candidate.is_file() {
-                return Ok(candidate);
+                match self.check(&candidate) {
+                    Ok(()) => return Ok(candidate),
+                    // The cache's copy is replaced by a download below, as Keras's `get_file`
+                    // replaces a cached file whose hash is wrong.
+                    Err(_) if dir == cache && download && self.url.is_some() => break,
+                    Err(e) => return Err(e),
+                }
             }
             looked.push(dir.display().to_string());
         }

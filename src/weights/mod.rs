@@ -75,6 +75,18 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
         path.to_path_buf()
     };
     let (bpk, _) = saved_paths(&path);
+    let run = path.parent().unwrap_or(Path::new("."));
+    if !bpk.is_file() && run.join("checkpoint").join("state.json").is_file() {
+        return Err(Error::NotFound {
+            what: "a trained model".into(),
+            looked_in: path.display().to_string(),
+            hint: format!(
+                "{} holds a run that has not finished (it has a checkpoint, no model yet): \
+                 continue it with --resume and the options it was started with",
+                run.display()
+            ),
+        });
+    }
     if !bpk.is_file() {
         return Err(Error::NotFound {
             what: "a model".into(),
