@@ -571,11 +571,30 @@ fn catalog_names_resolve_and_say_where_to_put_the_file_offline() {
         err.contains("resnet50-v1-12.onnx") && err.contains(&tmp.path().display().to_string()),
         "{err}"
     );
-    // Put there, the name loads.
+    // Another file put there under the name is refused, since a catalog name means the
+    // catalog's file (as Keras's `get_file` checks its cache), saying what to do ...
     std::fs::create_dir_all(tmp.path().join("weights")).unwrap();
-    std::fs::copy(weights(), tmp.path().join("weights/resnet50-v1-12.onnx")).unwrap();
+    let other = tmp.path().join("weights/resnet50-v1-12.onnx");
+    std::fs::copy(weights(), &other).unwrap();
+    let out = Command::new(example("predict"))
+        .args(["--weights", "resnet50-v1-12", "--offline"])
+        .arg(&image)
+        .env("RESNET_TRANSFER_CACHE", tmp.path())
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checksum") && err.contains("pass its path"),
+        "{err}"
+    );
+    // ... and, given by its path, the same file loads.
     let mut predict = Command::new(example("predict"));
-    predict.args(["--weights", "resnet50-v1-12", "--offline", "--json"]);
+    predict
+        .arg("--weights")
+        .arg(&other)
+        .args(["--offline", "--json"]);
     predict
         .env("RESNET_TRANSFER_CACHE", tmp.path())
         .current_dir(tmp.path());
