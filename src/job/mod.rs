@@ -31,9 +31,12 @@ pub mod recipe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::tensor::Device;
+
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
 use crate::files::{self, write_atomic};
+use crate::model::ResNet;
 use crate::report::{draw_confusion, draw_curves, draw_predictions, write_summary};
 use crate::train::{Evaluation, History, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
 use crate::weights::{self, ModelCard, SavedModel};
@@ -150,27 +153,7 @@ impl FineTuneJob {
     /// removed at the start.
     pub fn run(&self, data: &JobData) -> Result<JobOutcome> {
         let started = Instant::now();
-        self.config.validate_for(!data.valid.is_empty())?;
-        if self.input_size == 0 {
-            return Err(Error::invalid_config("input_size", "at least 1", 0));
-        }
-        let classes = data.class_names.len();
-        if classes < 2 {
-            return Err(Error::invalid_config(
-                "class_names",
-                "at least two classes",
-                format!("{:?}", data.class_names),
-            ));
-        }
-        for (field, set) in [("train", &data.train), ("test", &data.test)] {
-            if set.is_empty() {
-                return Err(Error::invalid_config(
-                    field,
-                    "at least one image",
-                    "an empty set",
-                ));
-            }
-        }
+        self.validate(data)?;
         files::check_output_folder("--out", &self.out)?;
         let devices = crate::device::training_devices(&self.backend, &self.devices)?;
         let device = devices[0].clone();
@@ -178,87 +161,10 @@ impl FineTuneJob {
 
         // From here on this process holds the folder; what it holds is read under the lock.
         let _lock = files::lock_folder(&self.out)?;
-        let folder = RunFolder::read(&self.out)?;
         let recipe = self.recipe(data);
-        if folder.holds_run() && !self.resume {
-            return Err(Error::RunExists {
-                path: self.out.clone(),
-            });
-        }
-        if self.resume {
-            folder.check_resume(&self.config, &recipe)?;
-        }
-        for dir in [self.out.clone(), self.out.join("checkpoint")] {
-            for file in files::remove_temporaries(&dir)? {
-                self.say(&format!(
-                    "removed {}, left by a write that was killed",
-                    file.display()
-                ));
-            }
-        }
-        if let Some(saved) = &folder.job
-            && (&saved.backend, &saved.devices) != (&self.backend, &self.devices)
-        {
-            self.say(&format!(
-                "the run started on {} {:?} and continues on {} {:?}",
-                saved.backend, saved.devices, self.backend, self.devices
-            ));
-        }
-
-        let card_path = self.out.join("model-card.json");
-        let (model, card) = if folder.checkpoint.is_some() {
-            // The checkpoint holds the weights; the card, the architecture they fit.
-            let card: ModelCard = read_json(&card_path)?;
-            if card.class_names != data.class_names {
-                return Err(Error::invalid_config(
-                    "class_names",
-                    format!("the run's classes {:?}", card.class_names),
-                    format!("{:?}", data.class_names),
-                ));
-            }
-            (card.config.init(&inference)?, card)
-        } else {
-            if self.resume {
-                self.say(&format!(
-                    "{} holds no checkpoint yet: starting from the beginning",
-                    self.out.display()
-                ));
-            }
-            let loaded =
-                weights::load_named(&self.weights, &inference, self.download, !self.quiet)?;
-            let model = with_new_head(
-                loaded.model,
-                classes,
-                self.config.dropout,
-                self.config.seed,
-                &inference,
-            );
-            let card = ModelCard {
-                config: loaded
-                    .card
-                    .config
-                    .clone()
-                    .with_num_classes(Some(classes))
-                    .with_dropout(self.config.dropout),
-                preprocess: loaded.card.preprocess,
-                input_size: self.input_size,
-                class_names: data.class_names.clone(),
-                source: format!("{} fine-tuned on {}", self.weights, data.source),
-            };
-            (model, card)
-        };
-        // The recipe is written when the run starts and never again: a resume was checked
-        // against it above (a file missing here, from a kill between these writes, is added).
-        // The card last: a run killed once it is written has its whole recipe saved.
-        if folder.job.is_none() {
-            write_json(&self.out.join("job.json"), &recipe)?;
-        }
-        if folder.config.is_none() {
-            write_json(&self.out.join("config.json"), &self.config)?;
-        }
-        if !card_path.is_file() {
-            write_json(&card_path, &card)?;
-        }
+        let folder = self.open_folder(&recipe)?;
+        let (model, card) = self.starting_model(&folder, data, &inference)?;
+        self.save_recipe(&folder, &recipe, &card)?;
         self.say(&format!(
             "ResNet{} on {} ({} training, {} validation, {} test images of {} classes, {}x{} px, preprocessing {})",
             card.config.depth,
@@ -266,7 +172,7 @@ impl FineTuneJob {
             data.train.len(),
             data.valid.len(),
             data.test.len(),
-            classes,
+            data.class_names.len(),
             self.input_size,
             self.input_size,
             card.preprocess
@@ -301,6 +207,144 @@ impl FineTuneJob {
             &inference,
         );
         let saved = SavedModel { model, card };
+        self.finish(&folder, data, &saved, &history, &evaluation, started)?;
+        Ok(JobOutcome {
+            model: saved,
+            history,
+            evaluation,
+        })
+    }
+
+    /// Refuses, before anything is read or written, a job that cannot run.
+    fn validate(&self, data: &JobData) -> Result<()> {
+        self.config.validate_for(!data.valid.is_empty())?;
+        if self.input_size == 0 {
+            return Err(Error::invalid_config("input_size", "at least 1", 0));
+        }
+        if data.class_names.len() < 2 {
+            return Err(Error::invalid_config(
+                "class_names",
+                "at least two classes",
+                format!("{:?}", data.class_names),
+            ));
+        }
+        for (field, set) in [("train", &data.train), ("test", &data.test)] {
+            if set.is_empty() {
+                return Err(Error::invalid_config(
+                    field,
+                    "at least one image",
+                    "an empty set",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The run folder as this job finds it (the caller holds its lock): a run there is refused
+    /// unless resumed, a resume must keep the run's recipe, and temporaries a kill left go.
+    fn open_folder(&self, recipe: &JobRecipe) -> Result<RunFolder> {
+        let folder = RunFolder::read(&self.out)?;
+        if folder.holds_run() && !self.resume {
+            return Err(Error::RunExists {
+                path: self.out.clone(),
+            });
+        }
+        if self.resume {
+            folder.check_resume(&self.config, recipe)?;
+        }
+        for dir in [self.out.clone(), self.out.join("checkpoint")] {
+            for file in files::remove_temporaries(&dir)? {
+                self.say(&format!(
+                    "removed {}, left by a write that was killed",
+                    file.display()
+                ));
+            }
+        }
+        if let Some(saved) = &folder.job
+            && (&saved.backend, &saved.devices) != (&self.backend, &self.devices)
+        {
+            self.say(&format!(
+                "the run started on {} {:?} and continues on {} {:?}",
+                saved.backend, saved.devices, self.backend, self.devices
+            ));
+        }
+        Ok(folder)
+    }
+
+    /// The model the run trains and its card: the architecture of a checkpointed run (the
+    /// checkpoint then holds the weights), else the ImageNet weights with a new seeded head.
+    fn starting_model(
+        &self,
+        folder: &RunFolder,
+        data: &JobData,
+        inference: &Device,
+    ) -> Result<(ResNet, ModelCard)> {
+        if folder.checkpoint.is_some() {
+            let card: ModelCard = read_json(&self.out.join("model-card.json"))?;
+            if card.class_names != data.class_names {
+                return Err(Error::invalid_config(
+                    "class_names",
+                    format!("the run's classes {:?}", card.class_names),
+                    format!("{:?}", data.class_names),
+                ));
+            }
+            return Ok((card.config.init(inference)?, card));
+        }
+        if self.resume {
+            self.say(&format!(
+                "{} holds no checkpoint yet: starting from the beginning",
+                self.out.display()
+            ));
+        }
+        let classes = data.class_names.len();
+        let loaded = weights::load_named(&self.weights, inference, self.download, !self.quiet)?;
+        let model = with_new_head(
+            loaded.model,
+            classes,
+            self.config.dropout,
+            self.config.seed,
+            inference,
+        );
+        let card = ModelCard {
+            config: (loaded.card.config.clone())
+                .with_num_classes(Some(classes))
+                .with_dropout(self.config.dropout),
+            preprocess: loaded.card.preprocess,
+            input_size: self.input_size,
+            class_names: data.class_names.clone(),
+            source: format!("{} fine-tuned on {}", self.weights, data.source),
+        };
+        Ok((model, card))
+    }
+
+    /// The recipe, written when the run starts and never again: a resume was checked against
+    /// it (a file missing here, from a kill between these writes, is added). The card last: a
+    /// run killed once it is written has its whole recipe saved.
+    fn save_recipe(&self, folder: &RunFolder, recipe: &JobRecipe, card: &ModelCard) -> Result<()> {
+        if folder.job.is_none() {
+            write_json(&self.out.join("job.json"), recipe)?;
+        }
+        if folder.config.is_none() {
+            write_json(&self.out.join("config.json"), &self.config)?;
+        }
+        let card_path = self.out.join("model-card.json");
+        if !card_path.is_file() {
+            write_json(&card_path, card)?;
+        }
+        Ok(())
+    }
+
+    /// The model, the report and, last, `evaluation.json`, whose presence marks the run
+    /// finished; then the checkpoint goes, unless kept.
+    fn finish(
+        &self,
+        folder: &RunFolder,
+        data: &JobData,
+        saved: &SavedModel,
+        history: &History,
+        evaluation: &Evaluation,
+        started: Instant,
+    ) -> Result<()> {
         saved.save(&self.out.join("model"))?;
         let mut notes = Vec::new();
         if let Some(start) = folder.config.as_ref()
@@ -318,18 +362,13 @@ impl FineTuneJob {
                 ),
             ));
         }
-        self.write_report(data, &saved.card, &history, &evaluation, &notes, started)?;
-        // Written last: its presence marks the run finished.
-        write_json(&self.out.join("evaluation.json"), &evaluation)?;
+        self.write_report(data, &saved.card, history, evaluation, &notes, started)?;
+        write_json(&self.out.join("evaluation.json"), evaluation)?;
         let checkpoint = self.out.join("checkpoint");
         if !self.keep_checkpoints && checkpoint.is_dir() {
             std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
         }
-        Ok(JobOutcome {
-            model: saved,
-            history,
-            evaluation,
-        })
+        Ok(())
     }
 
     /// What this job saves as its recipe besides its config (`job.json`).
