@@ -120,31 +120,25 @@ fn render_curves(path: &Path, history: &History) -> Result<(Vec<u8>, Vec<i32>)> 
                 let valid: Vec<(f64, f64)> = (run.iter())
                     .filter_map(|e| Some((e.epoch as f64, pick(e).1?)))
                     .collect();
-                let line = chart
-                    .draw_series(LineSeries::new(train.clone(), BLUE.stroke_width(2)))
-                    .map_err(err)?;
-                if k == 0 {
-                    line.label("training").legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2))
-                    });
+                // One curve: its line and dots, named in the legend once (by the first run).
+                for (points, colour, name) in
+                    [(train, BLUE, "training"), (valid, RED, "validation")]
+                {
+                    if points.is_empty() {
+                        continue;
+                    }
+                    let line = chart
+                        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                        .map_err(err)?;
+                    if k == 0 {
+                        line.label(name).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                        });
+                    }
+                    chart
+                        .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                        .map_err(err)?;
                 }
-                chart
-                    .draw_series(train.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
-                    .map_err(err)?;
-                if valid.is_empty() {
-                    continue;
-                }
-                let line = chart
-                    .draw_series(LineSeries::new(valid.clone(), RED.stroke_width(2)))
-                    .map_err(err)?;
-                if k == 0 {
-                    line.label("validation").legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2))
-                    });
-                }
-                chart
-                    .draw_series(valid.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-                    .map_err(err)?;
             }
             if let Some(u) = unfreeze {
                 let line = vec![(u, lo - pad), (u, hi + pad)];
