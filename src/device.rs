@@ -120,6 +120,25 @@ fn available_list() -> String {
     }
 }
 
+/// The inference device of [`BackendKind::default`]: the fastest CPU backend compiled in (flex,
+/// else ndarray), wgpu only in a build without either.
+///
+/// Burn's own `Device::default()` picks a GPU backend whenever one is compiled in (wgpu with this
+/// crate's `wgpu` feature, whatever the machine has, or a software Vulkan driver), so code that
+/// means "the CPU unless I say otherwise" should start from this.
+///
+/// ```
+/// let device = resnet_transfer::device::default_device().unwrap();
+/// assert!(resnet_transfer::device::is_host(&device));
+/// ```
+///
+/// # Errors
+///
+/// [`Error::BackendNotCompiled`] in a build with no backend at all.
+pub fn default_device() -> Result<Device> {
+    BackendKind::default().device()
+}
+
 /// The inference device for a backend name (`"ndarray"`, `"flex"` or `"wgpu"`).
 ///
 /// An unknown name, or one whose cargo feature this build lacks, is a typed error that lists the

@@ -105,7 +105,7 @@ impl Classifier {
     /// first error ends the iteration.
     ///
     /// ```no_run
-    /// # let device = resnet_transfer::Device::default();
+    /// # let device = resnet_transfer::device::default_device()?;
     /// # let saved = resnet_transfer::weights::load("runs/photos".as_ref(), &device)?;
     /// # let photos: Vec<std::path::PathBuf> = Vec::new();
     /// let classifier = resnet_transfer::Classifier::new(saved, &device);

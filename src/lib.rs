@@ -5,17 +5,18 @@
 //! a new head on a frozen backbone, then the released backbone at a low learning rate.
 //!
 //! ```
-//! use resnet_transfer::{BatchNormMode, Device, ResNetConfig};
+//! use resnet_transfer::{BatchNormMode, ResNetConfig};
 //!
-//! let device = Device::default();
+//! let device = resnet_transfer::device::default_device()?;
 //! // A narrow ResNet50 (width 8 instead of 64) keeps this example fast.
-//! let model = ResNetConfig::resnet50(10).with_width(8).init(&device).unwrap();
+//! let model = ResNetConfig::resnet50(10).with_width(8).init(&device)?;
 //! let logits = model.forward(burn::Tensor::<4>::zeros([1, 3, 32, 32], &device));
 //! assert_eq!(logits.dims(), [1, 10]);
 //!
 //! // Phase 1: only the head learns. Phase 2: stages 3 and 4 learn too, BatchNorm kept frozen.
 //! let model = model.freeze_backbone();
-//! let model = model.unfreeze_from(3, BatchNormMode::Inference).unwrap();
+//! let model = model.unfreeze_from(3, BatchNormMode::Inference)?;
+//! # Ok::<(), resnet_transfer::Error>(())
 //! ```
 
 #![warn(missing_docs)]

@@ -9,7 +9,7 @@
 //! let split = stratified_split(cifar.train.labels(), 10, 10_000, 5_000, 42)?;
 //! let train = cifar.train.select(&split.train);
 //! let batcher = ImageBatcher::new(Preprocess::Caffe);
-//! let device = resnet_transfer::Device::default();
+//! let device = resnet_transfer::device::default_device()?;
 //! let batch = batcher.batch_of(&train, &[0, 1, 2, 3], 0, &device);
 //! assert_eq!(batch.images.dims(), [4, 3, 32, 32]);
 //! # Ok::<(), resnet_transfer::Error>(())

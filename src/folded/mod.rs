@@ -34,18 +34,19 @@ use crate::model::{Head, Pooling, ResNet, check_images};
 /// [`ResNet::folded`]; a snapshot, so a model that learns on needs a new one.
 ///
 /// ```
-/// use resnet_transfer::{Device, ResNetConfig};
+/// use resnet_transfer::ResNetConfig;
 /// use burn::tensor::{Distribution, Tensor};
 ///
-/// let device = Device::default();
-/// let model = ResNetConfig::resnet18(10).with_width(8).init(&device).unwrap();
-/// let fused = model.folded().unwrap();
+/// let device = resnet_transfer::device::default_device()?;
+/// let model = ResNetConfig::resnet18(10).with_width(8).init(&device)?;
+/// let fused = model.folded()?;
 /// let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &device);
-/// let logits = fused.forward(images.clone()).unwrap();
+/// let logits = fused.forward(images.clone())?;
 /// let reference = model.forward(images);
 /// assert_eq!(logits.dims(), [2, 10]);
 /// let gap = (logits - reference).abs().max().into_scalar::<f32>();
 /// assert!(gap < 1e-3, "{gap}");
+/// # Ok::<(), resnet_transfer::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct FoldedResNet {

@@ -87,13 +87,14 @@ impl BlockKind {
 /// [`ResNetConfig::keras_resnet50`] Keras's.
 ///
 /// ```
-/// use resnet_transfer::{Device, ResNetConfig};
+/// use resnet_transfer::ResNetConfig;
 ///
-/// let device = Device::default();
+/// let device = resnet_transfer::device::default_device()?;
 /// let config = ResNetConfig::resnet50(10).with_width(8); // a narrow ResNet50 for a quick test
-/// let model = config.init(&device).unwrap();
+/// let model = config.init(&device)?;
 /// let images = burn::Tensor::<4>::zeros([2, 3, 32, 32], &device);
 /// assert_eq!(model.forward(images).dims(), [2, 10]);
+/// # Ok::<(), resnet_transfer::Error>(())
 /// ```
 #[derive(Config, Debug, PartialEq)]
 pub struct ResNetConfig {

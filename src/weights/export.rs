@@ -99,9 +99,9 @@ impl ExportOptions {
 ///
 /// ```
 /// use resnet_transfer::weights::{ExportOptions, ModelCard, export_onnx, import_onnx};
-/// use resnet_transfer::{Device, ResNetConfig, data::Preprocess};
+/// use resnet_transfer::{ResNetConfig, data::Preprocess};
 ///
-/// let device = Device::default();
+/// let device = resnet_transfer::device::default_device()?;
 /// let config = ResNetConfig::resnet18(3).with_width(8);
 /// let model = config.init(&device)?;
 /// let card = ModelCard {

@@ -85,7 +85,7 @@ impl Imported {
 /// Reads a ResNet from an ONNX file onto `device`.
 ///
 /// ```no_run
-/// let device = resnet_transfer::Device::default();
+/// let device = resnet_transfer::device::default_device()?;
 /// let imported = resnet_transfer::weights::import_onnx("resnet50.onnx".as_ref(), &device)?;
 /// println!("depth {} width {}", imported.config.depth, imported.config.width);
 /// # Ok::<(), resnet_transfer::Error>(())
