@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, as one short script for a machine with a GPU: which GPU and CPU, parity of every
-# compiled GPU backend with the CPU (tests/backends.rs), then inference, training-step and
+# compiled GPU backend with the CPU (tests/it/backends.rs), then inference, training-step and
 # head-only-step images per second at 32x32 batch 256 and 224x224 batch 64, for wgpu and, where
 # an NVIDIA driver is present, CUDA. Prints everything to stdout. Builds first (release), then
 # about 5 minutes.
@@ -19,7 +19,7 @@ if command -v nvidia-smi >/dev/null; then
     BACKENDS="wgpu cuda"
 fi
 cargo build --release --features "$FEATURES" --example profile_step --tests
-cargo test --release --features "$FEATURES" --test backends -- --nocapture 2>&1 \
+cargo test --release --features "$FEATURES" --test it backends:: -- --nocapture 2>&1 \
     | grep -E "wgpu|cuda|test result"
 for backend in $BACKENDS; do
     for args in "--size 32 --batch 256" "--size 224 --batch 64"; do

@@ -75,7 +75,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Read back with the crate's own importer: the same logits on a fixed input. The
-    // independent check (onnxruntime) is tests/export.rs.
+    // independent check (onnxruntime) is tests/it/export.rs.
     let imported = weights::import_onnx(&args.out, &device)?;
     let shape = [2, 3, card.input_size, card.input_size];
     let x = Tensor::<4>::from_data(TensorData::new(parity_input(shape), shape), &device);

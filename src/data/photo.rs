@@ -255,7 +255,7 @@ mod tests {
         assert!(!jpeg_reaches_its_end(&scan[..12]));
     }
 
-    /// A BMP whose header claims 520 million rows (found by tests/fuzz.rs): refused, not an
+    /// A BMP whose header claims 520 million rows (found by tests/it/fuzz.rs): refused, not an
     /// allocation of 100 GB that aborts the process.
     #[test]
     fn a_header_claiming_a_huge_picture_is_refused() {

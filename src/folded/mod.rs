@@ -12,7 +12,7 @@
 //! is in docs/PERFORMANCE.md).
 //!
 //! The numbers are the module's own up to float rounding (the scale is applied to the weight
-//! before the sum rather than after it); `tests/fast_path.rs` holds the two together on every CPU
+//! before the sum rather than after it); `tests/it/fast_path.rs` holds the two together on every CPU
 //! backend. It computes on the host whatever the device, so it only pays on CPU backends: on a GPU
 //! use [`ResNet::forward`].
 
@@ -314,7 +314,7 @@ mod tests {
     /// Winograd's transforms for the 3x3 convolutions, whose maps here take F(4x4, 3x3) with
     /// partial tiles and F(2x2, 3x3)) and `gemm` (every other CPU), give the module's numbers, at a size whose stem and first stage have
     /// more rows than one gathered block (several blocks per convolution) and at an odd small
-    /// one; `tests/fast_path.rs` covers the rest.
+    /// one; `tests/it/fast_path.rs` covers the rest.
     #[test]
     fn panels_and_gemm_give_the_modules_numbers() {
         for shape in [[3, 3, 19, 19], [2, 3, 96, 80]] {

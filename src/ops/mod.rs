@@ -27,7 +27,7 @@
 //!
 //! Both are implemented for flex and ndarray (`cpu.rs`, on the kernels of [`crate::cpu::conv_bn`])
 //! and for autodiff over any backend that implements them; other backends (wgpu) compose Burn's
-//! operations, which `tests/fast_path.rs` holds these to (outputs, every gradient, running
+//! operations, which `tests/it/fast_path.rs` holds these to (outputs, every gradient, running
 //! statistics), on both CPU backends.
 
 // Without a CPU backend none implements the operations, and the generated dispatch leaves their

@@ -1,4 +1,4 @@
-//! Helpers of the model tests (`tests/model.rs`, `tests/fast_path.rs`).
+//! Helpers of the model tests (`tests/it/model.rs`, `tests/it/fast_path.rs`).
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -9,12 +9,9 @@ pub fn cpu() -> Device {
     resnet_transfer::device::device("ndarray").unwrap()
 }
 
-/// Serializes the tests of this file that draw random numbers and seeds both CPU backends:
-/// tests run in parallel and share each backend's generator, so without this a test's weights
-/// and images would depend on what the other tests drew meanwhile.
+/// Takes [`rng_lock`](super::rng_lock) and seeds both CPU backends: held while a test draws.
 pub fn seeded(seed: u64) -> std::sync::MutexGuard<'static, ()> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = super::rng_lock();
     for name in ["ndarray", "flex"] {
         resnet_transfer::device::device(name).unwrap().seed(seed);
     }

@@ -2,14 +2,12 @@
 //! first checkpoint), the defaults on a small set, `fine_tune` on a folder of photos of mixed
 //! sizes and formats, and `predict`, `evaluate` and `dataset` with `--json`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_same_history, example, history_of, learnable_weights, run_ok, weights, write_cifar,
 };
 

@@ -1,7 +1,7 @@
-//! Helpers shared by the integration tests that run the examples as a user does.
+//! Helpers shared by the integration tests: the random generator's lock, the examples as a user
+//! runs them, and the fixtures they need.
 
-#![allow(dead_code)]
-
+pub mod cifar;
 pub mod model;
 
 use std::path::{Path, PathBuf};
@@ -43,12 +43,21 @@ pub fn weights() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/torch-bn.onnx")
 }
 
+/// Burn's random generator is per-backend state that every thread of this test binary shares: a
+/// test that seeds it and then draws from it (weights, dropout, images) holds this lock
+/// meanwhile, so that what it draws does not depend on what the other tests draw.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A stand-in for ImageNet weights that learns colour classes quickly: a seeded ResNet18 of width
 /// 8, saved as a model (`NAME.bpk` + `NAME.json`) in `dir`; `--weights` takes its path.
 pub fn learnable_weights(dir: &Path) -> PathBuf {
     use resnet_transfer::data::Preprocess;
     use resnet_transfer::weights::{ModelCard, SavedModel};
     let device = resnet_transfer::device::device("ndarray").unwrap();
+    let _rng = rng_lock();
     device.seed(7);
     let config = resnet_transfer::ResNetConfig::resnet18(1000).with_width(8);
     let card = ModelCard {

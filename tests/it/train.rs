@@ -1,9 +1,10 @@
 //! The two-phase learner on data whose answer we know: colour classes a narrow ResNet tells
 //! apart. Phase 1 lowers the loss with the backbone bit-identical, phase 2 moves the backbone,
 //! the feature cache gives the plain path's head, a stopped run resumes, early stopping restores
-//! the best weights, and a resumed schedule gives the same rates. (`tests/examples.rs` kills and
+//! the best weights, and a resumed schedule gives the same rates. (`tests/it/examples.rs` kills and
 //! resumes the real main job.)
 
+use crate::common::rng_lock;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use resnet_transfer::data::{ImageBatcher, ImageSet, Preprocess};
@@ -11,16 +12,6 @@ use resnet_transfer::train::{Schedule, TwoPhase, TwoPhaseConfig, evaluate, with_
 use resnet_transfer::{Device, ResNet, ResNetConfig};
 
 const SIDE: usize = 32;
-
-/// Burn's random generator is per-device state shared by every thread; tests that compare runs
-/// draw from it one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// `per_class` images of each of 4 classes: a red, green, blue or grey tint with noise and a
 /// random bright square, so the classes are easy but not trivial.
@@ -113,7 +104,7 @@ fn head_weights(model: &ResNet) -> Vec<f32> {
 
 #[test]
 fn phase_one_keeps_the_backbone_phase_two_moves_it_and_it_learns() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(24, 1), colours(10, 2));
     let start = model(0.5);
     let before = backbone_weights(&start);
@@ -163,7 +154,7 @@ fn phase_one_keeps_the_backbone_phase_two_moves_it_and_it_learns() {
 
 #[test]
 fn feature_cache_gives_the_plain_paths_head() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(8, 3), colours(4, 4));
     let config = TwoPhaseConfig::new()
         .with_phase1_epochs(1)
@@ -188,7 +179,7 @@ fn feature_cache_gives_the_plain_paths_head() {
 
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(6, 5), colours(3, 6));
     let tmp = tempfile::tempdir().unwrap();
     let full = TwoPhaseConfig::new()
@@ -231,7 +222,7 @@ fn mislabelled(set: ImageSet) -> ImageSet {
 
 #[test]
 fn early_stopping_stops_and_restores_the_best_weights() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(12, 11), mislabelled(colours(6, 12)));
     let config = TwoPhaseConfig::new()
         .with_phase1_epochs(10)
@@ -283,7 +274,7 @@ fn early_stopping_stops_and_restores_the_best_weights() {
 
 #[test]
 fn resumed_schedules_give_the_same_rates() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(6, 13), mislabelled(colours(3, 14)));
     let start = model(0.5);
     for schedule in [Schedule::Cosine, Schedule::Plateau] {
@@ -355,7 +346,7 @@ fn fused_adam_matches_burns_adam() {
     use resnet_transfer::BackendKind;
     use resnet_transfer::train::FusedAdamConfig;
 
-    let _serial = serial();
+    let _rng = rng_lock();
     for kind in [BackendKind::NdArray, BackendKind::Flex] {
         let device = kind.device().unwrap().autodiff();
         assert!(
@@ -434,7 +425,7 @@ fn gap_and_change(a: &[f32], b: &[f32], start: &[f32]) -> (f32, f32) {
 /// device only.
 #[test]
 fn two_replicas_train_as_one_device_does() {
-    let _serial = serial();
+    let _rng = rng_lock();
     let (train, valid) = (colours(12, 5), colours(10, 6));
     let start = model(0.0);
     let before = all_params(&start);

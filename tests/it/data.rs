@@ -9,46 +9,9 @@ use resnet_transfer::Error;
 use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, Preprocess, stratified_split};
 use resnet_transfer::download::{self, Checksum};
 
-const PER_FILE: usize = 8;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cifar10")
-}
-
-/// The generator's formula for file `k` (1..5 training, 6 test).
-fn expected_label(k: usize, i: usize) -> usize {
-    (3 * i + k) % 10
-}
-
-fn expected_pixel(k: usize, i: usize, c: usize, y: usize, x: usize) -> u8 {
-    ((7 * i + 50 * c + 3 * y + 5 * x + 11 * expected_label(k, i) + 13 * k) % 256) as u8
-}
-
-fn check(cifar: &Cifar10) {
-    assert_eq!(cifar.train.len(), 5 * PER_FILE);
-    assert_eq!(cifar.test.len(), PER_FILE);
-    assert_eq!(cifar.class_names[1], "automobile");
-    assert_eq!(cifar.class_names.len(), 10);
-    for (i, k, c, y, x) in [
-        (0, 1, 0, 0, 0),
-        (3, 2, 1, 5, 7),
-        (7, 5, 2, 31, 31),
-        (5, 4, 1, 16, 0),
-    ] {
-        let n = (k - 1) * PER_FILE + i; // position in the concatenated training set
-        assert_eq!(cifar.train.label(n), expected_label(k, i));
-        assert_eq!(
-            cifar.train.pixel(n, c, y, x),
-            expected_pixel(k, i, c, y, x),
-            "{i} {k} {c} {y} {x}"
-        );
-    }
-    assert_eq!(
-        cifar.test.pixel(6, 2, 9, 30),
-        expected_pixel(6, 6, 2, 9, 30)
-    );
-    assert_eq!(cifar.test.label(6), expected_label(6, 6));
-}
+use crate::common::cifar::{
+    check, copy_dir, expected_label, expected_pixel, fixtures, md5_of, serve,
+};
 
 #[test]
 fn both_formats_read_exact_pixels_from_folders_and_archives() {
@@ -103,14 +66,6 @@ fn seeded_sample_of_the_generated_set_is_stratified() {
         split,
         stratified_split(cifar.train.labels(), 10, 20, 10, 42).unwrap()
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]
@@ -179,72 +134,8 @@ fn bad_files_give_typed_errors_naming_the_file() {
     );
 }
 
-/// Serves `body` at every path (or 404s) on 127.0.0.1 until `requests` have been answered.
-fn serve(body: Vec<u8>, status: u16, requests: usize) -> (String, std::thread::JoinHandle<()>) {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
-    let handle = std::thread::spawn(move || {
-        for _ in 0..requests {
-            let Ok(Some(request)) = server.recv_timeout(std::time::Duration::from_secs(30)) else {
-                return;
-            };
-            let response = tiny_http::Response::from_data(body.clone()).with_status_code(status);
-            let _ = request.respond(response);
-        }
-    });
-    (url, handle)
-}
-
-fn md5_of(path: &Path) -> String {
-    use md5::{Digest, Md5};
-    let digest = Md5::digest(std::fs::read(path).unwrap());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Held by the tests that search the default places (the cache, `~/.keras`): one of them points
-/// `HOME` and the cache at folders holding CIFAR-10, which the others must not find meanwhile.
-static SEARCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn search_lock() -> std::sync::MutexGuard<'static, ()> {
-    SEARCH
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Sets environment variables until dropped, then puts the old values back.
-struct EnvVars(Vec<(&'static str, Option<std::ffi::OsString>)>);
-
-impl EnvVars {
-    fn set(vars: &[(&'static str, &Path)]) -> Self {
-        let old = vars
-            .iter()
-            .map(|(name, _)| (*name, std::env::var_os(name)))
-            .collect();
-        for (name, value) in vars {
-            // SAFETY: the tests that read these variables hold `search_lock()` meanwhile.
-            unsafe { std::env::set_var(name, value) };
-        }
-        Self(old)
-    }
-}
-
-impl Drop for EnvVars {
-    fn drop(&mut self) {
-        for (name, value) in &self.0 {
-            // SAFETY: as in `set`.
-            unsafe {
-                match value {
-                    Some(v) => std::env::set_var(name, v),
-                    None => std::env::remove_var(name),
-                }
-            }
-        }
-    }
-}
-
 #[test]
 fn download_verifies_writes_atomically_and_reads() {
-    let _search = search_lock();
     let archive = fixtures().join("cifar-10-binary.tar.gz");
     let (url, server) = serve(std::fs::read(&archive).unwrap(), 200, 2);
     let tmp = tempfile::tempdir().unwrap();
@@ -316,70 +207,6 @@ fn failed_download_names_the_destination() {
     assert!(err.to_string().contains(&*dest.to_string_lossy()));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     server.join().unwrap();
-}
-
-#[test]
-fn finds_what_keras_downloaded_and_says_where_to_put_it_offline() {
-    let _search = search_lock();
-    let home = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let _env = EnvVars::set(&[
-        ("HOME", home.path()),
-        ("RESNET_TRANSFER_CACHE", cache.path()),
-    ]);
-    let err = Cifar10::find_or_download(None, None).unwrap_err();
-    let message = err.to_string();
-    assert!(matches!(err, Error::NotFound { .. }), "{message}");
-    assert!(
-        message.contains(".keras") && message.contains("cifar-10-binary.tar.gz"),
-        "{message}"
-    );
-
-    copy_dir(
-        &fixtures().join("cifar-10-batches-py"),
-        &home.path().join(".keras/datasets/cifar-10-batches-py"),
-    );
-    let cifar = Cifar10::find_or_download(None, None).unwrap();
-    check(&cifar);
-    assert!(cifar.source.starts_with(home.path().join(".keras")));
-}
-
-#[test]
-fn finds_what_keras_3_downloaded_under_keras_home() {
-    let _search = search_lock();
-    let home = tempfile::tempdir().unwrap();
-    let keras_home = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let _env = EnvVars::set(&[
-        ("HOME", home.path()),
-        ("KERAS_HOME", keras_home.path()),
-        ("RESNET_TRANSFER_CACHE", cache.path()),
-    ]);
-    // Keras 3 under ~/.keras is not where Keras looks when KERAS_HOME is set.
-    let keras3 = "datasets/cifar-10-batches-py-target/cifar-10-batches-py";
-    copy_dir(
-        &fixtures().join("cifar-10-batches-py"),
-        &home.path().join(".keras").join(keras3),
-    );
-    let err = Cifar10::find_or_download(None, None).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains(&keras_home.path().display().to_string()),
-        "{err}"
-    );
-    copy_dir(
-        &fixtures().join("cifar-10-batches-py"),
-        &keras_home.path().join(keras3),
-    );
-    let cifar = Cifar10::find_or_download(None, None).unwrap();
-    check(&cifar);
-    assert_eq!(cifar.source, keras_home.path().join(keras3));
-
-    // Without KERAS_HOME, Keras 3's folder under ~/.keras.
-    // SAFETY: this test holds `search_lock()`, as every test that reads the variable does.
-    unsafe { std::env::remove_var("KERAS_HOME") };
-    let cifar = Cifar10::find_or_download(None, None).unwrap();
-    assert_eq!(cifar.source, home.path().join(".keras").join(keras3));
 }
 
 #[test]

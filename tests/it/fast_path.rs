@@ -2,14 +2,12 @@
 //! operations (outputs, every gradient, running statistics) on both CPU backends, the blocks and
 //! the stem, and the folded inference model.
 
-mod common;
-
+use crate::common::model::{
+    cpu, floats, max_relative, narrow_model, seeded, train_step, trained_narrow_model,
+};
 use burn::module::Module;
 use burn::tensor::activation::relu;
 use burn::tensor::{Distribution, Tensor};
-use common::model::{
-    cpu, floats, max_relative, narrow_model, seeded, train_step, trained_narrow_model,
-};
 use resnet_transfer::model::{Block, ConvBn, Pooling, ResNet};
 use resnet_transfer::{BatchNormMode, Error, ResNetConfig};
 

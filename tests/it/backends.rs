@@ -7,9 +7,6 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use resnet_transfer::{BackendKind, BatchNormMode, ResNet, ResNetConfig};
 
-/// Burn's random generator is per-device state shared by threads: one test draws at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Every compiled backend but the reference. wgpu is compiled in only on request
 /// (`--features wgpu`) and then always tested: on a GPU, or on a CPU through a software Vulkan
 /// driver (`mesa-vulkan-drivers`), as CI does. `RESNET_TEST_SKIP_WGPU=1` skips it on a machine
@@ -53,7 +50,7 @@ fn inputs(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
 
 #[test]
 fn forward_logits_match_ndarray() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = crate::common::rng_lock();
     let base = reference();
     let m = model(&base).valid();
     let (x, _) = inputs(&base);
@@ -94,7 +91,7 @@ fn step(m: ResNet, x: Tensor<4>, y: Tensor<1, Int>, device: &Device) -> (f32, Ve
 
 #[test]
 fn one_training_step_updates_alike() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = crate::common::rng_lock();
     let base = reference();
     let m = model(&base);
     let (x, y) = inputs(&base);

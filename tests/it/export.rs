@@ -8,8 +8,6 @@
 //! venv and sets it), else from `python3` if it has `onnxruntime`, `onnx` and `numpy`; without
 //! either the runtime check is skipped with a message, except under CI, where it fails.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -52,6 +50,7 @@ fn units(model: &mut ResNet) -> Vec<&mut ConvBn> {
 /// would be: every weight and statistic drawn.
 fn model(depth: usize, layout: &str, seed: u64) -> (ResNet, ModelCard) {
     let device = cpu();
+    let _rng = crate::common::rng_lock();
     device.seed(seed);
     let config = match layout {
         "keras" => ResNetConfig::new(depth)
@@ -77,7 +76,7 @@ fn model(depth: usize, layout: &str, seed: u64) -> (ResNet, ModelCard) {
         class_names: ["plane", "car", "bird", "cat", "deer"]
             .map(String::from)
             .to_vec(),
-        source: format!("tests/export.rs, seed {seed}"),
+        source: format!("tests/it/export.rs, seed {seed}"),
     };
     (model, card)
 }
@@ -449,7 +448,7 @@ fn import_example_keeps_an_exports_class_names() {
     let file = tmp.path().join("breeds.onnx");
     export_onnx(&model, &card, &file, &ExportOptions::default()).unwrap();
     let out = tmp.path().join("breeds");
-    let status = Command::new(common::example("import_onnx"))
+    let status = Command::new(crate::common::example("import_onnx"))
         .arg("--onnx")
         .arg(&file)
         .arg("--out")

@@ -1,11 +1,9 @@
 //! The ResNet family: shapes for every depth, parameter counts against the reference frameworks,
 //! and freezing by stage tested on what an optimizer step really does.
 
-mod common;
-
+use crate::common::model::{cpu, narrow_model, seeded, train_step};
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
-use common::model::{cpu, narrow_model, seeded, train_step};
 use resnet_transfer::model::{DEPTHS, ResNet};
 use resnet_transfer::{BatchNormMode, Device, Error, ResNetConfig};
 

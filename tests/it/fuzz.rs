@@ -1,7 +1,7 @@
 //! Fuzzing the two CIFAR-10 parsers and the photo reader with proptest: arbitrary bytes, and real
 //! files with bytes flipped and tails cut, must give a dataset (or pixels) or a typed error, never
 //! a panic.
-//! `PROPTEST_CASES=100000 cargo test --test fuzz` runs a longer campaign.
+//! `PROPTEST_CASES=100000 cargo test --test it fuzz::` runs a longer campaign.
 
 use std::path::Path;
 
