@@ -1,13 +1,21 @@
-//! Pictures a person looks at: grids of labelled images, training curves, confusion matrices.
+//! The report of a run, and pictures a person looks at: training curves (`curves.rs`), the
+//! confusion matrix (`confusion.rs`), grids of labelled images (`grid.rs`) such as the prediction
+//! grid (`predictions.rs`), and `summary.md` (`summary.rs`).
 //!
 //! Everything is drawn with `plotters` into an RGB buffer, encoded as PNG and written atomically.
 //! Text uses the Ubuntu font bundled by `epaint_default_fonts`, so no system font is needed.
 
+mod confusion;
+mod curves;
 mod grid;
-mod run;
+mod predictions;
+mod summary;
 
+pub use confusion::draw_confusion;
+pub use curves::draw_curves;
 pub use grid::{GridRow, Tile, draw_grid};
-pub use run::{draw_confusion, draw_curves, draw_predictions, write_summary};
+pub use predictions::draw_predictions;
+pub use summary::write_summary;
 
 use std::path::Path;
 use std::sync::Once;
@@ -51,4 +59,18 @@ pub(crate) fn drawing_error(path: &Path, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         reason: format!("drawing failed: {e}"),
     }
+}
+
+/// Class `i`'s name, or `class i` where `names` has none.
+pub(crate) fn class_name(names: &[String], i: usize) -> String {
+    names
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("class {i}"))
+}
+
+/// Reads back a PNG the tests drew.
+#[cfg(test)]
+pub(crate) fn decode_png(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap().to_rgb8()
 }

@@ -1,0 +1,79 @@
+//! `summary.md`: the run's figures on one screen.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::files::write_atomic;
+use crate::report::class_name;
+use crate::train::{Evaluation, History};
+
+/// `summary.md`: the numbers a person wants on one screen.
+pub fn write_summary(
+    path: &Path,
+    history: &History,
+    test: &Evaluation,
+    names: &[String],
+    extra: &[(String, String)],
+) -> Result<()> {
+    let name = |i: usize| class_name(names, i);
+    let mut s = String::from("# Two-phase transfer learning: summary\n\n");
+    s.push_str(&format!(
+        "- test accuracy: **{:.2}%** (loss {:.4})\n",
+        100.0 * test.accuracy,
+        test.loss
+    ));
+    let from = history.phase2_start().map_or(0, |e| e.epoch);
+    match (history.unfreeze_epoch(), history.jump()) {
+        (Some(e), Some(j)) => s.push_str(&format!(
+            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump (first phase-2 validation accuracy minus epoch {from}'s): **{:+.2} points**\n",
+            100.0 * j
+        )),
+        (Some(e), None) => s.push_str(&format!(
+            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump is not measured (no validation images)\n"
+        )),
+        _ => s.push_str("- the backbone was never released (no phase 2)\n"),
+    }
+    if !history.validated() {
+        s.push_str(
+            "- validation: none (no validation images); the table's validation columns are empty\n",
+        );
+    }
+    if let Some((t, p, c)) = test.most_confused() {
+        s.push_str(&format!(
+            "- most confused pair: **{}** taken for **{}** ({c} times)\n",
+            name(t),
+            name(p)
+        ));
+    }
+    for (k, v) in extra {
+        s.push_str(&format!("- {k}: {v}\n"));
+    }
+    s.push_str("\n| class | test accuracy |\n| --- | --- |\n");
+    for (i, acc) in test.per_class_accuracy().iter().enumerate() {
+        let acc = acc.map_or("no images".to_string(), |a| format!("{:.1}%", 100.0 * a));
+        s.push_str(&format!("| {} | {acc} |\n", name(i)));
+    }
+    s.push_str(
+        "\n| epoch | phase | lr | train loss | train acc | valid loss | valid acc | seconds |\n",
+    );
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for e in &history.epochs {
+        let loss = e.valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
+        let acc = (e.valid_accuracy).map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
+        s.push_str(&format!(
+            "| {} | {} | {:e} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
+            e.epoch,
+            e.phase,
+            e.lr,
+            e.train_loss,
+            100.0 * e.train_accuracy,
+            e.seconds,
+            if e.cached_features {
+                " (cached features)"
+            } else {
+                ""
+            }
+        ));
+    }
+    write_atomic(path, s.as_bytes())
+}
