@@ -9,6 +9,8 @@ use std::ops::Range;
 use burn::backend::tensor::FloatTensor;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::Epilogue;
 use crate::cpu::for_each_image;
 use crate::cpu::gemm::product;
 use crate::cpu::host::HostBackend;
@@ -344,7 +346,13 @@ pub(crate) fn conv_nhwc<B: HostBackend>(
         let (c_out, [ho, wo]) = (shape.c_out, shape.out);
         let winograd = Winograd::pack(&weight, c, c_out, size);
         let zeros = vec![0.0; c_out];
-        let y = winograd.forward(&x, shape.input, shape.padding, &zeros, None, false, true);
+        let y = winograd.forward(
+            &x,
+            shape.input,
+            shape.padding,
+            Epilogue::linear(&zeros),
+            true,
+        );
         return B::from_values(y, &[n, ho, wo, c_out]);
     }
     let columns = shape.columns(&x);
@@ -455,7 +463,13 @@ fn input_grad_winograd(
     let winograd = Winograd::pack(&flipped, c_out, c, size);
     let padding = shape.padding.map(|p| 2 - p);
     let zeros = vec![0.0; c];
-    winograd.forward(grad, [n, ho, wo, c_out], padding, &zeros, None, false, true)
+    winograd.forward(
+        grad,
+        [n, ho, wo, c_out],
+        padding,
+        Epilogue::linear(&zeros),
+        true,
+    )
 }
 
 /// The adjoint of [`im2col`]: each row's values added back onto the input pixels they were

@@ -8,6 +8,7 @@
 #![cfg_attr(not(any(feature = "flex", feature = "ndarray")), allow(dead_code))]
 
 pub(crate) mod conv_bn;
+mod epilogue;
 pub(crate) mod gemm;
 pub(crate) mod host;
 pub(crate) mod im2col;
@@ -18,6 +19,8 @@ pub(crate) mod tuning;
 pub(crate) mod winograd;
 
 use rayon::prelude::*;
+
+pub(crate) use epilogue::Epilogue;
 
 /// `f(i, chunk)` for each `len`-long chunk `i` of `data` (an image, or a run of rows), on the
 /// pool's threads when `parallel`.

@@ -7,9 +7,9 @@ use std::borrow::Cow;
 
 use burn::tensor::Tensor;
 
-use crate::cpu::for_each_image;
 use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
 use crate::cpu::im2col::{im2col_rows, kept_taps};
+use crate::cpu::{Epilogue, for_each_image};
 use crate::error::{Error, Result};
 use crate::model::ConvBn;
 
@@ -127,75 +127,86 @@ impl FoldedConv {
 
     /// `relu(conv(x) + shift [+ residual])`; with `parallel`, on every thread of the pool.
     pub(super) fn forward(&self, x: &Maps, residual: Option<&Maps>, parallel: bool) -> Maps {
-        self.forward_with(x, Epilogue::Relu(residual), parallel)
+        let residual = residual.map(|r| &r.data[..]);
+        self.forward_with(x, Epilogue::relu(&self.shift, residual), parallel)
     }
 
-    pub(super) fn forward_with(&self, x: &Maps, epilogue: Epilogue, parallel: bool) -> Maps {
-        let [n, h, w, c] = x.dims;
+    /// `conv(x) + shift`, no ReLU: a shortcut's projection, which its block adds later.
+    pub(super) fn forward_linear(&self, x: &Maps, parallel: bool) -> Maps {
+        self.forward_with(x, Epilogue::linear(&self.shift), parallel)
+    }
+
+    fn forward_with(&self, x: &Maps, epilogue: Epilogue<'_>, parallel: bool) -> Maps {
+        let [n, h, w, _] = x.dims;
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.stride;
         let [ph, pw] = self.padding;
-        let [ho, wo] = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let out = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let dims = [n, out[0], out[1], self.channels[1]];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(data) = self.winograd_forward(x, out, epilogue, parallel) {
+            return Maps { data, dims };
+        }
+        let data = self.product_forward(x, out, epilogue, parallel);
+        Maps { data, dims }
+    }
+
+    /// By Winograd's transforms, where this convolution has them and its output map is large
+    /// enough for a tile size to pay; the transforms are made the first time a size is chosen.
+    #[cfg(target_arch = "x86_64")]
+    fn winograd_forward(
+        &self,
+        x: &Maps,
+        out: [usize; 2],
+        epilogue: Epilogue<'_>,
+        parallel: bool,
+    ) -> Option<Vec<f32>> {
+        use crate::cpu::winograd::{Winograd, choose};
+        let (Weight::Panels(panels), Some(transforms)) = (&self.weight, &self.winograd) else {
+            return None;
+        };
+        let size = choose(self.kernel, self.stride, out)?;
+        let [c, c_out] = [x.dims[3], self.channels[1]];
+        let winograd = transforms[size.index()]
+            .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
+        Some(winograd.forward(&x.data, x.dims, self.padding, epilogue, parallel))
+    }
+
+    /// By the im2col product: on one thread a block of rows at a time, gathered while the
+    /// product runs; split between threads, the whole matrix (or the maps themselves, for a 1x1
+    /// convolution of stride 1) at once.
+    fn product_forward(
+        &self,
+        x: &Maps,
+        [ho, wo]: [usize; 2],
+        epilogue: Epilogue<'_>,
+        parallel: bool,
+    ) -> Vec<f32> {
+        let [n, h, w, c] = x.dims;
         let rows = n * ho * wo;
         // As the module's path does: taps that only ever see padding are left out.
         let [taps_y, taps_x] = kept_taps([h, w], self.kernel, self.stride, self.padding, [ho, wo]);
         let depth = taps_y.len() * taps_x.len() * c;
-        let first = (taps_y.start * kw + taps_x.start) * c;
-        let direct = depth == c && ph + pw == 0 && sh == 1 && sw == 1;
+        let first = (taps_y.start * self.kernel[1] + taps_x.start) * c;
+        let direct = depth == c && self.padding == [0, 0] && self.stride == [1, 1];
         let gather = |block: std::ops::Range<usize>, buffer: &mut [f32]| {
             let taps = [&taps_y, &taps_x];
+            let (stride, padding) = (self.stride, self.padding);
             im2col_rows(
                 &x.data,
                 x.dims,
                 taps,
-                self.stride,
-                self.padding,
+                stride,
+                padding,
                 [ho, wo],
                 block,
                 buffer,
             )
         };
         #[cfg(target_arch = "x86_64")]
-        if let (Weight::Panels(panels), Some(transforms)) = (&self.weight, &self.winograd) {
-            use crate::cpu::winograd::{Winograd, choose};
-            if let Some(size) = choose(self.kernel, self.stride, [ho, wo]) {
-                let c_out = self.channels[1];
-                let winograd = transforms[size.index()]
-                    .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
-                let (residual, relu) = match epilogue {
-                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                    Epilogue::Linear => (None, false),
-                };
-                let out = winograd.forward(
-                    &x.data,
-                    x.dims,
-                    self.padding,
-                    &self.shift,
-                    residual,
-                    relu,
-                    parallel,
-                );
-                return Maps {
-                    data: out,
-                    dims: [n, ho, wo, c_out],
-                };
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
         if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
-            // One thread's share: the matrix gathered and multiplied a block of rows at a time.
-            let (residual, relu) = match epilogue {
-                Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                Epilogue::Linear => (None, false),
-            };
-            let (shift, c_out) = (&self.shift, self.channels[1]);
-            let out = crate::cpu::panels::product_blocks(
-                rows, depth, gather, panels, first, shift, residual, relu,
-            );
-            return Maps {
-                data: out,
-                dims: [n, ho, wo, c_out],
-            };
+            use crate::cpu::panels::product_blocks;
+            return product_blocks(rows, depth, gather, panels, first, epilogue);
         }
         let columns = if direct {
             Cow::Borrowed(&x.data[..])
@@ -213,18 +224,8 @@ impl FoldedConv {
             Weight::Plain(weight) => &weight[first * c_out..(first + depth) * c_out],
             #[cfg(target_arch = "x86_64")]
             Weight::Panels(panels) => {
-                let (residual, relu) = match epilogue {
-                    Epilogue::Relu(residual) => (residual.map(|r| &r.data[..]), true),
-                    Epilogue::Linear => (None, false),
-                };
-                let (shift, a) = (&self.shift, &columns[..]);
-                let out = crate::cpu::panels::product_vec(
-                    a, depth, panels, first, rows, shift, residual, relu, parallel,
-                );
-                return Maps {
-                    data: out,
-                    dims: [n, ho, wo, c_out],
-                };
+                use crate::cpu::panels::product_vec;
+                return product_vec(&columns, depth, panels, first, rows, epilogue, parallel);
             }
         };
         let mut out = product(
@@ -233,50 +234,8 @@ impl FoldedConv {
             (weight, [c_out, 1]),
             parallel,
         );
-        epilogue.apply(&mut out, &self.shift[..c_out], rows, parallel);
-        Maps {
-            data: out,
-            dims: [n, ho, wo, c_out],
-        }
-    }
-}
-
-/// What follows a product: add the shift, and the shortcut where there is one, then ReLU.
-pub(super) enum Epilogue<'a> {
-    Relu(Option<&'a Maps>),
-    Linear,
-}
-
-impl Epilogue<'_> {
-    fn apply(&self, out: &mut [f32], shift: &[f32], rows: usize, parallel: bool) {
-        let c = shift.len();
-        // About 16 chunks per pass, whole rows each.
-        let per_chunk = rows.div_ceil(16).max(1) * c;
-        let run = |r: usize, chunk: &mut [f32]| {
-            let start = r * per_chunk;
-            match self {
-                Epilogue::Relu(None) => {
-                    for row in chunk.chunks_exact_mut(c) {
-                        for (v, s) in row.iter_mut().zip(shift) {
-                            *v = (*v + s).max(0.0);
-                        }
-                    }
-                }
-                Epilogue::Relu(Some(residual)) => {
-                    let residual = &residual.data[start..start + chunk.len()];
-                    for (row, res) in chunk.chunks_exact_mut(c).zip(residual.chunks_exact(c)) {
-                        for ((v, s), r) in row.iter_mut().zip(shift).zip(res) {
-                            *v = (*v + s + r).max(0.0);
-                        }
-                    }
-                }
-                Epilogue::Linear => {
-                    for row in chunk.chunks_exact_mut(c) {
-                        row.iter_mut().zip(shift).for_each(|(v, s)| *v += s);
-                    }
-                }
-            }
-        };
-        for_each_image(parallel, out, per_chunk, run);
+        let shift = &epilogue.shift[..c_out];
+        Epilogue { shift, ..epilogue }.apply(&mut out, rows, parallel);
+        out
     }
 }

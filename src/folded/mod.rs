@@ -24,7 +24,7 @@ mod conv;
 
 pub(crate) use conv::{fold_batch_norm, host_values};
 
-use conv::{Epilogue, FoldedConv, Maps};
+use conv::{FoldedConv, Maps};
 
 use crate::cpu::for_each_image;
 use crate::error::{Error, Result};
@@ -230,8 +230,7 @@ impl FoldedResNet {
 
 impl FoldedBlock {
     fn forward(&self, x: &Maps, parallel: bool) -> Maps {
-        let projected =
-            (self.shortcut.as_ref()).map(|unit| unit.forward_with(x, Epilogue::Linear, parallel));
+        let projected = (self.shortcut.as_ref()).map(|unit| unit.forward_linear(x, parallel));
         let identity = projected.as_ref().unwrap_or(x);
         let (last, inner) = self.convs.split_last().expect("a block has convolutions");
         let y = inner.iter().fold(None::<Maps>, |y, unit| {

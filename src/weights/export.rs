@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use burn::nn::PaddingConfig2d;
 use onnx_ir::{
     AttributeProto, AttributeType, GraphProto, Message, ModelProto, NodeProto, TensorProto,
 };
@@ -24,7 +25,7 @@ use crate::data::{CAFFE_MEAN_BGR, Preprocess, TORCH_MEAN, TORCH_STD};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::folded::{fold_batch_norm, host_values};
-use crate::model::{ConvBn, Pooling, ResNet};
+use crate::model::{Block, ConvBn, Head, Pooling, ResNet};
 
 use super::ModelCard;
 
@@ -165,61 +166,12 @@ fn model_proto(model: &ResNet, card: &ModelCard, options: &ExportOptions) -> Res
         batch_norm: options.batch_norm,
     };
     graph.proto.name = format!("resnet{}", card.config.depth);
-    graph.input(
-        "images",
-        &[
-            Dim::Batch,
-            Dim::Fixed(3),
-            card.input_size.into(),
-            card.input_size.into(),
-        ],
-    );
-
-    let x = graph.unit(&model.stem.conv, "stem.conv", "images")?;
-    let x = graph.relu(&x);
-    let pool = &model.stem.pool;
-    let pads = match pool.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
-        burn::nn::PaddingConfig2d::Valid => [0; 4],
-        burn::nn::PaddingConfig2d::Same => {
-            return Err(Error::invalid_config(
-                "stem.pool.padding",
-                "explicit or valid padding",
-                "Same",
-            ));
-        }
-    };
-    let mut x = graph.node(
-        "MaxPool",
-        "stem.pool",
-        &[&x],
-        vec![
-            ints("kernel_shape", &pool.kernel_size),
-            ints("strides", &pool.stride),
-            ints("pads", &pads),
-            ints("dilations", &pool.dilation),
-            int("ceil_mode", pool.ceil_mode as i64),
-        ],
-    );
+    let side = Dim::from(card.input_size);
+    graph.input("images", &[Dim::Batch, Dim::Fixed(3), side, side]);
+    let mut x = graph.stem(model, "images")?;
     for (s, stage) in model.stages.iter().enumerate() {
         for (b, block) in stage.blocks.iter().enumerate() {
-            let name = format!("stages.{s}.blocks.{b}");
-            let identity = match &block.shortcut {
-                Some(unit) => graph.unit(unit, &format!("{name}.shortcut"), &x)?,
-                None => x.clone(),
-            };
-            let (last, inner) = block.convs.split_last().ok_or_else(|| Error::BadTensor {
-                tensor: name.clone(),
-                reason: "a residual block without convolutions".into(),
-            })?;
-            let mut y = x;
-            for (i, unit) in inner.iter().enumerate() {
-                let out = graph.unit(unit, &format!("{name}.convs.{i}"), &y)?;
-                y = graph.relu(&out);
-            }
-            let y = graph.unit(last, &format!("{name}.convs.{}", inner.len()), &y)?;
-            let sum = graph.node("Add", &format!("{name}.add"), &[&y, &identity], vec![]);
-            x = graph.relu(&sum);
+            x = graph.block(block, &format!("stages.{s}.blocks.{b}"), x)?;
         }
     }
     let pooling = match model.pooling {
@@ -228,32 +180,7 @@ fn model_proto(model: &ResNet, card: &ModelCard, options: &ExportOptions) -> Res
     };
     let pooled = graph.node(pooling, "pool", &[&x], vec![]);
     let features = graph.node("Flatten", "features", &[&pooled], vec![int("axis", 1)]);
-
-    // Burn's Linear keeps its weight `[features, classes]`; Gemm with transB takes
-    // `[classes, features]`, as torchvision's exports have it.
-    let weight = host_values(head.linear.weight.val(), "head.linear.weight")?;
-    let [in_features, classes] = head.linear.weight.lazy_shape().dims::<2>();
-    let mut transposed = vec![0.0; weight.len()];
-    for (r, row) in weight.chunks_exact(classes).enumerate() {
-        for (c, &w) in row.iter().enumerate() {
-            transposed[c * in_features + r] = w;
-        }
-    }
-    graph.initializer("head.linear.weight", &[classes, in_features], &transposed);
-    let mut inputs = vec![features.as_str(), "head.linear.weight"];
-    if let Some(bias) = &head.linear.bias {
-        let bias = host_values(bias.val(), "head.linear.bias")?;
-        graph.initializer("head.linear.bias", &[classes], &bias);
-        inputs.push("head.linear.bias");
-    }
-    let logits = graph.node_to(
-        "Gemm",
-        "head.linear",
-        &inputs,
-        "logits",
-        vec![int("transB", 1)],
-    );
-    graph.output(&logits, &[Dim::Batch, Dim::Fixed(classes)]);
+    let classes = graph.head(head, &features)?;
 
     let mut proto = ModelProto::new();
     proto.ir_version = ir_version;
@@ -327,6 +254,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
 }
 
 /// A dimension of a graph input or output.
+#[derive(Clone, Copy)]
 enum Dim {
     /// The free batch dimension, named `batch`.
     Batch,
@@ -469,6 +397,87 @@ impl Graph {
                 float("momentum", 1.0 - bn.momentum as f32),
             ],
         ))
+    }
+
+    /// The stem: its convolution unit, the ReLU and the max pool; returns the pool's output.
+    fn stem(&mut self, model: &ResNet, input: &str) -> Result<String> {
+        let x = self.unit(&model.stem.conv, "stem.conv", input)?;
+        let x = self.relu(&x);
+        let pool = &model.stem.pool;
+        let pads = match pool.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+            PaddingConfig2d::Valid => [0; 4],
+            PaddingConfig2d::Same => {
+                return Err(Error::invalid_config(
+                    "stem.pool.padding",
+                    "explicit or valid padding",
+                    "Same",
+                ));
+            }
+        };
+        Ok(self.node(
+            "MaxPool",
+            "stem.pool",
+            &[&x],
+            vec![
+                ints("kernel_shape", &pool.kernel_size),
+                ints("strides", &pool.stride),
+                ints("pads", &pads),
+                ints("dilations", &pool.dilation),
+                int("ceil_mode", pool.ceil_mode as i64),
+            ],
+        ))
+    }
+
+    /// One residual block named `name`: its convolutions with a ReLU between them, the shortcut
+    /// (a unit, or the input itself), their sum and the last ReLU; returns the block's output.
+    fn block(&mut self, block: &Block, name: &str, x: String) -> Result<String> {
+        let identity = match &block.shortcut {
+            Some(unit) => self.unit(unit, &format!("{name}.shortcut"), &x)?,
+            None => x.clone(),
+        };
+        let (last, inner) = block.convs.split_last().ok_or_else(|| Error::BadTensor {
+            tensor: name.to_string(),
+            reason: "a residual block without convolutions".into(),
+        })?;
+        let mut y = x;
+        for (i, unit) in inner.iter().enumerate() {
+            let out = self.unit(unit, &format!("{name}.convs.{i}"), &y)?;
+            y = self.relu(&out);
+        }
+        let y = self.unit(last, &format!("{name}.convs.{}", inner.len()), &y)?;
+        let sum = self.node("Add", &format!("{name}.add"), &[&y, &identity], vec![]);
+        Ok(self.relu(&sum))
+    }
+
+    /// The head: a Gemm from `features` to the graph's output `logits`; returns the classes.
+    fn head(&mut self, head: &Head, features: &str) -> Result<usize> {
+        // Burn's Linear keeps its weight `[features, classes]`; Gemm with transB takes
+        // `[classes, features]`, as torchvision's exports have it.
+        let weight = host_values(head.linear.weight.val(), "head.linear.weight")?;
+        let [in_features, classes] = head.linear.weight.lazy_shape().dims::<2>();
+        let mut transposed = vec![0.0; weight.len()];
+        for (r, row) in weight.chunks_exact(classes).enumerate() {
+            for (c, &w) in row.iter().enumerate() {
+                transposed[c * in_features + r] = w;
+            }
+        }
+        self.initializer("head.linear.weight", &[classes, in_features], &transposed);
+        let mut inputs = vec![features, "head.linear.weight"];
+        if let Some(bias) = &head.linear.bias {
+            let bias = host_values(bias.val(), "head.linear.bias")?;
+            self.initializer("head.linear.bias", &[classes], &bias);
+            inputs.push("head.linear.bias");
+        }
+        let logits = self.node_to(
+            "Gemm",
+            "head.linear",
+            &inputs,
+            "logits",
+            vec![int("transB", 1)],
+        );
+        self.output(&logits, &[Dim::Batch, Dim::Fixed(classes)]);
+        Ok(classes)
     }
 }
 

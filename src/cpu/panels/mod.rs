@@ -18,6 +18,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::Epilogue;
+
 mod avx2;
 mod avx512;
 
@@ -104,22 +106,19 @@ impl Panels {
 
 /// [`product`] into a new `[rows, C_out]` buffer, which the product fills without it being
 /// zeroed first.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn product_vec(
     a: &[f32],
     depth: usize,
     weight: &Panels,
     first: usize,
     rows: usize,
-    shift: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    epilogue: Epilogue<'_>,
     split: bool,
 ) -> Vec<f32> {
     let len = rows * weight.c_out;
     let mut out = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
-    product(a, depth, weight, first, spare, shift, residual, relu, split);
+    product(a, depth, weight, first, spare, epilogue, split);
     // SAFETY: `product` wrote every value of `spare`, the first `len` of `out`'s capacity.
     unsafe { out.set_len(len) };
     out
@@ -129,16 +128,13 @@ pub(crate) fn product_vec(
 /// `gather(rows, buffer)` writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole,
 /// every value), and each block is multiplied while it is still in cache. A block is the rows of
 /// about 256 KiB, in whole multiples of the product's own row block.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn product_blocks(
     rows: usize,
     depth: usize,
     gather: impl Fn(Range<usize>, &mut [f32]),
     weight: &Panels,
     first: usize,
-    shift: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    epilogue: Epilogue<'_>,
 ) -> Vec<f32> {
     let c_out = weight.c_out;
     let block = ((256 << 10) / (4 * depth.max(1))).max(1).div_ceil(MC) * MC;
@@ -159,9 +155,7 @@ pub(crate) fn product_blocks(
             weight,
             first,
             &mut spare[r0 * c_out..r1 * c_out],
-            shift,
-            residual.map(|r| &r[r0 * c_out..r1 * c_out]),
-            relu,
+            epilogue.rows(r0..r1, c_out),
             false,
         );
     }
@@ -172,27 +166,23 @@ pub(crate) fn product_blocks(
     out
 }
 
-/// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` for `a` `[rows, depth]`,
-/// `out` and `residual` `[rows, C_out]`, all row-major; `shift` padded to whole panels. Every
+/// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` (the [`Epilogue`]) for
+/// `a` `[rows, depth]`, `out` and the shortcut `[rows, C_out]`, all row-major; the shift padded to
+/// whole panels. Every
 /// value of `out` is written (before any is read back), so it may start uninitialized. With
 /// `split`, the panels are shared out between the pool's threads: each reads its part of the
 /// weight once, where splitting the rows would have every thread read all of it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn product(
     a: &[f32],
     depth: usize,
     weight: &Panels,
     first: usize,
     out: &mut [MaybeUninit<f32>],
-    shift: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    epilogue: Epilogue<'_>,
     split: bool,
 ) {
     let wide = wide_available();
-    product_with(
-        a, depth, weight, first, out, shift, residual, relu, split, wide,
-    );
+    product_with(a, depth, weight, first, out, epilogue, split, wide);
 }
 
 /// [`product`], with `wide` choosing the AVX-512 tile for whole pairs of panels (checked
@@ -204,9 +194,7 @@ fn product_with(
     weight: &Panels,
     first: usize,
     out: &mut [MaybeUninit<f32>],
-    shift: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    epilogue: Epilogue<'_>,
     split: bool,
     wide: bool,
 ) {
@@ -219,8 +207,8 @@ fn product_with(
             && out.len() == rows * c_out
             && a.len() >= rows * depth
             && first + depth <= weight.depth
-            && shift.len() >= Panels::padded_channels(c_out)
-            && residual.is_none_or(|r| r.len() >= out.len()),
+            && epilogue.shift.len() >= Panels::padded_channels(c_out)
+            && epilogue.residual.is_none_or(|r| r.len() >= out.len()),
         "panel product: operands do not match"
     );
     // SAFETY: the CPU has AVX2 and FMA (checked above), and every pointer the blocks form stays
@@ -229,16 +217,11 @@ fn product_with(
     // block loads them back. Split, the threads' panels are disjoint column ranges of `out`.
     let panels = c_out.div_ceil(NR);
     let out = Shared(out.as_mut_ptr().cast::<f32>());
-    let residual = Shared(residual.map_or(std::ptr::null_mut(), |r| r.as_ptr().cast_mut()));
     let run = |range: Range<usize>| {
-        let (out, residual) = (&out, &residual);
+        let out = &out;
         // SAFETY: as said above: AVX2 and FMA present, offsets inside the checked slices, and
         // each thread's `range` of panels a disjoint set of `out`'s columns.
-        unsafe {
-            product_avx2(
-                a, depth, weight, first, rows, out.0, shift, residual.0, relu, range, wide,
-            )
-        }
+        unsafe { product_avx2(a, depth, weight, first, rows, out.0, &epilogue, range, wide) }
     };
     let threads = rayon::current_num_threads();
     if split && threads > 1 && panels > 1 {
@@ -256,8 +239,7 @@ fn product_with(
 /// A pointer the threads of one product share; each writes only its own panels' columns.
 struct Shared(*mut f32);
 
-// SAFETY: the threads of a split product write disjoint columns through it and only read
-// through the shortcut's.
+// SAFETY: the threads of a split product write disjoint columns through it.
 unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`: the pointer is only used while the product's slices are borrowed.
 unsafe impl Send for Shared {}
@@ -267,9 +249,9 @@ unsafe impl Send for Shared {}
 ///
 /// # Safety
 ///
-/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows × depth` values, `out` (and `residual`, unless
-/// null) `rows × C_out`, `shift` whole panels, `first + depth <= weight.depth`; no other thread
-/// writes the columns of `panels` meanwhile.
+/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows × depth` values, `out` (and
+/// the shortcut, if any) `rows × C_out`, the shift whole panels, `first + depth <= weight.depth`; no other thread writes the columns of `panels`
+/// meanwhile.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
@@ -279,13 +261,13 @@ unsafe fn product_avx2(
     first: usize,
     rows: usize,
     out: *mut f32,
-    shift: &[f32],
-    residual: *const f32,
-    relu: bool,
+    epilogue: &Epilogue<'_>,
     panels: Range<usize>,
     wide: bool,
 ) {
     let c_out = weight.c_out;
+    let (shift, relu) = (epilogue.shift, epilogue.relu);
+    let residual = epilogue.residual.map_or(std::ptr::null(), <[f32]>::as_ptr);
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
     // One buffer per thread, kept between products, so none is allocated and zeroed per product.
@@ -459,9 +441,12 @@ mod tests {
                 cases.into_iter().flat_map(|c| [(c, false), (c, true)])
             {
                 let mut out = vec![MaybeUninit::new(f32::NAN); rows * c_out];
-                product_with(
-                    &a, depth, &panels, first, &mut out, &shift, residual, relu, split, wide,
-                );
+                let epilogue = Epilogue {
+                    shift: &shift,
+                    residual,
+                    relu,
+                };
+                product_with(&a, depth, &panels, first, &mut out, epilogue, split, wide);
                 // SAFETY: initialized as NaN above (and every value overwritten).
                 let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
                 for r in 0..rows {

@@ -33,6 +33,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::Epilogue;
 use super::panels::{self, Panels};
 
 mod transforms;
@@ -223,24 +224,21 @@ impl Winograd {
         }
     }
 
-    /// `relu?(conv3x3(x) + shift [+ residual])` for channels-last `x` `[N, H, W, C_in]` with
-    /// `padding` zeros on each side, stride 1: a new `[N, H', W', C_out]` buffer. `shift` is
-    /// per output channel, `residual` has the output's shape. With `parallel`, the blocks of
-    /// tiles are shared out between the pool's threads.
+    /// `relu?(conv3x3(x) + shift [+ residual])` (the [`Epilogue`]) for channels-last `x`
+    /// `[N, H, W, C_in]` with `padding` zeros on each side, stride 1: a new `[N, H', W', C_out]`
+    /// buffer; the shortcut has the output's shape. With `parallel`, the blocks of tiles are
+    /// shared out between the pool's threads.
     ///
     /// # Panics
     ///
     /// If the operands do not match (the folded path checks them when it builds the model) or
     /// this CPU lacks AVX2 and FMA ([`enabled`] says so beforehand).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
         x: &[f32],
         dims: [usize; 4],
         padding: [usize; 2],
-        shift: &[f32],
-        residual: Option<&[f32]>,
-        relu: bool,
+        epilogue: Epilogue<'_>,
         parallel: bool,
     ) -> Vec<f32> {
         let [n, h, w, c] = dims;
@@ -255,8 +253,8 @@ impl Winograd {
             panels::available()
                 && c == self.c_in
                 && x.len() == n * h * w * c
-                && shift.len() >= c_out
-                && residual.is_none_or(|r| r.len() == len),
+                && epilogue.shift.len() >= c_out
+                && epilogue.residual.is_none_or(|r| r.len() == len),
             "winograd convolution: operands do not match"
         );
         let geometry = Geometry {
@@ -282,27 +280,28 @@ impl Winograd {
             let span = geometry.values(tile_rows.clone(), c_out);
             let (this, tail) = std::mem::take(&mut rest).split_at_mut(span.len());
             rest = tail;
-            blocks.push((tile_rows, this, residual.map(|r| &r[span])));
-        }
-        let run = |(tile_rows, out, residual): (
-            Range<usize>,
-            &mut [MaybeUninit<f32>],
-            Option<&[f32]>,
-        )| {
-            let block = Block {
-                x,
-                geometry: &geometry,
+            let residual = epilogue.residual.map(|r| &r[span]);
+            blocks.push((
                 tile_rows,
-                out,
-                epilogue: Epilogue {
-                    shift,
+                this,
+                Epilogue {
                     residual,
-                    relu,
+                    ..epilogue
                 },
+            ));
+        }
+        let run =
+            |(tile_rows, out, epilogue): (Range<usize>, &mut [MaybeUninit<f32>], Epilogue<'_>)| {
+                let block = Block {
+                    x,
+                    geometry: &geometry,
+                    tile_rows,
+                    out,
+                    epilogue,
+                };
+                // SAFETY: the CPU has AVX2 and FMA (asserted above).
+                unsafe { self.block(block) }
             };
-            // SAFETY: the CPU has AVX2 and FMA (asserted above).
-            unsafe { self.block(block) }
-        };
         if parallel {
             blocks.into_par_iter().for_each(run);
         } else {
@@ -390,7 +389,15 @@ impl Winograd {
                     product.len(),
                 )
             };
-            panels::product(a, c_in, weight, 0, product, &self.zeros, None, false, false);
+            panels::product(
+                a,
+                c_in,
+                weight,
+                0,
+                product,
+                Epilogue::linear(&self.zeros),
+                false,
+            );
         }
 
         // Y = Aᵀ M A, then the shift, the shortcut and the ReLU, into the output pixels the
@@ -520,14 +527,7 @@ fn copy_lanes(to: &mut Lanes, from: &[f32], lanes: usize) {
     }
 }
 
-/// What is applied to each output value as it is stored.
-struct Epilogue<'a> {
-    shift: &'a [f32],
-    /// The shortcut, the block's part of it (indexed as the block's output).
-    residual: Option<&'a [f32]>,
-    relu: bool,
-}
-
+/// A block's epilogue has the block's part of the shortcut, indexed as the block's output.
 impl Epilogue<'_> {
     /// Stores `value`'s first `out.len()` lanes, channels from `c0`, at offset `at` of the block.
     #[inline(always)]

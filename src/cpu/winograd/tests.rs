@@ -92,8 +92,13 @@ fn both_tile_sizes_match_a_direct_convolution() {
             let want = direct(&x, dims, &weight, c_out, padding, &shift, residual, relu);
             for size in [TileSize::F2, TileSize::F4] {
                 let winograd = Winograd::pack(&weight, c, c_out, size);
-                let one = winograd.forward(&x, dims, padding, &shift, residual, relu, false);
-                let shared = winograd.forward(&x, dims, padding, &shift, residual, relu, true);
+                let epilogue = Epilogue {
+                    shift: &shift,
+                    residual,
+                    relu,
+                };
+                let one = winograd.forward(&x, dims, padding, epilogue, false);
+                let shared = winograd.forward(&x, dims, padding, epilogue, true);
                 assert_eq!(one.len(), want.len());
                 let gap = one
                     .iter()

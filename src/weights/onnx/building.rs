@@ -8,7 +8,18 @@ use super::matching::{Block, Head, Matcher, Norm, Unit};
 use super::{Imported, InputLayout, dims_of, floats, transpose};
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
-use crate::model::{BlockKind, ConvBn, ResNetConfig, StridePlacement, depth_of};
+use crate::model::{BlockKind, ConvBn, ResNet, ResNetConfig, StridePlacement, depth_of};
+
+/// What the matched units say about the network: its configuration, and how the file stores
+/// BatchNorm.
+struct Structure {
+    config: ResNetConfig,
+    /// BatchNorm folded into every convolution.
+    folded: bool,
+    /// Convolutions with a bias beside a separate BatchNorm (Keras).
+    conv_bias: bool,
+    epsilon: f64,
+}
 
 impl Matcher<'_> {
     pub(super) fn build(
@@ -20,10 +31,50 @@ impl Matcher<'_> {
         input_size: Option<usize>,
         device: &Device,
     ) -> Result<Imported> {
-        // Stage boundaries: where a block's output width changes.
+        let found = self.structure(&stem, &blocks, &head, layout)?;
+        let mut model = found.config.init(device)?;
+        self.load_units(&mut model, &found, stem, blocks, device)?;
+        let head_layer = model.head.as_mut().expect("configured with classes");
+        // Burn's Linear keeps its weight as [features, classes].
+        let w = transpose(&head.weight, head.classes, head.features);
+        head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
+            TensorData::new(w, [head.features, head.classes]),
+            device,
+        ));
+        head_layer.linear.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(head.bias, [head.classes]),
+            device,
+        )));
+
+        let preprocess = match layout {
+            InputLayout::Nhwc => Preprocess::Caffe,
+            InputLayout::Nchw => Preprocess::Torch,
+        };
+        Ok(Imported {
+            model,
+            config: found.config,
+            preprocess,
+            layout,
+            input_size,
+            softmax: head.softmax,
+            folded_batch_norm: found.folded,
+            card: None,
+        })
+    }
+
+    /// The configuration the matched units describe: the depth from the blocks per stage (a
+    /// stage ends where a block's output width changes), where the stride sits, how BatchNorm
+    /// is stored, its epsilon, the width and the head.
+    fn structure(
+        &self,
+        stem: &Unit,
+        blocks: &[Block],
+        head: &Head,
+        layout: InputLayout,
+    ) -> Result<Structure> {
         let mut sizes = Vec::new();
         let mut last_width = 0;
-        for block in &blocks {
+        for block in blocks {
             let width = dims_of(&block.convs.last().expect("2 or 3 convs").weight)[0];
             if width != last_width {
                 sizes.push(0);
@@ -39,7 +90,7 @@ impl Matcher<'_> {
         };
         let Some(depth) = depth_of(kind, &sizes) else {
             return Err(self.fail_unit(
-                &stem,
+                stem,
                 format!("blocks per stage {sizes:?} ({kind:?} blocks) match no ResNet depth"),
             ));
         };
@@ -47,7 +98,7 @@ impl Matcher<'_> {
             Some(2) if bottleneck => StridePlacement::FirstConv,
             _ => StridePlacement::MiddleConv,
         };
-        let units = std::iter::once(&stem).chain(
+        let units = std::iter::once(stem).chain(
             blocks
                 .iter()
                 .flat_map(|b| b.convs.iter().chain(&b.shortcut)),
@@ -56,7 +107,7 @@ impl Matcher<'_> {
         let folded = units.clone().all(|u| matches!(u.norm, Norm::Folded));
         if !separate_norm && !folded {
             return Err(self.fail_unit(
-                &stem,
+                stem,
                 "BatchNorm is folded into some convolutions but not others",
             ));
         }
@@ -72,15 +123,13 @@ impl Matcher<'_> {
                 InputLayout::Nhwc => 1.001e-5,
                 InputLayout::Nchw => 1e-5,
             });
-        let width = dims_of(&stem.weight)[0];
         let config = ResNetConfig::new(depth)
             .with_stride_placement(placement)
             .with_conv_bias(conv_bias)
             .with_batch_norm_epsilon(epsilon)
-            .with_width(width)
+            .with_width(dims_of(&stem.weight)[0])
             .with_pooling(head.pooling)
             .with_num_classes(Some(head.classes));
-        let mut model = config.init(device)?;
         if head.features != config.feature_dim() {
             return Err(Error::ShapeMismatch {
                 tensor: "head.linear.weight".into(),
@@ -88,11 +137,28 @@ impl Matcher<'_> {
                 found: vec![head.features, head.classes],
             });
         }
+        Ok(Structure {
+            config,
+            folded,
+            conv_bias,
+            epsilon,
+        })
+    }
 
+    /// Loads the stem's and every block's units into `model`, each named as this crate names it.
+    fn load_units(
+        &self,
+        model: &mut ResNet,
+        found: &Structure,
+        stem: Unit,
+        blocks: Vec<Block>,
+        device: &Device,
+    ) -> Result<()> {
         let load = |target: &mut ConvBn, unit: &Unit, name: String| -> Result<()> {
-            self.load_unit(target, unit, &name, conv_bias, epsilon, device)
+            self.load_unit(target, unit, &name, found.conv_bias, found.epsilon, device)
         };
         load(&mut model.stem.conv, &stem, "stem.conv".into())?;
+        let depth = found.config.depth;
         let mut blocks = blocks.into_iter();
         for (s, stage) in model.stages.iter_mut().enumerate() {
             for (b, target) in stage.blocks.iter_mut().enumerate() {
@@ -112,32 +178,7 @@ impl Matcher<'_> {
                 }
             }
         }
-        let head_layer = model.head.as_mut().expect("configured with classes");
-        // Burn's Linear keeps its weight as [features, classes].
-        let w = transpose(&head.weight, head.classes, head.features);
-        head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
-            TensorData::new(w, [head.features, head.classes]),
-            device,
-        ));
-        head_layer.linear.bias = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(head.bias, [head.classes]),
-            device,
-        )));
-
-        let preprocess = match layout {
-            InputLayout::Nhwc => Preprocess::Caffe,
-            InputLayout::Nchw => Preprocess::Torch,
-        };
-        Ok(Imported {
-            model,
-            config,
-            preprocess,
-            layout,
-            input_size,
-            softmax: head.softmax,
-            folded_batch_norm: folded,
-            card: None,
-        })
+        Ok(())
     }
 
     pub(super) fn load_unit(
