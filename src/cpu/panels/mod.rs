@@ -250,8 +250,8 @@ unsafe impl Send for Shared {}
 /// # Safety
 ///
 /// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows × depth` values, `out` (and
-/// the shortcut, if any) `rows × C_out`, the shift whole panels, `first + depth <= weight.depth`; no other thread writes the columns of `panels`
-/// meanwhile.
+/// the shortcut, if any) `rows × C_out`, the shift whole panels, `first + depth <= weight.depth`;
+/// no other thread writes the columns of `panels` meanwhile.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
@@ -265,9 +265,6 @@ unsafe fn product_avx2(
     panels: Range<usize>,
     wide: bool,
 ) {
-    let c_out = weight.c_out;
-    let (shift, relu) = (epilogue.shift, epilogue.relu);
-    let residual = epilogue.residual.map_or(std::ptr::null(), <[f32]>::as_ptr);
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
     // One buffer per thread, kept between products, so none is allocated and zeroed per product.
@@ -280,109 +277,34 @@ unsafe fn product_avx2(
         let r1 = (r0 + MC).min(rows);
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
-            for (t, tile) in packed.chunks_exact_mut(MR * KC).enumerate() {
-                let first_row = r0 + t * MR;
-                if first_row >= r1 {
-                    break;
-                }
-                for i in 0..MR.min(r1 - first_row) {
-                    let row = &a[(first_row + i) * depth + k0..][..kc];
-                    for (k, &v) in row.iter().enumerate() {
-                        tile[k * MR + i] = v;
-                    }
-                }
-            }
-            let pass = Pass {
-                kc,
-                ldc: c_out,
-                first: k0 == 0,
-                last: k0 + kc == depth,
-                relu,
+            pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed);
+            let block = DepthBlock {
+                packed: &packed,
+                weight,
+                row: first + k0,
+                rows: r0..r1,
+                out,
+                shift: epilogue.shift,
+                residual: epilogue.residual.map_or(std::ptr::null(), <[f32]>::as_ptr),
+                pass: Pass {
+                    kc,
+                    ldc: weight.c_out,
+                    first: k0 == 0,
+                    last: k0 + kc == depth,
+                    relu: epilogue.relu,
+                },
             };
             let mut p = panels.start;
             while p < panels.end {
                 // Two whole panels side by side, on a CPU with AVX-512: 12-row tiles over both,
-                // then the rows left over (fewer than 12) panel by panel as below.
-                let pair = wide && p + 1 < panels.end && (p + 2) * NR <= c_out;
-                let mut r = r0;
-                if pair {
-                    while r + 2 * MR <= r1 {
-                        let offset = r * c_out + p * NR;
-                        // SAFETY: rows `r..r + 12` < `rows`, columns `p·16..p·16 + 32` <=
-                        // `C_out`; the two packed tiles of those rows lie inside `packed`;
-                        // panels `p` and `p + 1` and their shift exist; the caller checked
-                        // AVX-512F before setting `wide`.
-                        unsafe {
-                            let a = packed.as_ptr().add((r - r0) / MR * MR * KC);
-                            let b = weight
-                                .data
-                                .as_ptr()
-                                .add((p * weight.depth + first + k0) * NR);
-                            let wide_tile = WideTile {
-                                a: [a, a.add(MR * KC)],
-                                b: [b, b.add(weight.depth * NR)],
-                                c: out.add(offset),
-                                shift: shift.as_ptr().add(p * NR),
-                                residual: if residual.is_null() {
-                                    residual
-                                } else {
-                                    residual.add(offset)
-                                },
-                            };
-                            wide_tile.run(&pass);
-                        }
-                        r += 2 * MR;
-                    }
-                }
-                let rest = r;
-                for p in if pair { p..p + 2 } else { p..p + 1 } {
-                    let cols = NR.min(c_out - p * NR);
-                    // SAFETY: (and for the offsets below) rows < `rows`, depth offsets < `depth`,
-                    // panel rows < `weight.depth` and columns < `c_out` (or the panel's zero
-                    // padding).
-                    let b = unsafe {
-                        weight
-                            .data
-                            .as_ptr()
-                            .add((p * weight.depth + first + k0) * NR)
-                    };
-                    // SAFETY: `shift` holds whole panels, `p` is one of them.
-                    let shift = unsafe { shift.as_ptr().add(p * NR) };
-                    let mut r = rest;
-                    while r < r1 {
-                        let m = MR.min(r1 - r);
-                        // SAFETY: the tile's packed rows lie inside `packed` (MC rows of KC depth).
-                        let a = unsafe { packed.as_ptr().add((r - r0) / MR * MR * KC) };
-                        let offset = r * c_out + p * NR;
-                        // SAFETY: row `r` < `rows`, panel column `p·16` < `C_out`.
-                        let c = unsafe { out.add(offset) };
-                        let res = if residual.is_null() {
-                            residual
-                        } else {
-                            // SAFETY: the shortcut has `out`'s shape.
-                            unsafe { residual.add(offset) }
-                        };
-                        let tile = Tile {
-                            a,
-                            b,
-                            c,
-                            shift,
-                            residual: res,
-                            cols,
-                        };
-                        // SAFETY: the tile's pointers are inside their slices (above), `m` rows
-                        // of them valid, and this function's caller vouches for AVX2 and FMA.
-                        unsafe {
-                            match m {
-                                6 => tile.run::<6>(&pass),
-                                5 => tile.run::<5>(&pass),
-                                4 => tile.run::<4>(&pass),
-                                3 => tile.run::<3>(&pass),
-                                2 => tile.run::<2>(&pass),
-                                _ => tile.run::<1>(&pass),
-                            }
-                        }
-                        r += m;
+                // then the rows left over (fewer than 12) panel by panel.
+                let pair = wide && p + 1 < panels.end && (p + 2) * NR <= weight.c_out;
+                // SAFETY: the caller vouches for the CPU (AVX-512F where `wide`, so where
+                // `pair`), the operands' sizes and `panels`, which `p` and `p + 1` lie in.
+                unsafe {
+                    let rest = if pair { block.pair(p) } else { r0 };
+                    for p in if pair { p..p + 2 } else { p..p + 1 } {
+                        block.panel(p, rest);
                     }
                 }
                 p += if pair { 2 } else { 1 };
@@ -390,6 +312,150 @@ unsafe fn product_avx2(
         }
     }
     PACKED.set(packed);
+}
+
+/// Packs rows `rows` of `a` (`depth` values each), depths `depths`, tile by tile into `packed`:
+/// for each depth the tile's 6 rows side by side.
+fn pack_block(
+    a: &[f32],
+    depth: usize,
+    rows: Range<usize>,
+    depths: Range<usize>,
+    packed: &mut [f32],
+) {
+    for (t, tile) in packed.chunks_exact_mut(MR * KC).enumerate() {
+        let first_row = rows.start + t * MR;
+        if first_row >= rows.end {
+            break;
+        }
+        for i in 0..MR.min(rows.end - first_row) {
+            let start = (first_row + i) * depth;
+            let row = &a[start + depths.start..start + depths.end];
+            for (k, &v) in row.iter().enumerate() {
+                tile[k * MR + i] = v;
+            }
+        }
+    }
+}
+
+/// One block of rows at one block of depths: what its tiles multiply and where they store.
+struct DepthBlock<'a> {
+    /// The rows of `a`, packed by [`pack_block`].
+    packed: &'a [f32],
+    weight: &'a Panels,
+    /// The weight's first row this depth block multiplies.
+    row: usize,
+    rows: Range<usize>,
+    out: *mut f32,
+    /// Whole panels.
+    shift: &'a [f32],
+    /// The shortcut, shaped as `out`, or null.
+    residual: *const f32,
+    pass: Pass,
+}
+
+impl DepthBlock<'_> {
+    /// Panel `p`'s block of the weight (this block's depths).
+    ///
+    /// # Safety
+    ///
+    /// `p` is one of the weight's panels.
+    unsafe fn panel_block(&self, p: usize) -> *const f32 {
+        let weight = self.weight;
+        // SAFETY: the caller's panel, at a row inside the weight (the product checked
+        // `first + depth <= weight.depth`).
+        unsafe { weight.data.as_ptr().add((p * weight.depth + self.row) * NR) }
+    }
+
+    /// The packed tile of the rows from `r` (a multiple of 6 past the block's first).
+    fn packed_tile(&self, r: usize) -> *const f32 {
+        self.packed[(r - self.rows.start) / MR * MR * KC..].as_ptr()
+    }
+
+    /// The shortcut at output offset `offset`, or null where there is none.
+    ///
+    /// # Safety
+    ///
+    /// `offset` lies inside the output.
+    unsafe fn residual_at(&self, offset: usize) -> *const f32 {
+        if self.residual.is_null() {
+            self.residual
+        } else {
+            // SAFETY: the shortcut has the output's shape; the caller's offset is inside it.
+            unsafe { self.residual.add(offset) }
+        }
+    }
+
+    /// Panels `p` and `p + 1` by the AVX-512 tile, 12 rows at a time; returns the first row
+    /// left over (fewer than 12 remain).
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX-512F; panels `p` and `p + 1` are whole panels of the weight.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair(&self, p: usize) -> usize {
+        let c_out = self.weight.c_out;
+        let mut r = self.rows.start;
+        while r + 2 * MR <= self.rows.end {
+            let offset = r * c_out + p * NR;
+            let a = self.packed_tile(r);
+            // SAFETY: rows `r..r + 12` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
+            // the two packed tiles of those rows lie inside `packed`; panels `p` and `p + 1`
+            // and their shift exist; the caller checked AVX-512F.
+            unsafe {
+                let b = self.panel_block(p);
+                let tile = WideTile {
+                    a: [a, a.add(MR * KC)],
+                    b: [b, b.add(self.weight.depth * NR)],
+                    c: self.out.add(offset),
+                    shift: self.shift.as_ptr().add(p * NR),
+                    residual: self.residual_at(offset),
+                };
+                tile.run(&self.pass);
+            }
+            r += 2 * MR;
+        }
+        r
+    }
+
+    /// Panel `p` by the AVX2 tile, from row `from` to the block's end, 6 rows at a time.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; `p` is one of the weight's panels; `from` is the block's first
+    /// row or a multiple of 6 past it.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel(&self, p: usize, from: usize) {
+        let c_out = self.weight.c_out;
+        let cols = NR.min(c_out - p * NR);
+        let mut r = from;
+        while r < self.rows.end {
+            let m = MR.min(self.rows.end - r);
+            let offset = r * c_out + p * NR;
+            // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
+            // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
+            // rows of the tile are valid; the caller vouches for AVX2 and FMA.
+            unsafe {
+                let tile = Tile {
+                    a: self.packed_tile(r),
+                    b: self.panel_block(p),
+                    c: self.out.add(offset),
+                    shift: self.shift.as_ptr().add(p * NR),
+                    residual: self.residual_at(offset),
+                    cols,
+                };
+                match m {
+                    6 => tile.run::<6>(&self.pass),
+                    5 => tile.run::<5>(&self.pass),
+                    4 => tile.run::<4>(&self.pass),
+                    3 => tile.run::<3>(&self.pass),
+                    2 => tile.run::<2>(&self.pass),
+                    _ => tile.run::<1>(&self.pass),
+                }
+            }
+            r += m;
+        }
+    }
 }
 
 /// What every tile of one depth block shares.
