@@ -93,12 +93,7 @@ pub(crate) fn bn_relu_train_backward<B: HostBackend>(
     // The shortcut's gradient is the ReLU's masked gradient: made once where it is needed,
     // and the passes below read it instead of masking as they go.
     let masked = match (&y, shortcut) {
-        (Some(y), true) => Some(map_rows(&grad_values, channels, |r, grad, out| {
-            let y = &y[r * channels..(r + 1) * channels];
-            for ((out, &g), &y) in out.iter_mut().zip(grad).zip(y) {
-                *out = if y > 0.0 { g } else { 0.0 };
-            }
-        })),
+        (Some(y), true) => Some(relu_masked(&grad_values, y, channels)),
         _ => None,
     };
     let (grad, y) = match &masked {
@@ -137,13 +132,7 @@ pub(crate) fn bn_relu_train_backward<B: HostBackend>(
         .map(|c| (sum_dz_xc[c] * f64::from(inv_std[c])) as f32)
         .collect();
     // dx = k1·dz + k2·x + k3, per channel.
-    let k1: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
-    let k2: Vec<f32> = (0..channels)
-        .map(|c| (-f64::from(k1[c]) * f64::from(inv_std[c]) * f64::from(d_gamma[c]) / n) as f32)
-        .collect();
-    let k3: Vec<f32> = (0..channels)
-        .map(|c| (-f64::from(k1[c]) * sum_dz[c] / n - f64::from(k2[c]) * f64::from(mean[c])) as f32)
-        .collect();
+    let [k1, k2, k3] = input_grad_coefficients(&gamma, &inv_std, &d_gamma, &sum_dz, &mean, n);
     let mut dx = vec![0f32; rows * channels];
     let chunk = chunk_rows(rows, channels);
     dx.par_chunks_mut(chunk * channels)
@@ -169,6 +158,37 @@ pub(crate) fn bn_relu_train_backward<B: HostBackend>(
         Some(B::from_values(d_beta, &[channels])),
         d_shortcut,
     ]
+}
+
+/// The gradient `dy` where the ReLU passed its input (`y > 0`), zero elsewhere.
+fn relu_masked(dy: &[f32], y: &[f32], channels: usize) -> Vec<f32> {
+    map_rows(dy, channels, |r, grad, out| {
+        let y = &y[r * channels..(r + 1) * channels];
+        for ((out, &g), &y) in out.iter_mut().zip(grad).zip(y) {
+            *out = if y > 0.0 { g } else { 0.0 };
+        }
+    })
+}
+
+/// BatchNorm's input gradient in training mode as `dx = k1·dz + k2·x + k3` per channel, from
+/// the batch's `n` rows: `k1 = γ/σ`, `k2 = −k1·dγ/(σ·n)`, `k3 = −k1·Σdz/n − k2·μ`.
+fn input_grad_coefficients(
+    gamma: &[f32],
+    inv_std: &[f32],
+    d_gamma: &[f32],
+    sum_dz: &[f64],
+    mean: &[f32],
+    n: f64,
+) -> [Vec<f32>; 3] {
+    let channels = gamma.len();
+    let k1: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+    let k2: Vec<f32> = (0..channels)
+        .map(|c| (-f64::from(k1[c]) * f64::from(inv_std[c]) * f64::from(d_gamma[c]) / n) as f32)
+        .collect();
+    let k3: Vec<f32> = (0..channels)
+        .map(|c| (-f64::from(k1[c]) * sum_dz[c] / n - f64::from(k2[c]) * f64::from(mean[c])) as f32)
+        .collect();
+    [k1, k2, k3]
 }
 
 /// `[rows, channels]` of a matrix (the trailing dimensions flattened).

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::Result;
@@ -170,22 +171,17 @@ fn draw_panel(
         }
     }
     if let Some(u) = unfreeze {
-        let line = vec![(u.at, lo - pad), (u.at, hi + pad)];
-        let grey = RGBColor(MARKER[0], MARKER[1], MARKER[2]);
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                line,
-                grey.stroke_width(2),
-            )))
-            .map_err(err)?;
-        let text = match (name, u.jump) {
+        let label = match (name, u.jump) {
             ("accuracy (%)", Some(j)) => format!("{}: jump {j:+.1} pts", u.label),
             _ => u.label.clone(),
         };
-        let at = (u.at + 0.05, hi + pad * 0.4);
-        chart
-            .draw_series(std::iter::once(Text::new(text, at, (FONT, 15))))
-            .map_err(err)?;
+        draw_marker(
+            &mut chart,
+            u.at,
+            [lo - pad, hi + pad, hi + pad * 0.4],
+            label,
+        )
+        .map_err(err)?;
     }
     chart
         .configure_series_labels()
@@ -198,6 +194,22 @@ fn draw_panel(
     Ok((history.epochs.iter())
         .map(|e| chart.backend_coord(&(e.epoch as f64, lo)).0)
         .collect())
+}
+
+/// The unfreeze marker: a grey line at `x` from `bottom` to `top`, its label just right of it at
+/// `label_y`.
+fn draw_marker<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    x: f64,
+    [bottom, top, label_y]: [f64; 3],
+    label: String,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let grey = RGBColor(MARKER[0], MARKER[1], MARKER[2]);
+    let line = PathElement::new(vec![(x, bottom), (x, top)], grey.stroke_width(2));
+    chart.draw_series(std::iter::once(line))?;
+    let text = Text::new(label, (x + 0.05, label_y), (FONT, 15));
+    chart.draw_series(std::iter::once(text))?;
+    Ok(())
 }
 
 #[cfg(test)]

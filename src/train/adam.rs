@@ -34,6 +34,47 @@ pub struct FusedAdamConfig {
 }
 
 impl FusedAdamConfig {
+    /// One step of Adam on a parameter's values `p`, their gradient `g` and its moments `m` and
+    /// `v`, at step `time` (from 1): Burn's Adam term for term, with the bias corrections folded
+    /// into one factor and epsilon, on the pool's threads a chunk at a time.
+    fn update(&self, lr: f32, time: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let FusedAdamConfig {
+            beta_1,
+            beta_2,
+            epsilon,
+            weight_decay,
+        } = self.clone();
+        let correction_2 = (1.0 - beta_2.powi(time as i32)).sqrt();
+        let factor = correction_2 / (1.0 - beta_1.powi(time as i32));
+        let eps = epsilon * correction_2;
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                // Slices zipped rather than indexed, and the decay test out of the loop, so the
+                // compiler vectorizes it, square root and division included.
+                let update = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
+                    *m = beta_1 * *m + (1.0 - beta_1) * g;
+                    *v = beta_2 * *v + (1.0 - beta_2) * (g * g);
+                    *p -= lr * (*m * factor / (v.sqrt() + eps));
+                };
+                let lanes = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
+                if weight_decay > 0.0 {
+                    for (((p, m), v), &g) in lanes {
+                        update(p, m, v, weight_decay * *p + g);
+                    }
+                } else {
+                    for (((p, m), v), &g) in lanes {
+                        update(p, m, v, g);
+                    }
+                }
+            });
+    }
+}
+
+impl FusedAdamConfig {
     /// The optimizer for a whole module.
     pub fn init(&self) -> ModuleOptimizer {
         ModuleOptimizer::from(self.build())
@@ -115,47 +156,14 @@ impl Optimizer for FusedAdam {
             _ => (zeros(), zeros()),
         };
         let time = time + 1;
-        let FusedAdamConfig {
-            beta_1,
-            beta_2,
-            epsilon,
-            weight_decay,
-        } = self.config.clone();
-        // Burn's Adam, term for term: bias corrections folded into one factor and epsilon.
-        let correction_2 = (1.0 - beta_2.powi(time as i32)).sqrt();
-        let factor = correction_2 / (1.0 - beta_1.powi(time as i32));
-        let eps = epsilon * correction_2;
-        let lr = lr as f32;
-        {
-            let p = param.as_mut_slice::<f32>().expect("f32 checked");
-            let g = grad.as_slice::<f32>().expect("f32 checked");
-            let m = m.as_mut_slice::<f32>().expect("f32 checked");
-            let v = v.as_mut_slice::<f32>().expect("f32 checked");
-            const CHUNK: usize = 1 << 14;
-            p.par_chunks_mut(CHUNK)
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    // Slices zipped rather than indexed, and the decay test out of the loop, so
-                    // the compiler vectorizes it, square root and division included.
-                    let update = |p: &mut f32, m: &mut f32, v: &mut f32, g: f32| {
-                        *m = beta_1 * *m + (1.0 - beta_1) * g;
-                        *v = beta_2 * *v + (1.0 - beta_2) * (g * g);
-                        *p -= lr * (*m * factor / (v.sqrt() + eps));
-                    };
-                    let lanes = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
-                    if weight_decay > 0.0 {
-                        for (((p, m), v), &g) in lanes {
-                            update(p, m, v, weight_decay * *p + g);
-                        }
-                    } else {
-                        for (((p, m), v), &g) in lanes {
-                            update(p, m, v, g);
-                        }
-                    }
-                });
-        }
+        self.config.update(
+            lr as f32,
+            time,
+            param.as_mut_slice::<f32>().expect("f32 checked"),
+            grad.as_slice::<f32>().expect("f32 checked"),
+            m.as_mut_slice::<f32>().expect("f32 checked"),
+            v.as_mut_slice::<f32>().expect("f32 checked"),
+        );
         let tensor = Tensor::from_data(param, &device);
         let momentum = AdaptiveMomentumState::new(
             time,

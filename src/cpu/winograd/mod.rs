@@ -337,32 +337,37 @@ impl Winograd {
         input: impl Fn(&[Lanes; A]) -> [Lanes; A] + Copy,
         output: impl Fn(&[Lanes; A]) -> [Lanes; M] + Copy,
     ) {
-        let Block {
-            x,
-            geometry,
-            tile_rows,
-            out,
-            epilogue,
-        } = block;
-        let (c_in, c_out) = (self.c_in, self.c_out);
-        let [_, tw] = geometry.tiles();
-        let tiles = tile_rows.len() * tw;
-        let positions = A * A;
+        let [_, tw] = block.geometry.tiles();
+        let tiles = block.tile_rows.len() * tw;
         thread_local! {
             static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
                 const { std::cell::Cell::new((Vec::new(), Vec::new())) };
         }
         let (mut v, mut m) = BUFFERS.take();
-        v.resize(positions * tiles * c_in, 0.0);
-        m.resize(positions * tiles * c_out, 0.0);
-        let tile_at = |t: usize| (tile_rows.start + t / tw, t % tw);
+        v.resize(A * A * tiles * self.c_in, 0.0);
+        m.resize(A * A * tiles * self.c_out, 0.0);
+        self.transform_inputs(&block, input, &mut v);
+        self.multiply(&v, &mut m, tiles);
+        self.transform_outputs(block, output, &m);
+        BUFFERS.set((v, m));
+    }
 
-        // V = Bᵀ d B, position-major: `[α², tiles, C_in]`.
+    /// `V = Bᵀ d B` for every input tile of the block, position-major: `[α², tiles, C_in]`.
+    #[inline]
+    fn transform_inputs<const A: usize>(
+        &self,
+        block: &Block,
+        input: impl Fn(&[Lanes; A]) -> [Lanes; A] + Copy,
+        v: &mut [f32],
+    ) {
+        let c_in = self.c_in;
+        let [_, tw] = block.geometry.tiles();
+        let tiles = block.tile_rows.len() * tw;
         for t in 0..tiles {
-            let (row, tx) = tile_at(t);
+            let (row, tx) = (block.tile_rows.start + t / tw, t % tw);
             for c0 in (0..c_in).step_by(L) {
                 let lanes = L.min(c_in - c0);
-                let d: [[Lanes; A]; A] = geometry.gather(x, row, tx, c0, lanes);
+                let d: [[Lanes; A]; A] = block.geometry.gather(block.x, row, tx, c0, lanes);
                 let transformed = transform_2d(&d, input);
                 for (i, row) in transformed.iter().enumerate() {
                     for (j, value) in row.iter().enumerate() {
@@ -376,8 +381,12 @@ impl Winograd {
                 }
             }
         }
+    }
 
-        // M_ξ = V_ξ · U_ξ.
+    /// `M_ξ = V_ξ · U_ξ` for each position `ξ` of the transformed tile.
+    #[inline]
+    fn multiply(&self, v: &[f32], m: &mut [f32], tiles: usize) {
+        let (c_in, c_out) = (self.c_in, self.c_out);
         for (xi, weight) in self.weights.iter().enumerate() {
             let a = &v[xi * tiles * c_in..][..tiles * c_in];
             let product = &mut m[xi * tiles * c_out..][..tiles * c_out];
@@ -389,24 +398,35 @@ impl Winograd {
                     product.len(),
                 )
             };
-            panels::product(
-                a,
-                c_in,
-                weight,
-                0,
-                product,
-                Epilogue::linear(&self.zeros),
-                false,
-            );
+            let epilogue = Epilogue::linear(&self.zeros);
+            panels::product(a, c_in, weight, 0, product, epilogue, false);
         }
+    }
 
-        // Y = Aᵀ M A, then the shift, the shortcut and the ReLU, into the output pixels the
-        // tile covers.
+    /// `Y = Aᵀ M A` for every tile, then the shift, the shortcut and the ReLU, into the output
+    /// pixels the tile covers.
+    #[inline]
+    fn transform_outputs<const A: usize, const M: usize>(
+        &self,
+        block: Block,
+        output: impl Fn(&[Lanes; A]) -> [Lanes; M] + Copy,
+        m: &[f32],
+    ) {
+        let Block {
+            geometry,
+            tile_rows,
+            out,
+            epilogue,
+            ..
+        } = block;
+        let c_out = self.c_out;
+        let [th, tw] = geometry.tiles();
+        let tiles = tile_rows.len() * tw;
         let [ho, wo] = geometry.out;
         let first = geometry.pixel_row(tile_rows.start);
         for t in 0..tiles {
-            let (row, tx) = tile_at(t);
-            let (image, ty) = (row / geometry.tiles()[0], row % geometry.tiles()[0]);
+            let (row, tx) = (tile_rows.start + t / tw, t % tw);
+            let (image, ty) = (row / th, row % th);
             for c0 in (0..c_out).step_by(L) {
                 let lanes = L.min(c_out - c0);
                 let gathered: [[Lanes; A]; A] = std::array::from_fn(|i| {
@@ -435,7 +455,6 @@ impl Winograd {
                 }
             }
         }
-        BUFFERS.set((v, m));
     }
 }
 

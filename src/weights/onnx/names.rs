@@ -56,60 +56,36 @@ impl FileNames {
                 number(&ty);
                 continue;
             }
-            let renamed = match ty.as_str() {
-                "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" => {
-                    let dims = kernel_dims(node, &ranks);
-                    match dims {
-                        Some(d) => number(&format!("{ty}{d}d")),
-                        // onnx-ir refuses such a node: nothing to translate.
-                        None => continue,
-                    }
-                }
-                "Gemm" => {
-                    let gemm = number("Gemm");
-                    if straight_linear(node) {
-                        number("Linear")
-                    } else {
-                        gemm
-                    }
-                }
-                "MatMul" => {
-                    let matmul = number("MatMul");
-                    let weight = node.input.get(1).and_then(|w| ranks.get(w.as_str()));
-                    if node.input.len() == 2 && weight == Some(&2) {
-                        // The Add right after it that adds a constant vector to its output
-                        // becomes the Linear's bias.
-                        if let Some(add) = nodes.get(i)
-                            && add.op_type == "Add"
-                            && add.input.len() == 2
-                            && node.output.first().is_some_and(|o| add.input.contains(o))
-                            && add.input.iter().any(|a| ranks.get(a.as_str()) == Some(&1))
-                        {
-                            i += 1;
-                        }
-                        number("Linear")
-                    } else {
-                        matmul
-                    }
-                }
-                _ => number(&ty),
+            let Some((renamed, with_next)) =
+                onnx_ir_name(&ty, node, nodes.get(i), &ranks, &mut number)
+            else {
+                // onnx-ir refuses such a node: nothing to translate.
+                continue;
             };
-            for (k, output) in node.output.iter().enumerate() {
-                names
-                    .tensors
-                    .insert(format!("{renamed}_out{}", k + 1), output.clone());
+            if with_next {
+                i += 1;
             }
-            let shown = if node.name.is_empty() {
-                match node.output.first() {
-                    Some(output) => format!("(unnamed, output `{output}`)"),
-                    None => format!("(unnamed, node {} of the graph)", i),
-                }
-            } else {
-                node.name.clone()
-            };
-            names.nodes.insert(renamed, (shown, node.op_type.clone()));
+            names.record(renamed, node, i);
         }
         names
+    }
+
+    /// Records the file's names of a node onnx-ir calls `renamed` (the `i`-th node read) and of
+    /// its outputs.
+    fn record(&mut self, renamed: String, node: &NodeProto, i: usize) {
+        for (k, output) in node.output.iter().enumerate() {
+            self.tensors
+                .insert(format!("{renamed}_out{}", k + 1), output.clone());
+        }
+        let shown = if node.name.is_empty() {
+            match node.output.first() {
+                Some(output) => format!("(unnamed, output `{output}`)"),
+                None => format!("(unnamed, node {} of the graph)", i),
+            }
+        } else {
+            node.name.clone()
+        };
+        self.nodes.insert(renamed, (shown, node.op_type.clone()));
     }
 
     /// The file's name for onnx-ir's node `name` of type `ty`, or `name` itself when the node
@@ -134,6 +110,51 @@ impl FileNames {
             .cloned()
             .unwrap_or_else(|| name.to_string())
     }
+}
+
+/// The name onnx-ir gives a node of type `ty` (`number` counts each type as onnx-ir does), and
+/// whether it takes in the `next` node too (a MatMul's bias Add, which becomes its Linear's
+/// bias); `None` for a convolution or pool whose kernel rank cannot be read, which onnx-ir
+/// refuses.
+fn onnx_ir_name(
+    ty: &str,
+    node: &NodeProto,
+    next: Option<&NodeProto>,
+    ranks: &HashMap<&str, usize>,
+    number: &mut impl FnMut(&str) -> String,
+) -> Option<(String, bool)> {
+    Some(match ty {
+        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" => {
+            let d = kernel_dims(node, ranks)?;
+            (number(&format!("{ty}{d}d")), false)
+        }
+        "Gemm" => {
+            let gemm = number("Gemm");
+            if straight_linear(node) {
+                (number("Linear"), false)
+            } else {
+                (gemm, false)
+            }
+        }
+        "MatMul" => {
+            let matmul = number("MatMul");
+            let weight = node.input.get(1).and_then(|w| ranks.get(w.as_str()));
+            if node.input.len() == 2 && weight == Some(&2) {
+                // The Add right after it that adds a constant vector to its output becomes the
+                // Linear's bias.
+                let bias = next.is_some_and(|add| {
+                    add.op_type == "Add"
+                        && add.input.len() == 2
+                        && node.output.first().is_some_and(|o| add.input.contains(o))
+                        && add.input.iter().any(|a| ranks.get(a.as_str()) == Some(&1))
+                });
+                (number("Linear"), bias)
+            } else {
+                (matmul, false)
+            }
+        }
+        _ => (number(ty), false),
+    })
 }
 
 /// The spatial dimensions of a convolution's or pool's kernel: its `kernel_shape` attribute,
