@@ -37,25 +37,48 @@ pub struct ImageItem {
     pub seed: u64,
 }
 
-/// An [`ImageSet`] as a Burn [`Dataset`].
+/// An [`ImageSet`] as a Burn [`Dataset`], for Burn's `DataLoader` and [`ImageBatcher`]'s
+/// [`Batcher`] implementation.
+///
+/// Each item carries the augmentation seed [`ImageBatcher::batch_of`] gives the same image in an
+/// epoch of the same `seed` ([`item_seed`]), so an image is cropped and flipped alike on either
+/// path.
 #[derive(Debug, Clone)]
-pub struct ImageDataset(pub Arc<ImageSet>);
+pub struct ImageDataset {
+    /// The images.
+    pub set: Arc<ImageSet>,
+    /// The epoch's seed: vary it between epochs, as the learner does.
+    pub seed: u64,
+}
+
+impl ImageDataset {
+    /// The set's images, augmented (where the batcher augments) with `seed`.
+    pub fn new(set: Arc<ImageSet>, seed: u64) -> Self {
+        Self { set, seed }
+    }
+}
 
 impl Dataset<ImageItem> for ImageDataset {
     /// The image at `index`; like every Burn dataset, panics when `index >= len()`.
     fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
         Ok(ImageItem {
-            pixels: self.0.image(index).to_vec(),
-            height: self.0.height(),
-            width: self.0.width(),
-            label: self.0.label(index),
-            seed: index as u64,
+            pixels: self.set.image(index).to_vec(),
+            height: self.set.height(),
+            width: self.set.width(),
+            label: self.set.label(index),
+            seed: item_seed(self.seed, index),
         })
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.set.len()
     }
+}
+
+/// The augmentation seed of image `index` of a set in an epoch seeded `seed`: what
+/// [`ImageBatcher::batch_of`] and [`ImageDataset`] both use.
+pub fn item_seed(seed: u64, index: usize) -> u64 {
+    seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Turns images into model inputs: augmentation (training only), resize, preprocessing.
@@ -118,8 +141,7 @@ impl ImageBatcher {
         data.par_chunks_mut(per_image)
             .zip(indices.par_iter())
             .for_each(|(out, &i)| {
-                let item_seed = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                out.copy_from_slice(&self.prepare(set.image(i), h, w, item_seed));
+                out.copy_from_slice(&self.prepare(set.image(i), h, w, item_seed(seed, i)));
             });
         let labels: Vec<i64> = indices.iter().map(|&i| set.label(i) as i64).collect();
         make_batch(data, labels, [side, self.size.unwrap_or(w)], device)

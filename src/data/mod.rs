@@ -23,7 +23,9 @@ mod photo;
 mod preprocess;
 mod sample;
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order};
+pub use batcher::{
+    ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order, item_seed,
+};
 pub use cifar10::{Cifar10, Downloader, Format};
 pub use folder::{
     IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, list_image_folder, read_image_folder,

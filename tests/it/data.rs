@@ -235,7 +235,8 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
     assert_eq!(set.pixel(0, 0, 5, 5), 200);
     assert_eq!(set.pixel(3, 2, 31, 31), 200);
 
-    let dataset = ImageDataset(std::sync::Arc::new(set));
+    let set = std::sync::Arc::new(set);
+    let dataset = ImageDataset::new(set.clone(), 0);
     let items = vec![dataset.get(0).unwrap(), dataset.get(3).unwrap()];
     let device = resnet_transfer::device::device("ndarray").unwrap();
     let batch = ImageBatcher::new(Preprocess::Unit).batch(items, &device);
@@ -246,6 +247,16 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
         batch.targets.into_data().try_to_vec::<i64>().unwrap(),
         vec![0, 1]
     );
+
+    // With augmentation, Burn's path (dataset and batcher) crops and flips each image as the
+    // learner's batches do in an epoch of the same seed.
+    let mut augmenting = ImageBatcher::new(Preprocess::Unit);
+    augmenting.augment = Some(resnet_transfer::data::Augment::default());
+    let epoch = ImageDataset::new(set.clone(), 7);
+    let items: Vec<_> = (0..set.len()).map(|i| epoch.get(i).unwrap()).collect();
+    let burns = augmenting.batch(items, &device).images;
+    let ours = augmenting.batch_of(&set, &[0, 1, 2, 3], 7, &device).images;
+    assert_eq!(burns.into_data(), ours.into_data());
 
     // A broken image is a typed error naming the file.
     std::fs::write(root.path().join("dog").join("broken.jpg"), b"not a jpeg").unwrap();
