@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use resnet_transfer::data::{Cifar10, Downloader, ImageBatcher, ImageSet, list_image_folder};
 use resnet_transfer::infer::default_names;
-use resnet_transfer::train::{evaluate, evaluate_parts};
+use resnet_transfer::train::{Evaluation, evaluate, evaluate_parts};
 use resnet_transfer::{Error, weights};
 
 #[derive(Parser)]
@@ -31,8 +31,8 @@ struct Args {
     /// Folder holding CIFAR-10; default: found or downloaded.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Backend: flex, ndarray or wgpu.
-    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    /// Backend: the fastest CPU backend compiled in by default; one this build lacks says so.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     backend: String,
     /// Images per batch (with --images, also the photos decoded at a time).
     #[arg(long, default_value_t = 64)]
@@ -115,17 +115,30 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     if args.json {
-        let out = serde_json::json!({
-            "images": count,
-            "accuracy": eval.accuracy,
-            "loss": eval.loss,
-            "classes": names,
-            "per_class": names.iter().zip(eval.per_class_accuracy()).map(|(n, a)| serde_json::json!({"class": n, "accuracy": a})).collect::<Vec<_>>(),
-            "confusion": eval.confusion,
-        });
-        println!("{out}");
-        return Ok(());
+        print_json(&eval, count, &names);
+    } else {
+        print_report(&eval, count, &names);
     }
+    Ok(())
+}
+
+/// The evaluation as one JSON object.
+fn print_json(eval: &Evaluation, count: usize, names: &[String]) {
+    let per_class = names.iter().zip(eval.per_class_accuracy());
+    let out = serde_json::json!({
+        "images": count,
+        "accuracy": eval.accuracy,
+        "loss": eval.loss,
+        "classes": names,
+        "per_class": per_class.map(|(n, a)| serde_json::json!({"class": n, "accuracy": a})).collect::<Vec<_>>(),
+        "confusion": eval.confusion,
+    });
+    println!("{out}");
+}
+
+/// The evaluation as a person reads it: accuracy, per class, the confusion matrix and the most
+/// confused pair.
+fn print_report(eval: &Evaluation, count: usize, names: &[String]) {
     println!(
         "accuracy: {:.2}% on {} images (loss {:.4})",
         100.0 * eval.accuracy,
@@ -140,7 +153,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\nconfusion matrix (rows: true, columns: predicted)");
     print!("{:>12}", "");
-    for name in &names {
+    for name in names {
         print!(" {:>6}", name.chars().take(6).collect::<String>());
     }
     println!();
@@ -157,5 +170,4 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             names[t], names[p]
         );
     }
-    Ok(())
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use resnet_transfer::weights::{self, ExportBatchNorm, ExportOptions, export_onnx, parity_input};
 
 #[derive(Parser)]
@@ -27,7 +28,7 @@ struct Args {
     out: PathBuf,
     /// BatchNorm folded into the convolutions (smallest, fastest) or kept as nodes (every
     /// parameter as it is, for further training elsewhere).
-    #[arg(long, default_value = "folded")]
+    #[arg(long, default_value = "folded", value_parser = clap::builder::PossibleValuesParser::new(ExportBatchNorm::ALL.map(ExportBatchNorm::name)).map(|s| s.parse::<ExportBatchNorm>().expect("a listed name")), ignore_case = true)]
     batch_norm: ExportBatchNorm,
     /// ONNX opset, 13 to 21.
     #[arg(long, default_value_t = 17)]

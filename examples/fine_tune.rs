@@ -115,29 +115,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             skipped.len().to_string(),
         ));
     }
-    // What chose the photos, for the run's recipe: folders by their absolute paths.
-    let folder = |dir: &Path| {
-        std::fs::canonicalize(dir)
-            .map_or_else(|_| dir.display().to_string(), |p| p.display().to_string())
-    };
-    let options = vec![
-        ("images".to_string(), folder(&args.images)),
-        (
-            "valid".to_string(),
-            args.valid.as_deref().map_or("-".into(), folder),
-        ),
-        (
-            "valid_share".to_string(),
-            match args.valid {
-                Some(_) => "-".to_string(),
-                None => args.valid_share.to_string(),
-            },
-        ),
-        (
-            "test".to_string(),
-            args.test.as_deref().map_or("-".into(), folder),
-        ),
-    ];
+    let options = recipe_options(&args);
     let data = JobData {
         train,
         valid,
@@ -156,4 +134,29 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     args.job.finish(&outcome, &args.out)?;
     Ok(())
+}
+
+/// What chose the photos, for the run's recipe (a resume with other folders is refused):
+/// folders by their absolute paths.
+fn recipe_options(args: &Args) -> Vec<(String, String)> {
+    let folder = |dir: &Path| {
+        std::fs::canonicalize(dir)
+            .map_or_else(|_| dir.display().to_string(), |p| p.display().to_string())
+    };
+    let valid_share = match args.valid {
+        Some(_) => "-".to_string(),
+        None => args.valid_share.to_string(),
+    };
+    vec![
+        ("images".to_string(), folder(&args.images)),
+        (
+            "valid".to_string(),
+            args.valid.as_deref().map_or("-".into(), folder),
+        ),
+        ("valid_share".to_string(), valid_share),
+        (
+            "test".to_string(),
+            args.test.as_deref().map_or("-".into(), folder),
+        ),
+    ]
 }

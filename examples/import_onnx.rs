@@ -29,8 +29,8 @@ struct Args {
     /// Never download catalog weights.
     #[arg(long)]
     offline: bool,
-    /// Backend: flex, ndarray or wgpu.
-    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    /// Backend: the fastest CPU backend compiled in by default; one this build lacks says so.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     backend: String,
 }
 

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use resnet_transfer::data::Preprocess;
 use resnet_transfer::infer::class_names_from;
 use resnet_transfer::{Classifier, Prediction, weights};
@@ -22,7 +23,7 @@ struct Args {
     #[arg(long)]
     weights: String,
     /// Preprocessing; default: what the weights want.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(Preprocess::ALL.map(Preprocess::name)).map(|s| s.parse::<Preprocess>().expect("a listed name")), ignore_case = true)]
     preprocess: Option<Preprocess>,
     /// Square input side; default: what the weights say.
     #[arg(long)]
@@ -43,8 +44,8 @@ struct Args {
     /// Photos decoded and classified at a time.
     #[arg(long, default_value_t = resnet_transfer::infer::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
-    /// Backend: flex, ndarray or wgpu.
-    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    /// Backend: the fastest CPU backend compiled in by default; one this build lacks says so.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     backend: String,
     /// Never download catalog weights.
     #[arg(long)]

@@ -28,8 +28,8 @@ use resnet_transfer::{BackendKind, ResNetConfig};
 /// Times the parts of a ResNet training step.
 #[derive(Parser)]
 struct Args {
-    /// Backend: ndarray, flex or wgpu.
-    #[arg(long, default_value_t = BackendKind::default().name().to_string())]
+    /// Backend: the fastest CPU backend compiled in by default.
+    #[arg(long, default_value_t = BackendKind::default().name().to_string(), value_parser = clap::builder::PossibleValuesParser::new(BackendKind::ALL.map(BackendKind::name)), ignore_case = true)]
     backend: String,
     /// ResNet depth.
     #[arg(long, default_value_t = 50)]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use clap::builder::TypedValueParser;
 use resnet_transfer::job::{FineTuneJob, JobOutcome};
 use resnet_transfer::train::{Schedule, TwoPhaseConfig, Unfreeze};
 use resnet_transfer::weights::{ExportBatchNorm, ExportOptions, export_onnx};
@@ -15,8 +16,8 @@ pub struct JobArgs {
     /// run folder.
     #[arg(long, default_value = "resnet50-v1-12")]
     pub weights: String,
-    /// Backend: flex, ndarray or wgpu.
-    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string())]
+    /// Backend: the fastest CPU backend compiled in by default; one this build lacks says so.
+    #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     pub backend: String,
     /// Data parallel: train on these devices of the backend, every batch split between them
     /// (wgpu: GPU indices, e.g. 0,1; the CPU backends have one device, which then takes turns).
@@ -34,8 +35,8 @@ pub struct JobArgs {
     /// Phase 2 learning rate (Adam): low, so the expert weights are not broken.
     #[arg(long, default_value_t = 1e-5)]
     pub phase2_lr: f64,
-    /// Learning-rate schedule within each phase: constant, cosine or plateau.
-    #[arg(long, default_value = "constant")]
+    /// Learning-rate schedule within each phase.
+    #[arg(long, default_value = "constant", value_parser = clap::builder::PossibleValuesParser::new(Schedule::ALL.map(Schedule::name)).map(|s| s.parse::<Schedule>().expect("a listed name")), ignore_case = true)]
     pub schedule: Schedule,
     /// With --schedule plateau: multiply the rate by this after --plateau-patience epochs
     /// without a better validation loss.
@@ -62,7 +63,7 @@ pub struct JobArgs {
     pub augment: bool,
     /// BatchNorm in the released backbone during phase 2: inference (statistics frozen, as the
     /// Keras guide advises) or training (batch statistics, running ones updated).
-    #[arg(long, default_value = "inference")]
+    #[arg(long, default_value = "inference", value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BatchNormMode::ALL.map(resnet_transfer::BatchNormMode::name)).map(|s| s.parse::<resnet_transfer::BatchNormMode>().expect("a listed name")), ignore_case = true)]
     pub batch_norm: resnet_transfer::BatchNormMode,
     /// Seed of the sample, shuffling, augmentation, dropout and the new head.
     #[arg(long, default_value_t = 42)]
@@ -91,7 +92,7 @@ pub struct JobArgs {
     #[arg(long, value_name = "FILE")]
     pub export_onnx: Option<PathBuf>,
     /// With --export-onnx: BatchNorm folded into the convolutions, or kept as nodes.
-    #[arg(long, default_value = "folded")]
+    #[arg(long, default_value = "folded", value_parser = clap::builder::PossibleValuesParser::new(ExportBatchNorm::ALL.map(ExportBatchNorm::name)).map(|s| s.parse::<ExportBatchNorm>().expect("a listed name")), ignore_case = true)]
     pub export_batch_norm: ExportBatchNorm,
 }
 
