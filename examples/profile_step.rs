@@ -19,11 +19,11 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Distribution, Int, Tensor};
 use clap::Parser;
 use resnet_transfer::train::FusedAdamConfig;
-use resnet_transfer::{BackendKind, ResNetConfig};
+use resnet_transfer::{BackendKind, FoldedResNet, ResNet, ResNetConfig};
 
 /// Times the parts of a ResNet training step.
 #[derive(Parser)]
@@ -96,51 +96,12 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let targets = Tensor::<1, Int>::arange(0..args.batch as i64, &device).remainder_scalar(10);
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut optim = FusedAdamConfig::new().init();
     let mut totals = [0f64; 4];
     let replicas = args.replicas.clamp(1, args.batch);
+    let mut optim = FusedAdamConfig::new().init();
     for step in 0..=args.steps {
-        let mut times = [0f64; 4];
-        let mut all = Vec::new();
-        for r in 0..replicas {
-            let (start, len) = (r * args.batch / replicas, args.batch / replicas);
-            let len = if r + 1 == replicas {
-                args.batch - start
-            } else {
-                len
-            };
-            let t0 = Instant::now();
-            let share = images.clone().narrow(0, start, len);
-            let logits = match (&backbone, &model.head) {
-                (Some(backbone), Some(head)) => head.forward(backbone.features(share)?),
-                _ => model.forward(share),
-            };
-            let loss = loss_fn.forward(logits, targets.clone().narrow(0, start, len));
-            let loss = loss * (len as f64 / args.batch as f64);
-            let _ = loss.clone().into_data();
-            let t1 = Instant::now();
-            all.push(GradientsParams::from_grads(loss.backward(), &model));
-            times[0] += (t1 - t0).as_secs_f64();
-            times[1] += t1.elapsed().as_secs_f64();
-        }
-        let t2 = Instant::now();
-        let grads = if replicas == 1 {
-            all.pop().expect("one replica")
-        } else {
-            let mut accumulator = GradientsAccumulator::new();
-            for grads in all {
-                accumulator.accumulate(&model, grads.to_device(&device, &model));
-            }
-            accumulator.grads()
-        };
-        times[2] = t2.elapsed().as_secs_f64();
-        let t3 = Instant::now();
-        model = optim.step(1e-3, model, grads);
-        let head = model.head.as_ref().expect("a head");
-        let _ = head.linear.weight.val().into_data();
-        times[3] = t3.elapsed().as_secs_f64();
+        let times;
+        (model, times) = timed_step(model, backbone.as_ref(), &mut optim, &images, replicas)?;
         if step > 0 {
             totals.iter_mut().zip(times).for_each(|(t, x)| *t += x);
         }
@@ -172,6 +133,61 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
         args.batch as f64 * 1e3 / total,
     );
     Ok(())
+}
+
+/// One training step on `images` split between `replicas`: the seconds of the forward passes,
+/// the backward passes, the gradient exchange and the optimizer step.
+fn timed_step(
+    model: ResNet,
+    backbone: Option<&FoldedResNet>,
+    optim: &mut ModuleOptimizer,
+    images: &Tensor<4>,
+    replicas: usize,
+) -> resnet_transfer::Result<(ResNet, [f64; 4])> {
+    let device = images.device();
+    let batch = images.dims()[0];
+    let targets = Tensor::<1, Int>::arange(0..batch as i64, &device).remainder_scalar(10);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut times = [0f64; 4];
+    let mut all = Vec::new();
+    for r in 0..replicas {
+        let (start, len) = (r * batch / replicas, batch / replicas);
+        let len = if r + 1 == replicas {
+            batch - start
+        } else {
+            len
+        };
+        let t0 = Instant::now();
+        let share = images.clone().narrow(0, start, len);
+        let logits = match (backbone, &model.head) {
+            (Some(backbone), Some(head)) => head.forward(backbone.features(share)?),
+            _ => model.forward(share),
+        };
+        let loss = loss_fn.forward(logits, targets.clone().narrow(0, start, len));
+        let loss = loss * (len as f64 / batch as f64);
+        let _ = loss.clone().into_data();
+        let t1 = Instant::now();
+        all.push(GradientsParams::from_grads(loss.backward(), &model));
+        times[0] += (t1 - t0).as_secs_f64();
+        times[1] += t1.elapsed().as_secs_f64();
+    }
+    let t2 = Instant::now();
+    let grads = if replicas == 1 {
+        all.pop().expect("one replica")
+    } else {
+        let mut accumulator = GradientsAccumulator::new();
+        for grads in all {
+            accumulator.accumulate(&model, grads.to_device(&device, &model));
+        }
+        accumulator.grads()
+    };
+    times[2] = t2.elapsed().as_secs_f64();
+    let t3 = Instant::now();
+    let model = optim.step(1e-3, model, grads);
+    let head = model.head.as_ref().expect("a head");
+    let _ = head.linear.weight.val().into_data();
+    times[3] = t3.elapsed().as_secs_f64();
+    Ok((model, times))
 }
 
 /// Times `forward` of the model in inference mode, read back to the host.
