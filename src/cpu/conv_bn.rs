@@ -526,3 +526,68 @@ fn col2im(columns: &[f32], shape: &ConvShape) -> Vec<f32> {
     });
     dx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BatchNorm's training-mode input gradient as `k1·dz + k2·x + k3` against its textbook form
+    /// in `f64`, `dx = γ/σ · (dz − mean(dz) − x̂·mean(dz·x̂))` with `x̂ = (x − μ)/σ` (Ioffe and
+    /// Szegedy 2015), on values whose columns have different means and spreads.
+    #[test]
+    fn input_gradient_coefficients_give_the_textbook_gradient() {
+        let (rows, channels) = (37, 5);
+        let value =
+            |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f64 / 506.5 - 1.0;
+        let x: Vec<f32> = (0..rows * channels)
+            .map(|i| (value(i, 1) * (1.0 + (i % channels) as f64) + (i % channels) as f64) as f32)
+            .collect();
+        let dz: Vec<f32> = (0..rows * channels).map(|i| value(i, 2) as f32).collect();
+        let gamma: Vec<f32> = (0..channels).map(|c| 0.5 + c as f32 * 0.3).collect();
+        let epsilon = 1e-5;
+        let column = |v: &[f32], c: usize| -> Vec<f64> {
+            (0..rows).map(|r| f64::from(v[r * channels + c])).collect()
+        };
+        let mean_of = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (mut mean, mut inv_std, mut sum_dz, mut d_gamma) = (vec![], vec![], vec![], vec![]);
+        let mut want = vec![0f64; rows * channels];
+        for c in 0..channels {
+            let (xc, dzc) = (column(&x, c), column(&dz, c));
+            let mu = mean_of(&xc);
+            let var = mean_of(&xc.iter().map(|v| (v - mu) * (v - mu)).collect::<Vec<_>>());
+            let sigma = (var + epsilon).sqrt();
+            let x_hat: Vec<f64> = xc.iter().map(|v| (v - mu) / sigma).collect();
+            let dz_x_hat: Vec<f64> = dzc.iter().zip(&x_hat).map(|(d, h)| d * h).collect();
+            let (mean_dz, mean_dz_x_hat) = (mean_of(&dzc), mean_of(&dz_x_hat));
+            for r in 0..rows {
+                want[r * channels + c] =
+                    f64::from(gamma[c]) / sigma * (dzc[r] - mean_dz - x_hat[r] * mean_dz_x_hat);
+            }
+            mean.push(mu as f32);
+            inv_std.push((1.0 / sigma) as f32);
+            sum_dz.push(dzc.iter().sum::<f64>());
+            d_gamma.push(dz_x_hat.iter().sum::<f64>() as f32);
+        }
+        let [k1, k2, k3] =
+            input_grad_coefficients(&gamma, &inv_std, &d_gamma, &sum_dz, &mean, rows as f64);
+        for r in 0..rows {
+            for c in 0..channels {
+                let i = r * channels + c;
+                let got = f64::from(k1[c] * dz[i] + k2[c] * x[i] + k3[c]);
+                assert!(
+                    (got - want[i]).abs() < 1e-5,
+                    "({r}, {c}): {got} vs {}",
+                    want[i]
+                );
+            }
+        }
+    }
+
+    /// The shortcut's gradient passes where the ReLU did, and only there.
+    #[test]
+    fn relu_mask_keeps_the_gradient_where_the_output_is_positive() {
+        let dy = [1.0, -2.0, 3.0, 4.0, 5.0, -6.0];
+        let y = [0.5, 0.0, -1.0, 2.0, 1e-7, 3.0];
+        assert_eq!(relu_masked(&dy, &y, 3), vec![1.0, 0.0, 0.0, 4.0, 5.0, -6.0]);
+    }
+}

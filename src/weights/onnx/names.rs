@@ -182,3 +182,71 @@ fn straight_linear(node: &NodeProto) -> bool {
     };
     !int_is("transA", 1) && float_is("alpha", 1.0) && float_is("beta", 1.0) && int_is("transB", 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    use onnx_ir::{Message, ModelProto};
+
+    use super::*;
+
+    /// Every node onnx-ir reads from real exports (torch's two exporters, BatchNorm kept and
+    /// folded, Keras through tf2onnx, Hugging Face's, the Model Zoo's) maps to a node the file
+    /// has, of the operator onnx-ir's node has, and no two onnx-ir nodes to the same one.
+    #[test]
+    fn onnx_irs_nodes_map_to_the_files_nodes_of_their_operator() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+        for file in [
+            "torch-bn.onnx",
+            "torch-folded.onnx",
+            "torch-dynamo.onnx",
+            "keras.onnx",
+            "hf-resnet.onnx",
+            "zoo-v1.onnx",
+            "zoo-v2.onnx",
+        ] {
+            let path = fixtures.join(file);
+            let proto = ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+            let names = FileNames::new(&proto.graph);
+            let ops: HashMap<&str, &str> = (proto.graph.node.iter())
+                .map(|n| (n.name.as_str(), n.op_type.as_str()))
+                .collect();
+            let graph = onnx_ir::OnnxGraphBuilder::new().parse_file(&path).unwrap();
+            let mut seen = HashSet::new();
+            let mut translated = 0;
+            for node in &graph.nodes {
+                let ty = node.node_type();
+                let file_name = names.node(node.name(), &ty);
+                if file_name == node.name() {
+                    continue; // Kept: a constant, or a node whose operator differs.
+                }
+                translated += 1;
+                assert!(
+                    seen.insert(file_name.clone()),
+                    "{file}: `{file_name}` twice"
+                );
+                if let Some(op) = ops.get(file_name.as_str()) {
+                    let ty = ty.to_string().to_lowercase();
+                    let agrees = ty.starts_with(&op.to_lowercase())
+                        || (ty == "linear" && matches!(*op, "Gemm" | "MatMul"));
+                    assert!(
+                        agrees,
+                        "{file}: {} ({ty}) named `{file_name}`, a {op}",
+                        node.name()
+                    );
+                } else {
+                    assert!(file_name.starts_with("(unnamed"), "{file}: `{file_name}`");
+                }
+            }
+            let convs = (proto.graph.node.iter())
+                .filter(|n| n.op_type == "Conv")
+                .count();
+            assert!(
+                translated >= convs,
+                "{file}: {translated} of {convs} convolutions named"
+            );
+        }
+    }
+}
