@@ -128,7 +128,7 @@ impl JobArgs {
             resume: self.resume,
             keep_checkpoints: self.keep_checkpoints,
             download: !self.offline,
-            quiet: self.quiet,
+            progress: !self.quiet,
         }
     }
 

@@ -86,7 +86,7 @@ pub struct FineTuneJob {
     pub out: PathBuf,
     /// Continue the run found in [`out`](Self::out), with the recipe it was started with: a job
     /// whose recipe differs (anything but more epochs than planned, the backend, the devices,
-    /// [`quiet`](Self::quiet) and [`keep_checkpoints`](Self::keep_checkpoints)) is refused with
+    /// [`progress`](Self::progress) and [`keep_checkpoints`](Self::keep_checkpoints)) is refused with
     /// [`Error::RecipeChanged`], naming every difference, and a finished run with
     /// [`Error::RunFinished`]. A run folder without a checkpoint (a run killed before its first
     /// epoch ended) starts over exactly as a fresh run does.
@@ -97,8 +97,9 @@ pub struct FineTuneJob {
     pub keep_checkpoints: bool,
     /// Download catalog weights that are not cached.
     pub download: bool,
-    /// No progress bars or lines on standard error.
-    pub quiet: bool,
+    /// Progress bars and lines on standard error (as `Downloader::progress` and the downloads'
+    /// `progress` arguments).
+    pub progress: bool,
 }
 
 /// What a finished job returns (and has written to its folder).
@@ -126,7 +127,7 @@ impl FineTuneJob {
             resume: false,
             keep_checkpoints: false,
             download: true,
-            quiet: false,
+            progress: true,
         }
     }
 
@@ -137,7 +138,7 @@ impl FineTuneJob {
     }
 
     fn say(&self, line: &str) {
-        if !self.quiet {
+        if self.progress {
             eprintln!("{line}");
         }
     }
@@ -187,7 +188,7 @@ impl FineTuneJob {
             config: self.config.clone(),
             batcher,
             run_dir: Some(self.out.clone()),
-            quiet: self.quiet,
+            progress: self.progress,
             devices: if devices.len() > 1 {
                 devices
             } else {
@@ -297,7 +298,7 @@ impl FineTuneJob {
             ));
         }
         let classes = data.class_names.len();
-        let loaded = weights::load_named(&self.weights, inference, self.download, !self.quiet)?;
+        let loaded = weights::load_named(&self.weights, inference, self.download, self.progress)?;
         let model = with_new_head(
             loaded.model,
             classes,

@@ -6,7 +6,7 @@
 //! A resume may change what does not decide the arithmetic: more epochs than planned (while
 //! their phase has not ended, and not under the cosine schedule once it has begun, since its
 //! rates follow the phase's length), the backend and devices (the machine, not the recipe), and
-//! what happens around the run (quiet, export, kept checkpoints).
+//! what happens around the run (progress, export, kept checkpoints).
 
 use std::path::{Path, PathBuf};
 

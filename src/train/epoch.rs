@@ -103,7 +103,7 @@ impl TwoPhase {
     }
 
     fn bar(&self, len: usize, epoch: usize) -> ProgressBar {
-        if self.quiet {
+        if !self.progress {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(len as u64);

@@ -29,8 +29,8 @@ pub struct TwoPhase {
     pub batcher: ImageBatcher,
     /// Where checkpoints go; `None` for no checkpoints.
     pub run_dir: Option<PathBuf>,
-    /// No progress bars.
-    pub quiet: bool,
+    /// Progress bars and lines on standard error.
+    pub progress: bool,
     /// Data parallel training: the devices every batch is split across, the first the main one
     /// (it must be `fit`'s device). Empty, or one device, trains on `fit`'s device alone. See
     /// [`with_devices`](Self::with_devices).
@@ -44,7 +44,7 @@ impl TwoPhase {
             config,
             batcher,
             run_dir: None,
-            quiet: false,
+            progress: true,
             devices: Vec::new(),
         }
     }
@@ -334,7 +334,7 @@ impl TwoPhase {
     }
 
     pub(super) fn say(&self, line: &str) {
-        if !self.quiet {
+        if self.progress {
             eprintln!("{line}");
         }
     }

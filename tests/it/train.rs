@@ -58,7 +58,7 @@ fn learner(config: TwoPhaseConfig) -> TwoPhase {
         config.with_batch_size(16),
         ImageBatcher::new(Preprocess::Torch),
     );
-    learner.quiet = true;
+    learner.progress = false;
     learner
 }
 
