@@ -201,7 +201,7 @@ pub fn explanation_choice(set: &ImageSet, predictions: &[usize], count: usize) -
 }
 
 const EXPLANATIONS_TITLE: &str =
-    "Where the model looked (Grad-CAM, red hottest) for the class it chose: green right, red wrong";
+    "Grad-CAM: where the model looked (red hottest); green right, red wrong";
 
 #[cfg(test)]
 mod tests {
