@@ -120,6 +120,8 @@ fn explain(
     dir: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let side = classifier.input_size;
+    // Photos of one name from different folders (cat/1.jpg, dog/1.jpg) get 1-cam.png, 1-2-cam.png.
+    let mut taken = std::collections::HashMap::<String, usize>::new();
     for paths in args.images.chunks(args.batch_size) {
         let images = (paths.iter())
             .map(|p| read_image(p, side))
@@ -134,7 +136,12 @@ fn explain(
                 .file_stem()
                 .unwrap_or(path.as_os_str())
                 .to_string_lossy();
-            let out = dir.join(format!("{stem}-cam.png"));
+            let seen = taken.entry(stem.to_string()).or_default();
+            *seen += 1;
+            let out = match *seen {
+                1 => dir.join(format!("{stem}-cam.png")),
+                k => dir.join(format!("{stem}-{k}-cam.png")),
+            };
             let best = &prediction.top_k[0];
             let caption = format!("{} {:.1}%", best.label, 100.0 * best.prob);
             draw_explained_photo(&out, image, side, side, map, &caption)?;
