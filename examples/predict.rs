@@ -3,8 +3,13 @@
 //! ```sh
 //! cargo run --release --example predict -- --weights NAME|FILE [--preprocess caffe|torch|unit]
 //!     [--input-size N] [--classes imagenet|cifar10|FILE] [--top-k K] [--json] [--logits]
-//!     [--batch-size N] IMAGE...
+//!     [--batch-size N] [--explain DIR] IMAGE...
 //! ```
+//! `--explain DIR` also writes `DIR/<photo>-cam.png` for each photo: the photo beside itself under
+//! the Grad-CAM heat map of its top class (where the model looked for it), the class and its score
+//! written above; with `--json`, each object also gets `"cam"`, the map as rows of numbers in
+//! [0, 1] at the last stage's resolution (7x7 at 224 pixels). Inputs of 32 pixels leave the last
+//! stage 1x1, no map to show: that is an error, and 64 pixels and up work.
 //! Photos are read and classified a batch at a time, and each batch's answers printed before the
 //! next is read, so memory does not grow with the number of photos.
 
@@ -12,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use clap::builder::TypedValueParser;
-use resnet_transfer::data::Preprocess;
+use resnet_transfer::data::{Preprocess, read_image};
+use resnet_transfer::explain::{CamTarget, ClassMap};
 use resnet_transfer::infer::class_names_from;
+use resnet_transfer::report::draw_explained_photo;
 use resnet_transfer::{Classifier, Prediction, weights};
 
 #[derive(Parser)]
@@ -47,6 +54,11 @@ struct Args {
     /// Backend: the fastest CPU backend compiled in by default; one this build lacks says so.
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     backend: String,
+    /// Also write DIR/<photo>-cam.png: the photo with the Grad-CAM heat map of its top class
+    /// (where the model looked), the class and score written on it; with --json, each object
+    /// gets "cam", the map's rows. Needs inputs of 64 pixels or more.
+    #[arg(long, value_name = "DIR")]
+    explain: Option<PathBuf>,
     /// Never download catalog weights.
     #[arg(long)]
     offline: bool,
@@ -85,16 +97,62 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err(resnet_transfer::Error::invalid_config("batch_size", "at least 1", 0).into());
     }
     classifier.batch_size = args.batch_size;
+    if let Some(dir) = &args.explain {
+        // A size with no map to show, or a folder that cannot be written, fails before any photo.
+        classifier.map_size()?;
+        resnet_transfer::files::check_output_folder("--explain", dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| resnet_transfer::Error::io(dir, e))?;
+        return explain(&classifier, &args, dir);
+    }
     let batches = classifier.classify_batches(&args.images, args.top_k);
     for (paths, predictions) in args.images.chunks(args.batch_size).zip(batches) {
         for (path, prediction) in paths.iter().zip(predictions?) {
-            print(path, &prediction, &args);
+            print(path, &prediction, None, &args);
         }
     }
     Ok(())
 }
 
-fn print(path: &Path, prediction: &Prediction, args: &Args) {
+/// Classifies and explains the photos a batch at a time: each photo's top class, its Grad-CAM
+/// map, the explained photo written to `dir`.
+fn explain(
+    classifier: &Classifier,
+    args: &Args,
+    dir: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let side = classifier.input_size;
+    // Photos of one name from different folders (cat/1.jpg, dog/1.jpg) get 1-cam.png, 1-2-cam.png.
+    let mut taken = std::collections::HashMap::<String, usize>::new();
+    for paths in args.images.chunks(args.batch_size) {
+        let images = (paths.iter())
+            .map(|p| read_image(p, side))
+            .collect::<Result<Vec<_>, _>>()?;
+        let predictions = classifier.classify_pixels(&images, args.top_k)?;
+        let top = predictions.iter().map(|p| p.top_k[0].index).collect();
+        let maps = classifier.explain_pixels(&images, &CamTarget::PerImage(top))?;
+        for (((path, image), prediction), map) in
+            paths.iter().zip(&images).zip(&predictions).zip(&maps)
+        {
+            let stem = path
+                .file_stem()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy();
+            let seen = taken.entry(stem.to_string()).or_default();
+            *seen += 1;
+            let out = match *seen {
+                1 => dir.join(format!("{stem}-cam.png")),
+                k => dir.join(format!("{stem}-{k}-cam.png")),
+            };
+            let best = &prediction.top_k[0];
+            let caption = format!("{} {:.1}%", best.label, 100.0 * best.prob);
+            draw_explained_photo(&out, image, side, side, map, &caption)?;
+            print(path, prediction, Some((map, &out)), args);
+        }
+    }
+    Ok(())
+}
+
+fn print(path: &Path, prediction: &Prediction, cam: Option<(&ClassMap, &Path)>, args: &Args) {
     if args.json {
         let mut line = serde_json::json!({
             "image": path.display().to_string(),
@@ -103,9 +161,15 @@ fn print(path: &Path, prediction: &Prediction, args: &Args) {
         if args.logits {
             line["logits"] = serde_json::json!(prediction.logits);
         }
+        if let Some((map, _)) = cam {
+            line["cam"] = serde_json::json!(map.rows());
+        }
         println!("{line}");
     } else {
         println!("{}", path.display());
+        if let Some((_, out)) = cam {
+            println!("  heat map: {}", out.display());
+        }
         for (rank, s) in prediction.top_k.iter().enumerate() {
             println!(
                 "  {:>2}. {:<28} {:>6.2}%  (class {})",

@@ -249,6 +249,25 @@ pub enum Error {
         found: String,
     },
 
+    /// Grad-CAM asked of images so small that the network's last stage is a single cell (32x32
+    /// into a ResNet: 1x1), where a map has nothing to place: every photo's "map" would be one
+    /// number.
+    #[error(
+        "Grad-CAM on {height}x{width} images: the last stage is {map_height}x{map_width}, a \
+         single cell, so there is no map to show; use inputs of 64x64 or more (a 2x2 map and up; \
+         224 gives 7x7)"
+    )]
+    CoarseMap {
+        /// Input height in pixels.
+        height: usize,
+        /// Input width in pixels.
+        width: usize,
+        /// The last stage's height at that input.
+        map_height: usize,
+        /// The last stage's width at that input.
+        map_width: usize,
+    },
+
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

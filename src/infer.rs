@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::data::{Preprocess, read_image};
 use crate::error::{Error, Result};
+use crate::explain::{CamTarget, ClassMap, check_map_size, grad_cam};
 use crate::folded::FoldedResNet;
 use crate::model::{ResNet, check_images};
 use crate::weights::SavedModel;
@@ -140,8 +141,40 @@ impl Classifier {
             })
     }
 
-    /// Classifies planar RGB images of `input_size` x `input_size`.
-    pub fn classify_pixels(&self, images: &[Vec<u8>], top_k: usize) -> Result<Vec<Prediction>> {
+    /// Grad-CAM maps ([`grad_cam`](crate::explain::grad_cam)) of planar RGB images of
+    /// `input_size` x `input_size`, for the classes `target` names (`CamTarget::TopOne`: each
+    /// image's most probable class).
+    ///
+    /// ```no_run
+    /// use resnet_transfer::explain::CamTarget;
+    /// # let device = resnet_transfer::device::default_device()?;
+    /// # let saved = resnet_transfer::weights::load("runs/photos".as_ref(), &device)?;
+    /// let classifier = resnet_transfer::Classifier::new(saved, &device);
+    /// let photo = resnet_transfer::data::read_image("cat.jpg".as_ref(), classifier.input_size)?;
+    /// let map = &classifier.explain_pixels(&[photo], &CamTarget::TopOne)?[0];
+    /// println!("{} seen most at cell {:?}", classifier.class_names[map.class], map.peak());
+    /// # Ok::<(), resnet_transfer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`grad_cam`](crate::explain::grad_cam): [`Error::CoarseMap`] where
+    /// [`input_size`](Self::input_size) leaves the last stage a single cell (32 pixels and
+    /// under); [`Error::ShapeMismatch`] for an image of the wrong size.
+    pub fn explain_pixels(&self, images: &[Vec<u8>], target: &CamTarget) -> Result<Vec<ClassMap>> {
+        let x = self.input_tensor(images)?;
+        grad_cam(self.model.module(), x, target)
+    }
+
+    /// The last stage's size at [`input_size`](Self::input_size), or [`Error::CoarseMap`] where
+    /// it is a single cell: whether [`explain_pixels`](Self::explain_pixels) can work, asked
+    /// before any photo is read.
+    pub fn map_size(&self) -> Result<[usize; 2]> {
+        check_map_size(self.model.module(), [self.input_size, self.input_size])
+    }
+
+    /// Planar RGB images of `input_size`, preprocessed, as the model's input `[N, 3, S, S]`.
+    fn input_tensor(&self, images: &[Vec<u8>]) -> Result<Tensor<4>> {
         let side = self.input_size;
         let per_image = 3 * side * side;
         let mut data = vec![0.0f32; images.len() * per_image];
@@ -155,8 +188,14 @@ impl Classifier {
             }
             self.preprocess.apply(image, out);
         }
+        let dims = [images.len(), 3, side, side];
+        Ok(Tensor::from_data(TensorData::new(data, dims), &self.device))
+    }
+
+    /// Classifies planar RGB images of `input_size` x `input_size`.
+    pub fn classify_pixels(&self, images: &[Vec<u8>], top_k: usize) -> Result<Vec<Prediction>> {
         let n = images.len();
-        let x = Tensor::<4>::from_data(TensorData::new(data, [n, 3, side, side]), &self.device);
+        let x = self.input_tensor(images)?;
         let logits = crate::device::on_pool_worker(|| self.model.try_forward(x))?;
         let classes = logits.dims()[1];
         let probs = softmax(logits.clone(), 1)

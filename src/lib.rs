@@ -30,6 +30,7 @@ pub mod data;
 pub mod device;
 pub mod download;
 pub mod error;
+pub mod explain;
 pub mod files;
 pub mod folded;
 pub mod infer;

@@ -35,9 +35,13 @@ use burn::tensor::Device;
 
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
+use crate::explain::{CamTarget, check_map_size, grad_cam};
 use crate::files::{self, write_atomic};
 use crate::model::ResNet;
-use crate::report::{draw_confusion, draw_curves, draw_predictions, write_summary};
+use crate::report::{
+    draw_confusion, draw_curves, draw_explanations, draw_predictions, explanation_choice,
+    write_summary,
+};
 use crate::train::{Evaluation, History, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
 use crate::weights::{self, ModelCard, SavedModel};
 
@@ -363,13 +367,51 @@ impl FineTuneJob {
                 ),
             ));
         }
-        self.write_report(data, &saved.card, history, evaluation, &notes, started)?;
+        let report = (&saved.model, &saved.card);
+        self.write_report(data, report, history, evaluation, &notes, started)?;
         write_json(&self.out.join("evaluation.json"), evaluation)?;
         let checkpoint = self.out.join("checkpoint");
         if !self.keep_checkpoints && checkpoint.is_dir() {
             std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
         }
         Ok(())
+    }
+
+    /// `explanations.png`: test photos right and wrong (framed as in `predictions.png`) beside
+    /// their Grad-CAM maps for the predicted class; at an input size whose last stage is a single
+    /// cell (32 pixels), the photos alone, under a title that says why.
+    fn write_explanations(
+        &self,
+        data: &JobData,
+        model: &ResNet,
+        card: &ModelCard,
+        evaluation: &Evaluation,
+    ) -> Result<()> {
+        let path = self.out.join("explanations.png");
+        let predictions = &evaluation.predictions;
+        let shown = explanation_choice(&data.test, predictions, 16);
+        let side = self.input_size;
+        let draw = |maps: &[_], title: Option<&str>| {
+            let names = &card.class_names;
+            draw_explanations(&path, &data.test, predictions, names, &shown, maps, title)
+        };
+        if shown.is_empty() || check_map_size(model, [side, side]).is_err() {
+            let title = format!(
+                "No heat maps at {side}x{side} pixels: the last stage is 1x1 (64 pixels and up have maps)"
+            );
+            return draw(&[], Some(&title));
+        }
+        let batcher = ImageBatcher {
+            preprocess: card.preprocess,
+            size: (side != data.test.height()).then_some(side),
+            augment: None,
+        };
+        // The model's own device, without autodiff.
+        let device = model.stem.conv.conv.weight.val().device().inner();
+        let images = batcher.batch_of(&data.test, &shown, 0, &device).images;
+        let classes = shown.iter().map(|&i| predictions[i]).collect();
+        let maps = grad_cam(model, images, &CamTarget::PerImage(classes))?;
+        draw(&maps, None)
     }
 
     /// What this job saves as its recipe besides its config (`job.json`).
@@ -391,7 +433,7 @@ impl FineTuneJob {
     fn write_report(
         &self,
         data: &JobData,
-        card: &ModelCard,
+        (model, card): (&ResNet, &ModelCard),
         history: &History,
         evaluation: &Evaluation,
         notes: &[(String, String)],
@@ -411,6 +453,7 @@ impl FineTuneJob {
             &card.class_names,
             32,
         )?;
+        self.write_explanations(data, model, card, evaluation)?;
         let phase_time = |p: u8| {
             let e: Vec<f64> = history
                 .epochs

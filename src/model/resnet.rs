@@ -115,10 +115,48 @@ impl ResNet {
     /// The pooled embedding `[N, C]` (C = 2048 for a ResNet50): the backbone's output, for linear
     /// probes and for caching features while the backbone is frozen.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        pool(self.last_stage(images), self.pooling)
+    }
+
+    /// The last stage's activations, channels-last `[N, H', W', C]` for images `[N, 3, H, W]`:
+    /// the maps global pooling turns into [`features`](Self::features), and the ones Grad-CAM
+    /// ([`crate::explain`]) weighs. `H'` and `W'` are [`last_stage_size`](Self::last_stage_size).
+    pub fn last_stage(&self, images: Tensor<4>) -> Tensor<4> {
         // Channels-last from the stem on: every convolution is one product over the batch.
         let x = self.stem.forward_nhwc(images);
-        let x = self.stages.iter().fold(x, |x, stage| stage.forward_nhwc(x));
-        pool(x, self.pooling)
+        self.stages.iter().fold(x, |x, stage| stage.forward_nhwc(x))
+    }
+
+    /// The last stage's height and width for inputs of `[height, width]` pixels, from the
+    /// strides and paddings of the stem and of every convolution: 1x1 at 32x32, 2x2 at 64x64,
+    /// 7x7 at 224x224 for every ResNet this crate builds (five halvings, rounded up).
+    pub fn last_stage_size(&self, [height, width]: [usize; 2]) -> [usize; 2] {
+        let out = |n: usize, k: usize, s: usize, before: usize, after: usize| {
+            (n + before + after).saturating_sub(k) / s.max(1) + 1
+        };
+        let conv = |[h, w]: [usize; 2], c: &crate::model::Conv| {
+            let [kh, kw] = c.kernel;
+            let ([sh, sw], [ph, pw]) = (c.stride, c.padding);
+            [out(h, kh, sh, ph, ph), out(w, kw, sw, pw, pw)]
+        };
+        let size = conv([height, width], &self.stem.conv.conv);
+        let pool = &self.stem.pool;
+        let [kh, kw] = pool.kernel_size;
+        let [sh, sw] = pool.stride;
+        let size = match pool.padding {
+            burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) => [
+                out(size[0], kh, sh, top, bottom),
+                out(size[1], kw, sw, left, right),
+            ],
+            burn::nn::PaddingConfig2d::Same => [size[0].div_ceil(sh), size[1].div_ceil(sw)],
+            burn::nn::PaddingConfig2d::Valid => {
+                [out(size[0], kh, sh, 0, 0), out(size[1], kw, sw, 0, 0)]
+            }
+        };
+        let blocks = self.stages.iter().flat_map(|s| &s.blocks);
+        blocks.fold(size, |size, block| {
+            block.convs.iter().fold(size, |s, unit| conv(s, &unit.conv))
+        })
     }
 
     /// Number of classes of the head, if there is one.
@@ -235,7 +273,7 @@ pub(crate) fn check_images(images: &Tensor<4>) -> Result<()> {
 }
 
 /// Global pooling of channels-last `[N, H, W, C]` to `[N, C]`.
-fn pool(x: Tensor<4>, pooling: Pooling) -> Tensor<2> {
+pub(crate) fn pool(x: Tensor<4>, pooling: Pooling) -> Tensor<2> {
     let [n, h, w, c] = x.dims();
     let flat = x.reshape([n, h * w, c]);
     let pooled = match pooling {

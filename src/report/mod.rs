@@ -1,6 +1,7 @@
 //! The report of a run, and pictures a person looks at: training curves (`curves.rs`), the
 //! confusion matrix (`confusion.rs`), grids of labelled images (`grid.rs`) such as the prediction
-//! grid (`predictions.rs`), and `summary.md` (`summary.rs`).
+//! grid (`predictions.rs`), heat maps over photos (`heat.rs`: Grad-CAM's explained photos and
+//! `explanations.png`), and `summary.md` (`summary.rs`).
 //!
 //! Everything is drawn with `plotters` into an RGB buffer, encoded as PNG and written atomically.
 //! Text uses the Ubuntu font bundled by `epaint_default_fonts`, so no system font is needed.
@@ -8,12 +9,17 @@
 mod confusion;
 mod curves;
 mod grid;
+mod heat;
 mod predictions;
 mod summary;
 
 pub use confusion::draw_confusion;
 pub use curves::draw_curves;
 pub use grid::{GridRow, Tile, draw_grid};
+pub use heat::{
+    draw_explained_photo, draw_explanations, explanation_choice, heat_color, overlay_heat_map,
+    upsample,
+};
 pub use predictions::draw_predictions;
 pub use summary::write_summary;
 

@@ -25,6 +25,15 @@ pub fn draw_predictions(
             found: vec![predictions.len()],
         });
     }
+    let chosen = choose(set, predictions, count);
+    let rows = prediction_rows(set, predictions, names, &chosen);
+    draw_grid(path, Some(PREDICTIONS_TITLE), &rows)?;
+    Ok(chosen)
+}
+
+/// Up to `count` images of `set`, a third of them mistakes where there are any, so mistakes
+/// show; in the set's order.
+pub(crate) fn choose(set: &ImageSet, predictions: &[usize], count: usize) -> Vec<usize> {
     let wrong: Vec<usize> = (0..set.len())
         .filter(|&i| predictions[i] != set.label(i))
         .collect();
@@ -43,9 +52,7 @@ pub fn draw_predictions(
         .copied()
         .collect();
     chosen.sort_unstable();
-    let rows = prediction_rows(set, predictions, names, &chosen);
-    draw_grid(path, Some(PREDICTIONS_TITLE), &rows)?;
-    Ok(chosen)
+    chosen
 }
 
 /// The prediction grid's rows: the `chosen` images, framed and captioned.
@@ -82,9 +89,9 @@ fn prediction_rows(
 const PREDICTIONS_TITLE: &str = "Predictions on test images: green right, red wrong";
 const PREDICTION_COLUMNS: usize = 8;
 /// The colour of a right prediction's frame and caption.
-const RIGHT: RGBColor = RGBColor(0, 150, 0);
+pub(crate) const RIGHT: RGBColor = RGBColor(0, 150, 0);
 /// The colour of a wrong prediction's frame and caption.
-const WRONG: RGBColor = RGBColor(220, 0, 0);
+pub(crate) const WRONG: RGBColor = RGBColor(220, 0, 0);
 
 #[cfg(test)]
 mod tests {

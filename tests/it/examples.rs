@@ -156,6 +156,7 @@ fn killed_main_job_resumes_and_loses_nothing() {
         "curves.png",
         "confusion.png",
         "predictions.png",
+        "explanations.png",
         "summary.md",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
@@ -363,6 +364,47 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
         let probs: Vec<f64> = top.iter().map(|s| s["prob"].as_f64().unwrap()).collect();
         assert!(probs[0] >= probs[1] && probs[0] <= 1.0, "{line}");
         assert!(names.contains(&top[0]["label"].as_str().unwrap()));
+    }
+
+    // predict --explain: at the run's 32 pixels the last stage is 1x1, which is refused before
+    // any photo, naming the sizes; at 64, each photo's object has its 2x2 map and each photo its
+    // picture. The run's report says the same in explanations.png.
+    image::open(out.join("explanations.png")).unwrap();
+    let cams = tmp.path().join("cams");
+    let explain = |more: &[&str]| {
+        let mut predict = Command::new(example("predict"));
+        predict
+            .arg("--weights")
+            .arg(&out)
+            .arg("--explain")
+            .arg(&cams);
+        predict.args(more).args(&files[..2]);
+        predict
+    };
+    let err = run_err(&mut explain(&[]));
+    assert!(
+        err.contains("32x32") && err.contains("1x1") && err.contains("64x64"),
+        "{err}"
+    );
+    assert!(!cams.exists(), "refused before anything was written");
+    let stdout = run_ok(&mut explain(&["--input-size", "64", "--json"]));
+    let explained = json_lines(&stdout);
+    assert_eq!(explained.len(), 2);
+    for (line, file) in explained.iter().zip(&files) {
+        let cam: Vec<Vec<f64>> = serde_json::from_value(line["cam"].clone()).unwrap();
+        assert_eq!((cam.len(), cam[0].len(), cam[1].len()), (2, 2, 2), "{line}");
+        let values = || cam.iter().flatten().copied();
+        assert!(values().all(|v| (0.0..=1.0).contains(&v)), "{line}");
+        assert!(
+            values().any(|v| v == 1.0) || values().all(|v| v == 0.0),
+            "{line}"
+        );
+        let stem = file.file_stem().unwrap().to_string_lossy();
+        let png = image::open(cams.join(format!("{stem}-cam.png"))).unwrap();
+        assert!(
+            png.width() >= 2 * 192,
+            "the photo and its heat map side by side"
+        );
     }
 
     // --export-onnx wrote the trained model as ONNX: predict reads it with the run's class

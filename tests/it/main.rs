@@ -8,6 +8,7 @@ mod backends;
 mod common;
 mod data;
 mod examples;
+mod explain;
 mod export;
 mod fast_path;
 mod fuzz;
