@@ -124,13 +124,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The evaluation as one JSON object.
 fn print_json(eval: &Evaluation, count: usize, names: &[String]) {
-    let per_class = names.iter().zip(eval.per_class_accuracy());
+    let per_class = names.iter().zip(eval.class_scores()).map(|(n, c)| {
+        serde_json::json!({"class": n, "images": c.images, "accuracy": c.recall,
+            "recall": c.recall, "precision": c.precision, "f1": c.f1})
+    });
     let out = serde_json::json!({
         "images": count,
         "accuracy": eval.accuracy,
+        "top5": eval.top5,
         "loss": eval.loss,
         "classes": names,
-        "per_class": per_class.map(|(n, a)| serde_json::json!({"class": n, "accuracy": a})).collect::<Vec<_>>(),
+        "per_class": per_class.collect::<Vec<_>>(),
         "confusion": eval.confusion,
     });
     println!("{out}");
@@ -145,11 +149,21 @@ fn print_report(eval: &Evaluation, count: usize, names: &[String]) {
         count,
         eval.loss
     );
-    for (name, acc) in names.iter().zip(eval.per_class_accuracy()) {
-        match acc {
-            Some(acc) => println!("  {name:<12} {:>6.2}%", 100.0 * acc),
-            None => println!("  {name:<12}      - (no images)"),
-        }
+    if let Some(top5) = eval.top5 {
+        println!("top-5 accuracy: {:.2}%", 100.0 * top5);
+    }
+    let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    println!(
+        "  {:<12} {:>7} {:>9} {:>9} {:>6}",
+        "class", "images", "recall", "precision", "F1"
+    );
+    for (name, c) in names.iter().zip(eval.class_scores()) {
+        let f1 = c.f1.map_or("-".to_string(), |f| format!("{f:.3}"));
+        let (recall, precision) = (percent(c.recall), percent(c.precision));
+        println!(
+            "  {name:<12} {:>7} {recall:>9} {precision:>9} {f1:>6}",
+            c.images
+        );
     }
     println!("\nconfusion matrix (rows: true, columns: predicted)");
     print!("{:>12}", "");

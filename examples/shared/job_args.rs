@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::builder::TypedValueParser;
 use resnet_transfer::job::{FineTuneJob, JobOutcome};
-use resnet_transfer::train::{Schedule, TwoPhaseConfig, Unfreeze};
+use resnet_transfer::train::{ClassWeights, Schedule, TwoPhaseConfig, Unfreeze};
 use resnet_transfer::weights::{ExportBatchNorm, ExportOptions, export_onnx};
 
 /// Options of a two-phase job.
@@ -65,6 +65,15 @@ pub struct JobArgs {
     /// Keras guide advises) or training (batch statistics, running ones updated).
     #[arg(long, default_value = "inference", value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BatchNormMode::ALL.map(resnet_transfer::BatchNormMode::name)).map(|s| s.parse::<resnet_transfer::BatchNormMode>().expect("a listed name")), ignore_case = true)]
     pub batch_norm: resnet_transfer::BatchNormMode,
+    /// Label smoothing of the training loss, in [0, 1): each label becomes (1 - F) one-hot + F /
+    /// classes (0.1 is usual). Validation and test losses stay plain cross-entropy.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// How the classes weigh in the training loss: none (equally), or balanced (each class n /
+    /// (classes * n_class), as scikit-learn and Keras's class_weight), for classes of different
+    /// sizes.
+    #[arg(long, default_value = "none", value_parser = clap::builder::PossibleValuesParser::new(ClassWeights::ALL.map(ClassWeights::name)).map(|s| s.parse::<ClassWeights>().expect("a listed name")), ignore_case = true)]
+    pub class_weights: ClassWeights,
     /// Seed of the sample, shuffling, augmentation, dropout and the new head.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -117,7 +126,9 @@ impl JobArgs {
             .with_batch_size(self.batch_size)
             .with_seed(self.seed)
             .with_augment(self.augment)
-            .with_batch_norm(self.batch_norm);
+            .with_batch_norm(self.batch_norm)
+            .with_label_smoothing(self.label_smoothing)
+            .with_class_weights(self.class_weights);
         FineTuneJob {
             config,
             weights: self.weights.clone(),

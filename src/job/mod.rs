@@ -141,6 +141,20 @@ impl FineTuneJob {
         self
     }
 
+    /// The training loss as the summary names it: cross-entropy, and the smoothing and class
+    /// weights where the recipe has them.
+    fn loss_sentence(&self) -> String {
+        let c = &self.config;
+        let mut s = "cross-entropy".to_string();
+        if c.label_smoothing > 0.0 {
+            s.push_str(&format!(", label smoothing {}", c.label_smoothing));
+        }
+        if c.class_weights != crate::train::ClassWeights::None {
+            s.push_str(&format!(", {} class weights", c.class_weights));
+        }
+        s
+    }
+
     fn say(&self, line: &str) {
         if self.progress {
             eprintln!("{line}");
@@ -471,6 +485,7 @@ impl FineTuneJob {
             ("weights".to_string(), self.weights.clone()),
             ("data".to_string(), data.source.clone()),
             ("backend".to_string(), self.backend.clone()),
+            ("training loss".to_string(), self.loss_sentence()),
             ("mean epoch time, phase 1".to_string(), phase_time(1)),
             ("mean epoch time, phase 2".to_string(), phase_time(2)),
             (

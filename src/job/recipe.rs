@@ -79,6 +79,8 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
         ("augment", c.augment.to_string()),
         ("schedule", c.schedule.name().to_string()),
         ("weight_decay", c.weight_decay.to_string()),
+        ("label_smoothing", c.label_smoothing.to_string()),
+        ("class_weights", c.class_weights.name().to_string()),
         ("patience", or_none(c.patience)),
         ("restore_best_weights", c.restore_best_weights.to_string()),
         ("plateau_factor", c.plateau_factor.to_string()),

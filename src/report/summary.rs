@@ -22,6 +22,9 @@ pub fn write_summary(
         100.0 * test.accuracy,
         test.loss
     ));
+    if let Some(top5) = test.top5 {
+        s.push_str(&format!("- top-5 accuracy: {:.2}%\n", 100.0 * top5));
+    }
     let from = history.phase2_start().map_or(0, |e| e.epoch);
     match (history.unfreeze_epoch(), history.jump()) {
         (Some(e), Some(j)) => s.push_str(&format!(
@@ -48,11 +51,7 @@ pub fn write_summary(
     for (k, v) in extra {
         s.push_str(&format!("- {k}: {v}\n"));
     }
-    s.push_str("\n| class | test accuracy |\n| --- | --- |\n");
-    for (i, acc) in test.per_class_accuracy().iter().enumerate() {
-        let acc = acc.map_or("no images".to_string(), |a| format!("{:.1}%", 100.0 * a));
-        s.push_str(&format!("| {} | {acc} |\n", name(i)));
-    }
+    s.push_str(&class_table(test, names));
     s.push_str(
         "\n| epoch | phase | lr | train loss | train acc | valid loss | valid acc | seconds |\n",
     );
@@ -76,4 +75,24 @@ pub fn write_summary(
         ));
     }
     write_atomic(path, s.as_bytes())
+}
+
+/// Each class's test figures: images, accuracy (its recall), precision and F1; `-` where a
+/// figure has no denominator (no image of the class, nothing predicted as it).
+fn class_table(test: &Evaluation, names: &[String]) -> String {
+    let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    let mut s = String::from(
+        "\n| class | test images | accuracy (recall) | precision | F1 |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for (i, c) in test.class_scores().iter().enumerate() {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            class_name(names, i),
+            c.images,
+            percent(c.recall),
+            percent(c.precision),
+            c.f1.map_or("-".to_string(), |f| format!("{f:.3}")),
+        ));
+    }
+    s
 }

@@ -4,6 +4,7 @@ use burn::config::Config;
 
 use crate::error::{Error, Result};
 use crate::model::BatchNormMode;
+use crate::train::loss::ClassWeights;
 
 /// What the unfreeze point releases.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -69,6 +70,14 @@ pub struct TwoPhaseConfig {
     /// Adam's L2 weight decay (0 for none).
     #[config(default = 0.0)]
     pub weight_decay: f64,
+    /// Label smoothing α of the training loss, in [0, 1): each label becomes
+    /// `(1 − α)·one-hot + α/classes` (Keras's and PyTorch's `label_smoothing`; 0.1 is usual).
+    #[config(default = 0.0)]
+    pub label_smoothing: f64,
+    /// How the classes weigh in the training loss: equally, or balanced for training sets whose
+    /// classes differ in size ([`ClassWeights`]).
+    #[config(default = "ClassWeights::None")]
+    pub class_weights: ClassWeights,
     /// Early stopping: end a phase when validation loss has not improved for this many epochs.
     #[config(default = "None")]
     pub patience: Option<usize>,
@@ -104,6 +113,10 @@ impl TwoPhaseConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return invalid("dropout", "in [0, 1)", self.dropout.to_string());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            let found = self.label_smoothing.to_string();
+            return invalid("label_smoothing", "in [0, 1)", found);
         }
         if let Unfreeze::FromStage(k) = self.unfreeze {
             // Every ResNet of the family has four stages.

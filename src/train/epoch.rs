@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,6 +17,7 @@ use crate::model::{Head, ResNet};
 use crate::train::evaluate;
 use crate::train::history::EpochRecord;
 use crate::train::learner::{Run, TwoPhase};
+use crate::train::loss::TrainingLoss;
 
 impl TwoPhase {
     /// One epoch of the run, then validation: the head alone on the cached features where
@@ -54,7 +54,7 @@ impl TwoPhase {
             let mut head = run.model.head.take().ok_or_else(no_head)?;
             (head, train_loss, train_accuracy) = self.head_epoch(
                 head,
-                &mut run.optim,
+                (&mut run.optim, &run.loss),
                 train_f,
                 train.labels(),
                 shuffle,
@@ -74,7 +74,7 @@ impl TwoPhase {
             (run.model, train_loss, train_accuracy) = self.full_epoch(
                 run.model,
                 frozen.as_ref(),
-                &mut run.optim,
+                (&mut run.optim, &run.loss),
                 train,
                 shuffle,
                 lr,
@@ -161,7 +161,7 @@ impl TwoPhase {
         &self,
         mut model: ResNet,
         frozen_backbone: Option<&FoldedResNet>,
-        optim: &mut ModuleOptimizer,
+        (optim, loss): (&mut ModuleOptimizer, &TrainingLoss),
         train: &ImageSet,
         shuffle: u64,
         lr: f64,
@@ -187,7 +187,7 @@ impl TwoPhase {
         ) {
             let n = batch.targets.dims()[0];
             let (grads, batch_loss, batch_right) =
-                data_parallel(&model, device, replicas, n, |replica, share, on| {
+                data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
                     let images = batch.images.clone().narrow(0, share.start, share.len());
                     let targets = batch.targets.clone().narrow(0, share.start, share.len());
                     let (images, targets) = (images.to_device(on), targets.to_device(on));
@@ -219,7 +219,7 @@ impl TwoPhase {
     fn head_epoch(
         &self,
         mut head: Head,
-        optim: &mut ModuleOptimizer,
+        (optim, loss): (&mut ModuleOptimizer, &TrainingLoss),
         features: &Tensor<2>,
         labels: &[usize],
         shuffle: u64,
@@ -236,7 +236,7 @@ impl TwoPhase {
         for indices in order.chunks(self.config.batch_size) {
             let n = indices.len();
             let (grads, batch_loss, batch_right) =
-                data_parallel(&head, device, replicas, n, |replica, share, on| {
+                data_parallel(&head, loss, device, replicas, n, |replica, share, on| {
                     let indices = &indices[share];
                     let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
                     let idx =
@@ -274,8 +274,8 @@ fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// One step's gradients over a batch of `n` items split across `devices`, on `main`: each
-/// device runs `share(replica, range, device)` (the logits and targets of its share) on a
+/// One step's gradients of `loss` over a batch of `n` items split across `devices`, on `main`:
+/// each device runs `share(replica, range, device)` (the logits and targets of its share) on a
 /// replica of `module`, its mean loss weighted by the share's part of the batch, and the
 /// replicas' gradients are moved to `main` and summed (Burn's `GradientsParams::to_device` and
 /// `GradientsAccumulator`, as burn-train's multi-device strategy does). Returns the gradients,
@@ -283,6 +283,7 @@ fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
 /// step.
 fn data_parallel<M: Module>(
     module: &M,
+    loss_fn: &TrainingLoss,
     main: &Device,
     devices: &[Device],
     n: usize,
@@ -302,9 +303,7 @@ fn data_parallel<M: Module>(
         };
         let (logits, targets) = share(&replica, range, device);
         right += correct(&logits, &targets);
-        let loss = CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, targets);
+        let loss = loss_fn.forward(logits, targets);
         loss_sum += loss.clone().into_scalar::<f64>() * len as f64;
         let loss = if len == n {
             loss
@@ -320,7 +319,7 @@ fn data_parallel<M: Module>(
     (accumulator.grads(), loss_sum, right)
 }
 
-fn no_head() -> Error {
+pub(super) fn no_head() -> Error {
     Error::InvalidConfig {
         field: "num_classes",
         expected: "a model with a head to train".into(),
@@ -353,7 +352,8 @@ fn head_eval(
 ) -> (f64, f64) {
     let head = head.valid();
     let inner = device.clone().inner();
-    let loss_fn = CrossEntropyLossConfig::new().init(&inner);
+    // Validation is plain cross-entropy, whatever the training loss (see train::loss).
+    let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&inner);
     let features = features.clone().inner();
     let (mut loss_sum, mut right) = (0.0, 0usize);
     let order: Vec<usize> = (0..labels.len()).collect();
@@ -392,14 +392,16 @@ mod tests {
         let x = Tensor::<2>::random([7, 6], Distribution::Normal(0.0, 1.0), &device);
         let y = targets([0, 1, 2, 0, 1, 2, 2].into_iter(), &device);
         let step = |devices: &[Device]| {
-            let (grads, loss, right) = data_parallel(&head, &device, devices, 7, |m, r, on| {
-                let (x, y) = (x.clone(), y.clone());
-                let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
-                (
-                    m.forward(rows(x)),
-                    y.narrow(0, r.start, r.len()).to_device(on),
-                )
-            });
+            let plain = TrainingLoss::default();
+            let (grads, loss, right) =
+                data_parallel(&head, &plain, &device, devices, 7, |m, r, on| {
+                    let (x, y) = (x.clone(), y.clone());
+                    let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
+                    (
+                        m.forward(rows(x)),
+                        y.narrow(0, r.start, r.len()).to_device(on),
+                    )
+                });
             let w = grads.get::<2>(head.linear.weight.id).unwrap();
             (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)
         };

@@ -19,6 +19,7 @@ use crate::train::adam::FusedAdamConfig;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
 use crate::train::config::{TwoPhaseConfig, Unfreeze};
 use crate::train::history::{EpochRecord, History};
+use crate::train::loss::TrainingLoss;
 
 /// Runs the two-phase recipe on a model.
 #[derive(Debug, Clone)]
@@ -175,6 +176,9 @@ impl TwoPhase {
         // any work; the epochs then take it as checked.
         self.replicas(device)?;
         let mut run = self.start(model, device)?;
+        let classes = run.model.num_classes().ok_or_else(super::epoch::no_head)?;
+        let weights = self.config.class_weights.of(train.labels(), classes);
+        run.loss = TrainingLoss::new(self.config.label_smoothing, weights)?;
         while run.epoch < self.total_epochs() {
             if run.epoch >= self.config.phase1_epochs && !run.unfrozen {
                 run = self.unfreeze(run)?;
@@ -203,6 +207,7 @@ impl TwoPhase {
             progress: PhaseProgress::default(),
             best_model: None,
             cache: None,
+            loss: TrainingLoss::default(),
         };
         if let (Some(checkpoints), Some(state)) = (self.checkpoints(), self.read_checkpoint()?) {
             run.model = checkpoints.load_model(run.model, &state.model_file)?;
@@ -353,6 +358,8 @@ pub(super) struct Run {
     pub(super) best_model: Option<ResNet>,
     /// Phase 1's features of the training and validation images, computed once.
     pub(super) cache: Option<(Tensor<2>, Option<Tensor<2>>)>,
+    /// What the steps minimize: from the recipe and the training set's labels.
+    pub(super) loss: TrainingLoss,
 }
 
 /// The number of the last finished epoch (from 1), 0 before any.

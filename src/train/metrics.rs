@@ -1,4 +1,5 @@
-//! Evaluation: accuracy, per-class accuracy and the confusion matrix.
+//! Evaluation: accuracy (top-1 and top-5), per-class recall, precision and F1, and the confusion
+//! matrix.
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::tensor::Device;
@@ -15,6 +16,10 @@ pub struct Evaluation {
     pub loss: f64,
     /// Fraction of images classified right.
     pub accuracy: f64,
+    /// Fraction of images whose class is among the model's five highest scores, for models of
+    /// more than five classes (`None` otherwise, where it would always be 1).
+    #[serde(default)]
+    pub top5: Option<f64>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
     /// The predicted class of every image, in the set's order.
@@ -40,9 +45,36 @@ impl Evaluation {
         Self {
             loss,
             accuracy: right as f64 / labels.len().max(1) as f64,
+            top5: None,
             confusion,
             predictions,
         }
+    }
+
+    /// Each class's recall, precision and F1 from the confusion matrix, as scikit-learn's
+    /// `classification_report` has them; a figure whose denominator is zero (no image of the
+    /// class, nothing predicted as it) is `None`, not 0.
+    pub fn class_scores(&self) -> Vec<ClassScores> {
+        (0..self.confusion.len())
+            .map(|c| {
+                let right = self.confusion[c][c] as f64;
+                let images = self.confusion[c].iter().sum::<usize>();
+                let predicted = self.confusion.iter().map(|row| row[c]).sum::<usize>();
+                let recall = (images > 0).then(|| right / images as f64);
+                let precision = (predicted > 0).then(|| right / predicted as f64);
+                let f1 = match (precision, recall) {
+                    (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+                    (Some(_), Some(_)) => Some(0.0),
+                    _ => None,
+                };
+                ClassScores {
+                    images,
+                    recall,
+                    precision,
+                    f1,
+                }
+            })
+            .collect()
     }
 
     /// Accuracy of each class (the confusion matrix's diagonal over its rows); `None` for a
@@ -68,6 +100,19 @@ impl Evaluation {
         }
         best
     }
+}
+
+/// One class's figures in an [`Evaluation`]: see [`Evaluation::class_scores`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ClassScores {
+    /// Images of the class in the set.
+    pub images: usize,
+    /// Of the class's images, the share predicted as it (its accuracy).
+    pub recall: Option<f64>,
+    /// Of the images predicted as the class, the share that are of it.
+    pub precision: Option<f64>,
+    /// The harmonic mean of precision and recall.
+    pub f1: Option<f64>,
 }
 
 /// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::folded`]) on
@@ -128,6 +173,8 @@ struct Running<'a> {
     labels: Vec<usize>,
     predictions: Vec<usize>,
     loss_sum: f64,
+    /// Images whose class is among the five highest scores.
+    top5: usize,
 }
 
 impl<'a> Running<'a> {
@@ -143,6 +190,7 @@ impl<'a> Running<'a> {
             labels: Vec::new(),
             predictions: Vec::new(),
             loss_sum: 0.0,
+            top5: 0,
         }
     }
 
@@ -150,26 +198,40 @@ impl<'a> Running<'a> {
         for batch in epoch_batches(set, &self.batcher, batch_size, None, self.device) {
             let n = batch.targets.dims()[0];
             let logits = self.model.forward(batch.images);
+            let targets = batch.targets.clone().into_data();
             self.loss_sum += self
                 .loss_fn
                 .forward(logits.clone(), batch.targets)
                 .into_scalar::<f64>()
                 * n as f64;
-            let argmax = logits.argmax(1).into_data();
-            self.predictions
-                .extend(argmax.iter::<i64>().map(|v| v as usize));
+            let scores = logits.into_data().convert::<f32>();
+            let scores = scores.as_slice::<f32>().expect("converted to f32");
+            let classes = scores.len() / n.max(1);
+            for (row, target) in scores.chunks_exact(classes).zip(targets.iter::<i64>()) {
+                // The first highest score, as argmax picks it.
+                let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+                self.predictions.push(best);
+                let score = row
+                    .get(target as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY);
+                self.top5 += usize::from(row.iter().filter(|&&s| s > score).count() < 5);
+            }
         }
         self.labels.extend_from_slice(set.labels());
     }
 
     fn finish(self) -> Evaluation {
         let classes = self.model.module().num_classes().unwrap_or(0);
-        Evaluation::from_predictions(
+        let images = self.labels.len().max(1) as f64;
+        let mut evaluation = Evaluation::from_predictions(
             &self.labels,
             self.predictions,
-            self.loss_sum / self.labels.len().max(1) as f64,
+            self.loss_sum / images,
             classes,
-        )
+        );
+        evaluation.top5 = (classes > 5).then(|| self.top5 as f64 / images);
+        evaluation
     }
 }
 
@@ -193,5 +255,33 @@ mod tests {
         let e = Evaluation::from_predictions(&[0, 0], vec![0, 1], 0.5, 3);
         assert_eq!(e.per_class_accuracy(), vec![Some(0.5), None, None]);
         assert_eq!(e.most_confused(), Some((0, 1, 1)));
+    }
+
+    /// Precision, recall and F1 as scikit-learn's classification_report gives them for the same
+    /// labels (y_true [0, 0, 1, 1, 2, 2, 2], y_pred [0, 1, 1, 1, 2, 0, 1]): class 0 precision
+    /// 0.5, recall 0.5, F1 0.5; class 1 0.5, 1.0, 0.667; class 2 1.0, 0.333, 0.5.
+    #[test]
+    fn class_scores_match_scikit_learn() {
+        let e =
+            Evaluation::from_predictions(&[0, 0, 1, 1, 2, 2, 2], vec![0, 1, 1, 1, 2, 0, 1], 0.0, 4);
+        let s = e.class_scores();
+        let want = [
+            (0.5, 0.5, 0.5),
+            (0.5, 1.0, 2.0 / 3.0),
+            (1.0, 1.0 / 3.0, 0.5),
+        ];
+        for (c, (p, r, f)) in want.into_iter().enumerate() {
+            let close = |got: Option<f64>, want: f64| got.is_some_and(|g| (g - want).abs() < 1e-9);
+            assert!(
+                close(s[c].precision, p) && close(s[c].recall, r) && close(s[c].f1, f),
+                "{c}: {:?}",
+                s[c]
+            );
+        }
+        // Class 3: no image and never predicted: no figure at all, not 0.
+        assert_eq!(
+            (s[3].images, s[3].precision, s[3].recall, s[3].f1),
+            (0, None, None, None)
+        );
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod epoch;
 mod history;
 mod learner;
+mod loss;
 mod metrics;
 mod stopping;
 
@@ -15,4 +16,5 @@ pub use adam::{FusedAdam, FusedAdamConfig};
 pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};
 pub use learner::{TwoPhase, with_new_head};
-pub use metrics::{Evaluation, evaluate, evaluate_parts};
+pub use loss::{ClassWeights, TrainingLoss};
+pub use metrics::{ClassScores, Evaluation, evaluate, evaluate_parts};

@@ -1169,3 +1169,55 @@ fn a_fine_tune_resume_on_other_photos_is_refused() {
         next_epoch(&out) > done
     });
 }
+
+/// The main job on wgpu (a GPU, or in CI the software Vulkan driver) as a user runs it: both
+/// phases, a kept checkpoint resumed with one more epoch, the report and an ONNX export, every
+/// file where the CPU run puts it. (The learner's numbers are held to the CPU's in
+/// `train::the_learner_on_wgpu_trains_as_on_the_cpu`.)
+#[test]
+fn the_main_job_runs_on_wgpu_resumes_and_exports() {
+    if std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 10);
+    learnable_weights(tmp.path());
+    let out = tmp.path().join("wgpu");
+    let onnx = tmp.path().join("wgpu.onnx");
+    let short = [
+        ("--backend", "wgpu"),
+        ("--train-samples", "20"),
+        ("--valid-samples", "10"),
+        ("--test-samples", "10"),
+        ("--phase1-epochs", "1"),
+        ("--phase2-epochs", "1"),
+        ("--phase2-lr", "1e-3"),
+        ("--schedule", "constant"),
+        ("--keep-checkpoints", ""),
+    ];
+    run_ok(&mut main_job_with(tmp.path(), &out, &short));
+    let mut more = short.to_vec();
+    more.extend([
+        ("--phase2-epochs", "2"),
+        ("--resume", ""),
+        ("--export-onnx", onnx.to_str().unwrap()),
+    ]);
+    let stdout = run_ok(&mut main_job_with(tmp.path(), &out, &more));
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let (history, _) = history_of(&out);
+    assert_eq!(
+        history.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2), (3, 2)],
+        "phase 1, then phase 2 extended by the resume"
+    );
+    for file in [
+        "model.bpk",
+        "curves.png",
+        "confusion.png",
+        "predictions.png",
+        "summary.md",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1000, "the export");
+}
