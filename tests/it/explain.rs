@@ -92,7 +92,7 @@ fn train(set: &ImageSet, device: &Device) -> ResNet {
         .with_batch_norm(BatchNormMode::Inference)
         .with_batch_size(16);
     let mut learner = TwoPhase::new(config, batcher());
-    learner.quiet = true;
+    learner.progress = false;
     let empty = set.select(&[]);
     learner.fit(model, set, &empty, device).unwrap().0
 }
