@@ -250,6 +250,19 @@ impl DeviceSlot {
     }
 }
 
+/// [`on_pool_worker`] where `device` is a CPU backend's, whose operations rayon's pool runs, and
+/// in place elsewhere. A GPU backend's work gains nothing from the pool, and run on a worker it
+/// can meet other pool work there: a worker waiting inside one job runs others, and two jobs'
+/// GPU commands then interleave on one thread's stream (a wgpu test failed so, with other tests
+/// sharing the pool).
+pub fn on_worker_for<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
+    if is_host(device) {
+        on_pool_worker(work)
+    } else {
+        work()
+    }
+}
+
 /// Whether `device` (autodiff or not) computes on this machine's CPU: ndarray's or flex's.
 /// There [`ResNet::folded`](crate::ResNet::folded) runs inference faster than the module, and the
 /// crate's own inference uses it.

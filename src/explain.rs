@@ -113,7 +113,8 @@ pub fn grad_cam(model: &ResNet, images: Tensor<4>, target: &CamTarget) -> Result
     let images = images.inner();
     let maps = {
         let module = model.valid();
-        crate::device::on_pool_worker(|| module.last_stage(images))
+        let device = images.device();
+        crate::device::on_worker_for(&device, || module.last_stage(images))
     };
     debug_assert_eq!(maps.dims()[1..3], [map_height, map_width]);
     let weights = class_gradients(maps.clone(), model.pooling, &head.linear, target)?;

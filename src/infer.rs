@@ -196,7 +196,8 @@ impl Classifier {
     pub fn classify_pixels(&self, images: &[Vec<u8>], top_k: usize) -> Result<Vec<Prediction>> {
         let n = images.len();
         let x = self.input_tensor(images)?;
-        let logits = crate::device::on_pool_worker(|| self.model.try_forward(x))?;
+        let device = x.device();
+        let logits = crate::device::on_worker_for(&device, || self.model.try_forward(x))?;
         let classes = logits.dims()[1];
         let probs = softmax(logits.clone(), 1)
             .into_data()

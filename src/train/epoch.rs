@@ -146,7 +146,7 @@ impl TwoPhase {
                 } else {
                     std::borrow::Cow::Owned(set.select(&indices[share]))
                 };
-                crate::device::on_pool_worker(|| {
+                crate::device::on_worker_for(&inner, || {
                     epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
                         .map(|b| inference.features(b.images).to_device(&main))
                         .collect::<Vec<_>>()

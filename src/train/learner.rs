@@ -152,8 +152,8 @@ impl TwoPhase {
     /// the plateau schedule, which would watch them, are refused
     /// ([`TwoPhaseConfig::validate_for`]).
     ///
-    /// The loop runs on a worker of the CPU backends' thread pool
-    /// ([`on_pool_worker`](crate::device::on_pool_worker)).
+    /// On a CPU backend the loop runs on a worker of the thread pool its operations use
+    /// ([`on_worker_for`](crate::device::on_worker_for)); elsewhere on the calling thread.
     pub fn fit(
         &self,
         model: ResNet,
@@ -161,7 +161,9 @@ impl TwoPhase {
         valid: &ImageSet,
         device: &Device,
     ) -> Result<(ResNet, History)> {
-        crate::device::on_pool_worker(|| self.fit_on_this_thread(model, train, valid, device))
+        crate::device::on_worker_for(device, || {
+            self.fit_on_this_thread(model, train, valid, device)
+        })
     }
 
     fn fit_on_this_thread(

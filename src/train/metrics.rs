@@ -116,8 +116,8 @@ pub struct ClassScores {
 }
 
 /// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::folded`]) on
-/// `set`, on a worker of the CPU backends' thread
-/// pool ([`on_pool_worker`](crate::device::on_pool_worker)).
+/// `set`, on a CPU backend on a worker of its thread pool
+/// ([`on_worker_for`](crate::device::on_worker_for)).
 pub fn evaluate(
     model: &ResNet,
     set: &ImageSet,
@@ -125,7 +125,9 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Evaluation {
-    crate::device::on_pool_worker(|| evaluate_here(model, set, batcher, batch_size, device))
+    crate::device::on_worker_for(device, || {
+        evaluate_here(model, set, batcher, batch_size, device)
+    })
 }
 
 fn evaluate_here(
@@ -155,7 +157,7 @@ pub fn evaluate_parts(
     batch_size: usize,
     device: &Device,
 ) -> Result<Evaluation> {
-    crate::device::on_pool_worker(|| {
+    crate::device::on_worker_for(device, || {
         let mut running = Running::new(model, batcher, device);
         for part in parts {
             running.add(&part?, batch_size);
