@@ -506,7 +506,19 @@ fn the_learner_on_wgpu_trains_as_on_the_cpu() {
         .fit(start.clone(), &train, &valid, &device())
         .unwrap();
     let wgpu = resnet_transfer::device::training_device("wgpu").unwrap();
-    let (trained, gpu) = learner(config).fit(start, &train, &valid, &wgpu).unwrap();
+    // The learner runs on a worker of rayon's pool, whose panic message libtest does not
+    // capture: name it here.
+    let fit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        learner(config).fit(start, &train, &valid, &wgpu)
+    }));
+    let (trained, gpu) = match fit {
+        Ok(result) => result.unwrap(),
+        Err(payload) => {
+            let message = (payload.downcast_ref::<String>().cloned())
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+            panic!("the fit on wgpu panicked: {message:?}");
+        }
+    };
     assert_eq!(cpu.epochs.len(), 3);
     assert_eq!(gpu.epochs.len(), 3);
     for (a, b) in cpu.epochs.iter().zip(&gpu.epochs) {
