@@ -29,12 +29,19 @@ pub struct JobArgs {
     /// Epochs after the unfreeze point (phase 2).
     #[arg(long, default_value_t = 5)]
     pub phase2_epochs: usize,
-    /// Phase 1 learning rate (Adam).
-    #[arg(long, default_value_t = 1e-3)]
-    pub phase1_lr: f64,
-    /// Phase 2 learning rate (Adam): low, so the expert weights are not broken.
-    #[arg(long, default_value_t = 1e-5)]
-    pub phase2_lr: f64,
+    /// Phase 1 learning rate (Adam), or `suggested`: the valley of a learning-rate sweep for
+    /// phase 1 run first (as --find-lr 1 runs it).
+    #[arg(long, default_value = "0.001")]
+    pub phase1_lr: Rate,
+    /// Phase 2 learning rate (Adam): low, so the expert weights are not broken; or `suggested`,
+    /// from a sweep for phase 2 on the starting model.
+    #[arg(long, default_value = "0.00001")]
+    pub phase2_lr: Rate,
+    /// Sweep the learning rate of phase 1 or 2 before training (fastai's lr_find): the loss at
+    /// rates from 1e-7 to 10, one batch each, in lr-finder-phase<N>.png and .json in --out,
+    /// with the steepest descent and the valley suggested. The run then trains as given.
+    #[arg(long, value_name = "PHASE", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub find_lr: Option<u8>,
     /// Learning-rate schedule within each phase.
     #[arg(long, default_value = "constant", value_parser = clap::builder::PossibleValuesParser::new(Schedule::ALL.map(Schedule::name)).map(|s| s.parse::<Schedule>().expect("a listed name")), ignore_case = true)]
     pub schedule: Schedule,
@@ -111,8 +118,8 @@ impl JobArgs {
         let config = TwoPhaseConfig::new()
             .with_phase1_epochs(self.phase1_epochs)
             .with_phase2_epochs(self.phase2_epochs)
-            .with_phase1_lr(self.phase1_lr)
-            .with_phase2_lr(self.phase2_lr)
+            .with_phase1_lr(self.phase1_lr.or(TwoPhaseConfig::new().phase1_lr))
+            .with_phase2_lr(self.phase2_lr.or(TwoPhaseConfig::new().phase2_lr))
             .with_schedule(self.schedule)
             .with_plateau_factor(self.plateau_factor)
             .with_plateau_patience(self.plateau_patience)
@@ -140,6 +147,8 @@ impl JobArgs {
             keep_checkpoints: self.keep_checkpoints,
             download: !self.offline,
             progress: !self.quiet,
+            find_lr: self.find_lr.map(usize::from),
+            suggested_lr: [self.phase1_lr, self.phase2_lr].map(|r| matches!(r, Rate::Suggested)),
         }
     }
 
@@ -198,4 +207,37 @@ pub fn report(outcome: &JobOutcome, out: &std::path::Path) {
         (None, None) => println!("no unfreeze point (phase 2 did not run)"),
     }
     println!("report, model and history written to {}", out.display());
+}
+
+/// A learning rate given on the command line: a number, or `suggested` (by a sweep).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// This rate.
+    Given(f64),
+    /// The valley of a learning-rate sweep for the phase.
+    Suggested,
+}
+
+impl Rate {
+    /// The rate given, or `placeholder` until a sweep suggests one.
+    pub fn or(self, placeholder: f64) -> f64 {
+        match self {
+            Rate::Given(lr) => lr,
+            Rate::Suggested => placeholder,
+        }
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("suggested") {
+            return Ok(Rate::Suggested);
+        }
+        s.trim()
+            .parse()
+            .map(Rate::Given)
+            .map_err(|_| format!("`{s}` is neither a number nor `suggested`"))
+    }
 }

@@ -104,6 +104,13 @@ pub struct FineTuneJob {
     /// Progress bars and lines on standard error (as `Downloader::progress` and the downloads'
     /// `progress` arguments).
     pub progress: bool,
+    /// Sweep the learning rate of this phase (1 or 2) before training ([`TwoPhase::find_lr`]),
+    /// writing `lr-finder-phase<N>.png` and `.json` into the run folder.
+    pub find_lr: Option<usize>,
+    /// Train phase 1 (index 0) or 2 (index 1) at the rate its sweep suggests (the valley) instead
+    /// of the recipe's; the sweep runs for it whether or not [`find_lr`](Self::find_lr) names
+    /// it. A resumed run keeps the rate it was started with.
+    pub suggested_lr: [bool; 2],
 }
 
 /// What a finished job returns (and has written to its folder).
@@ -132,6 +139,8 @@ impl FineTuneJob {
             keep_checkpoints: false,
             download: true,
             progress: true,
+            find_lr: None,
+            suggested_lr: [false; 2],
         }
     }
 
@@ -181,9 +190,25 @@ impl FineTuneJob {
         // From here on this process holds the folder; what it holds is read under the lock.
         let _lock = files::lock_folder(&self.out)?;
         let recipe = self.recipe(data);
-        let folder = self.open_folder(&recipe)?;
-        let (model, card) = self.starting_model(&folder, data, &inference)?;
-        self.save_recipe(&folder, &recipe, &card)?;
+        let mut job = self.clone();
+        job.keep_saved_rates()?;
+        let folder = job.open_folder(&recipe)?;
+        let (model, card) = job.starting_model(&folder, data, &inference)?;
+        job.find_rates(&model, data, &card, &device)?;
+        job.save_recipe(&folder, &recipe, &card)?;
+        job.train(data, (model, card), (devices, &inference), &folder, started)
+    }
+
+    /// The rest of [`run`](Self::run), once the recipe is settled: fit, evaluate, finish.
+    fn train(
+        &self,
+        data: &JobData,
+        (model, card): (ResNet, ModelCard),
+        (devices, inference): (Vec<Device>, &Device),
+        folder: &RunFolder,
+        started: Instant,
+    ) -> Result<JobOutcome> {
+        let device = devices[0].clone();
         self.say(&format!(
             "ResNet{} on {} ({} training, {} validation, {} test images of {} classes, {}x{} px, preprocessing {})",
             card.config.depth,
@@ -197,22 +222,8 @@ impl FineTuneJob {
             card.preprocess
         ));
 
-        let batcher = ImageBatcher {
-            preprocess: card.preprocess,
-            size: (self.input_size != data.train.height()).then_some(self.input_size),
-            augment: None,
-        };
-        let learner = TwoPhase {
-            config: self.config.clone(),
-            batcher,
-            run_dir: Some(self.out.clone()),
-            progress: self.progress,
-            devices: if devices.len() > 1 {
-                devices
-            } else {
-                Vec::new()
-            },
-        };
+        let learner = self.learner(&card, data, devices);
+        let batcher = learner.batcher;
         let (model, history) = learner.fit(model, &data.train, &data.valid, &device)?;
         let test_batcher = ImageBatcher {
             size: (self.input_size != data.test.height()).then_some(self.input_size),
@@ -223,15 +234,95 @@ impl FineTuneJob {
             &data.test,
             &test_batcher,
             self.config.batch_size,
-            &inference,
+            inference,
         );
         let saved = SavedModel { model, card };
-        self.finish(&folder, data, &saved, &history, &evaluation, started)?;
+        self.finish(folder, data, &saved, &history, &evaluation, started)?;
         Ok(JobOutcome {
             model: saved,
             history,
             evaluation,
         })
+    }
+
+    /// The learner this job trains with: the card's preprocessing, images resized to the input
+    /// size, checkpoints in the run folder, data parallel over `devices` where there are several.
+    fn learner(&self, card: &ModelCard, data: &JobData, devices: Vec<Device>) -> TwoPhase {
+        TwoPhase {
+            config: self.config.clone(),
+            batcher: ImageBatcher {
+                preprocess: card.preprocess,
+                size: (self.input_size != data.train.height()).then_some(self.input_size),
+                augment: None,
+            },
+            run_dir: Some(self.out.clone()),
+            progress: self.progress,
+            devices: if devices.len() > 1 {
+                devices
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// A resumed run whose rates were suggested keeps the rates it started with (its
+    /// `config.json`), rather than sweeping again.
+    fn keep_saved_rates(&mut self) -> Result<()> {
+        if !(self.resume && self.suggested_lr.contains(&true)) {
+            return Ok(());
+        }
+        if let Some(saved) = RunFolder::read(&self.out)?.config {
+            if self.suggested_lr[0] {
+                self.config.phase1_lr = saved.phase1_lr;
+            }
+            if self.suggested_lr[1] {
+                self.config.phase2_lr = saved.phase2_lr;
+            }
+            self.suggested_lr = [false; 2];
+        }
+        Ok(())
+    }
+
+    /// The learning-rate sweeps this job asks for ([`find_lr`](Self::find_lr), and the phases
+    /// whose rate is [`suggested_lr`](Self::suggested_lr)), on a copy of `model`: each writes
+    /// `lr-finder-phase<N>.png` and `.json`, and a suggested rate becomes the recipe's.
+    fn find_rates(
+        &mut self,
+        model: &ResNet,
+        data: &JobData,
+        card: &ModelCard,
+        device: &Device,
+    ) -> Result<()> {
+        for phase in [1, 2] {
+            let suggested = self.suggested_lr[phase - 1];
+            if !(suggested || self.find_lr == Some(phase)) {
+                continue;
+            }
+            let learner = TwoPhase {
+                run_dir: None,
+                ..self.learner(card, data, Vec::new())
+            };
+            let sweep = crate::train::LrFinderConfig::new(phase);
+            let found = learner.find_lr(model, &data.train, &sweep, device)?;
+            let name = format!("lr-finder-phase{phase}");
+            crate::report::draw_lr_finder(&self.out.join(format!("{name}.png")), &found)?;
+            write_json(&self.out.join(format!("{name}.json")), &found)?;
+            self.say(&format!(
+                "learning-rate finder, phase {phase}: steepest {:.1e}, valley {:.1e} ({name}.png)",
+                found.steepest, found.valley
+            ));
+            if suggested {
+                match phase {
+                    1 => self.config.phase1_lr = found.valley,
+                    _ => self.config.phase2_lr = found.valley,
+                }
+                self.say(&format!(
+                    "phase {phase} trains at the suggested {:.1e}",
+                    found.valley
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses, before anything is read or written, a job that cannot run.

@@ -10,6 +10,7 @@ mod confusion;
 mod curves;
 mod grid;
 mod heat;
+mod lr_finder;
 mod predictions;
 mod summary;
 
@@ -20,6 +21,7 @@ pub use heat::{
     draw_explained_photo, draw_explanations, explanation_choice, heat_color, overlay_heat_map,
     upsample,
 };
+pub use lr_finder::draw_lr_finder;
 pub use predictions::draw_predictions;
 pub use summary::write_summary;
 

@@ -90,14 +90,14 @@ impl TwoPhase {
         self.config.phase1_epochs + self.config.phase2_epochs
     }
 
-    fn optimizer(&self) -> ModuleOptimizer {
+    pub(super) fn optimizer(&self) -> ModuleOptimizer {
         // Burn's Adam arithmetic (its defaults, its records), fused on the CPU backends.
         FusedAdamConfig::new()
             .with_weight_decay(self.config.weight_decay as f32)
             .init()
     }
 
-    fn release(&self, model: ResNet) -> Result<ResNet> {
+    pub(super) fn release(&self, model: ResNet) -> Result<ResNet> {
         let mode = self.config.batch_norm;
         match self.config.unfreeze {
             Unfreeze::All => Ok(model.unfreeze_all(mode)),

@@ -7,6 +7,7 @@ mod epoch;
 mod history;
 mod learner;
 mod loss;
+mod lr_find;
 mod metrics;
 mod stopping;
 
@@ -17,4 +18,5 @@ pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};
 pub use learner::{TwoPhase, with_new_head};
 pub use loss::{ClassWeights, TrainingLoss};
+pub use lr_find::{LrFinderConfig, LrSweep, suggestions};
 pub use metrics::{ClassScores, Evaluation, evaluate, evaluate_parts};

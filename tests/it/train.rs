@@ -537,3 +537,52 @@ fn the_learner_on_wgpu_trains_as_on_the_cpu() {
     let weight = trained.head.as_ref().unwrap().linear.weight.val();
     assert!(!resnet_transfer::device::is_host(&weight.device()));
 }
+
+/// The learning-rate finder: the model given is untouched, the swept loss falls then rises (or
+/// the sweep stops where it diverged), and phase 2 (the whole network) trained at the suggested
+/// rate lowers the loss where the sweep's highest rate makes it worse. (Phase 1's head on these
+/// easy colours' features keeps learning at any rate Adam takes: no rise to find there.)
+#[test]
+fn the_learning_rate_finder_suggests_a_rate_that_trains() {
+    use resnet_transfer::train::LrFinderConfig;
+
+    let _rng = rng_lock();
+    let (train, valid) = (colours(8, 1), colours(4, 2));
+    let start = model(0.0);
+    let before = head_weights(&start);
+    let config = TwoPhaseConfig::new()
+        .with_phase1_epochs(0)
+        .with_phase2_epochs(3)
+        .with_dropout(0.0);
+    let sweep = learner(config.clone())
+        .find_lr(&start, &train, &LrFinderConfig::new(2), &device())
+        .unwrap();
+    assert_eq!(head_weights(&start), before, "the model given is untouched");
+    let best = sweep.smoothed.iter().cloned().fold(f64::INFINITY, f64::min);
+    let last = *sweep.smoothed.last().unwrap();
+    assert!(
+        last > 1.5 * best,
+        "the curve rises at the end: best {best}, last {last}"
+    );
+    assert!(sweep.lrs.windows(2).all(|w| w[1] > w[0]));
+    eprintln!("steepest {:e}, valley {:e}", sweep.steepest, sweep.valley);
+
+    let final_loss = |lr: f64| {
+        let (_, history) = learner(config.clone().with_phase2_lr(lr))
+            .fit(start.clone(), &train, &valid, &device())
+            .unwrap();
+        let losses: Vec<f64> = history.epochs.iter().map(|e| e.train_loss).collect();
+        eprintln!("lr {lr:e}: train losses {losses:?}");
+        losses
+    };
+    let at_valley = final_loss(sweep.valley);
+    let too_high = final_loss(*sweep.lrs.last().unwrap());
+    assert!(
+        at_valley[2] < at_valley[0],
+        "the suggested rate trains: {at_valley:?}"
+    );
+    assert!(
+        too_high[2].is_nan() || too_high[2] >= at_valley[2],
+        "the sweep's highest rate trains worse: {too_high:?} against {at_valley:?}"
+    );
+}
