@@ -108,7 +108,7 @@ impl TwoPhase {
     ) -> Result<LrSweep> {
         sweep.validate()?;
         self.config.validate()?;
-        crate::device::on_pool_worker(|| self.sweep(model, train, sweep, device))
+        crate::device::on_worker_for(device, || self.sweep(model, train, sweep, device))
     }
 
     fn sweep(
