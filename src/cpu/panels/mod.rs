@@ -168,10 +168,9 @@ pub(crate) fn product_blocks(
 
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` (the [`Epilogue`]) for
 /// `a` `[rows, depth]`, `out` and the shortcut `[rows, C_out]`, all row-major; the shift padded to
-/// whole panels. Every
-/// value of `out` is written (before any is read back), so it may start uninitialized. With
-/// `split`, the panels are shared out between the pool's threads: each reads its part of the
-/// weight once, where splitting the rows would have every thread read all of it.
+/// whole panels. Every value of `out` is written (before any is read back), so it may start
+/// uninitialized. With `split`, the panels are shared out between the pool's threads: each reads
+/// its part of the weight once, where splitting the rows would have every thread read all of it.
 pub(crate) fn product(
     a: &[f32],
     depth: usize,
