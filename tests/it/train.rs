@@ -1,7 +1,7 @@
 //! The two-phase learner on data whose answer we know: colour classes a narrow ResNet tells
 //! apart. Phase 1 lowers the loss with the backbone bit-identical, phase 2 moves the backbone,
 //! the feature cache gives the plain path's head, a stopped run resumes, early stopping restores
-//! the best weights, and a resumed schedule gives the same rates. (`tests/it/examples.rs` kills and
+//! the best weights, and a resumed schedule gives the same rates. (`tests/it/examples/` kills and
 //! resumes the real main job.)
 
 use crate::common::rng_lock;
