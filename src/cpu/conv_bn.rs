@@ -14,7 +14,7 @@ use crate::cpu::Epilogue;
 use crate::cpu::for_each_image;
 use crate::cpu::gemm::product;
 use crate::cpu::host::HostBackend;
-use crate::cpu::im2col::{im2col, kept_taps};
+use crate::cpu::im2col::{im2col, kept_taps, output_size};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::winograd::{TileSize, Winograd, choose_for_training};
 
@@ -292,7 +292,7 @@ impl ConvShape {
     fn new(s: &[usize], weight: &[usize], [kh, kw, sh, sw, ph, pw]: [usize; 6]) -> Self {
         let [n, h, w, c] = [s[0], s[1], s[2], s[3]];
         let c_out = weight[1];
-        let out = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let out = output_size([h, w], [kh, kw], [sh, sw], [ph, pw]);
         let taps = kept_taps([h, w], [kh, kw], [sh, sw], [ph, pw], out);
         Self {
             input: [n, h, w, c],

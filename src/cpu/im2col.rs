@@ -66,6 +66,26 @@ pub(crate) fn im2col_rows(
     }
 }
 
+/// The output side of a convolution or pool along one axis,
+/// `(size + padding − kernel) / stride + 1`, with `padding` the padding of both ends together.
+/// Every kernel, the model's units and both pools compute their output's size here.
+pub(crate) fn output_side(size: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (size + padding - kernel) / stride + 1
+}
+
+/// The output `[h, w]` of a convolution of an `input` `[h, w]` map with `padding` on each side.
+pub(crate) fn output_size(
+    [h, w]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+) -> [usize; 2] {
+    [
+        output_side(h, kh, sh, 2 * ph),
+        output_side(w, kw, sw, 2 * pw),
+    ]
+}
+
 /// The kernel taps `[rows, columns]` a convolution of an `[h, w]` map multiplies.
 ///
 /// The taps that see an input pixel for at least one output pixel. On CIFAR-10's 1x1 maps of
@@ -141,10 +161,7 @@ mod tests {
         ] {
             let [n, h, w, c] = dims;
             let x: Vec<f32> = (0..n * h * w * c).map(|i| i as f32 + 1.0).collect();
-            let out = [
-                (h + 2 * pad[0] - kernel[0]) / stride[0] + 1,
-                (w + 2 * pad[1] - kernel[1]) / stride[1] + 1,
-            ];
+            let out = output_size([h, w], kernel, stride, pad);
             let [ty, tx] = kept_taps([h, w], kernel, stride, pad, out);
             let want = reference(&x, dims, [&ty, &tx], stride, pad, out);
             for parallel in [false, true] {

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use burn::tensor::Tensor;
 
 use crate::cpu::gemm::{PARALLEL_PRODUCT, product};
-use crate::cpu::im2col::{im2col_rows, kept_taps};
+use crate::cpu::im2col::{im2col_rows, kept_taps, output_size};
 use crate::cpu::{Epilogue, for_each_image};
 use crate::error::{Error, Result};
 use crate::model::ConvBn;
@@ -138,10 +138,7 @@ impl FoldedConv {
 
     fn forward_with(&self, x: &Maps, epilogue: Epilogue<'_>, parallel: bool) -> Maps {
         let [n, h, w, _] = x.dims;
-        let [kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let [ph, pw] = self.padding;
-        let out = [(h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+        let out = output_size([h, w], self.kernel, self.stride, self.padding);
         let dims = [n, out[0], out[1], self.channels[1]];
         #[cfg(target_arch = "x86_64")]
         if let Some(data) = self.winograd_forward(x, out, epilogue, parallel) {

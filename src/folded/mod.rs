@@ -27,6 +27,7 @@ pub(crate) use conv::{fold_batch_norm, host_values};
 use conv::{FoldedConv, Maps};
 
 use crate::cpu::for_each_image;
+use crate::cpu::im2col::output_side;
 use crate::error::{Error, Result};
 use crate::model::{Head, Pooling, ResNet, check_images};
 
@@ -247,8 +248,8 @@ impl MaxPool {
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.stride;
         let [top, left, bottom, right] = self.pads;
-        let ho = (h + top + bottom - kh) / sh + 1;
-        let wo = (w + left + right - kw) / sw + 1;
+        let ho = output_side(h, kh, sh, top + bottom);
+        let wo = output_side(w, kw, sw, left + right);
         let mut out = vec![f32::NEG_INFINITY; n * ho * wo * c];
         for_each_image(parallel, &mut out, ho * wo * c, |i, out| {
             let image = &x.data[i * h * w * c..][..h * w * c];

@@ -25,7 +25,7 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Slice, Tensor, TensorData, activation};
 
-use crate::cpu::im2col::kept_taps;
+use crate::cpu::im2col::{kept_taps, output_side, output_size};
 use crate::model::conv::Conv;
 
 /// `[N, C, H, W]` to `[N, H, W, C]`.
@@ -59,8 +59,7 @@ pub(crate) fn conv(conv: &Conv, x: Tensor<4>) -> Tensor<4> {
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let [ph, pw] = conv.padding;
-    let ho = (h + 2 * ph - kh) / sh + 1;
-    let wo = (w + 2 * pw - kw) / sw + 1;
+    let [ho, wo] = output_size([h, w], [kh, kw], [sh, sw], [ph, pw]);
     let rows = n * ho * wo;
 
     let [taps_y, taps_x] = kept_taps([h, w], conv.kernel, conv.stride, conv.padding, [ho, wo]);
@@ -196,8 +195,8 @@ pub(crate) fn max_pool_non_negative(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4>
     }) else {
         return to_nhwc(pool.forward(to_nchw(x)));
     };
-    let ho = (h + top + bottom - kh) / sh + 1;
-    let wo = (w + left + right - kw) / sw + 1;
+    let ho = output_side(h, kh, sh, top + bottom);
+    let wo = output_side(w, kw, sw, left + right);
     let x = x.pad(
         [(0, 0), (top, bottom), (left, right), (0, 0)],
         PadMode::Constant(0.0),

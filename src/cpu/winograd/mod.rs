@@ -34,6 +34,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::Epilogue;
+use super::im2col::output_size;
 use super::panels::{self, Panels};
 
 mod transforms;
@@ -243,10 +244,7 @@ impl Winograd {
     ) -> Vec<f32> {
         let [n, h, w, c] = dims;
         let [ph, pw] = padding;
-        let (ho, wo) = (
-            (h + 2 * ph).saturating_sub(2),
-            (w + 2 * pw).saturating_sub(2),
-        );
+        let [ho, wo] = output_size([h, w], [3, 3], [1, 1], [ph, pw]);
         let c_out = self.c_out;
         let len = n * ho * wo * c_out;
         assert!(
