@@ -37,7 +37,9 @@ struct Args {
     /// Images per batch (with --images, also the photos decoded at a time).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Print one JSON object (accuracy, per_class, confusion) instead of tables.
+    /// Print one JSON object instead of tables: images, accuracy, top5 (null for five classes
+    /// or fewer), loss, classes, per_class (images, accuracy, recall, precision, f1) and
+    /// confusion.
     #[arg(long)]
     json: bool,
     /// Never download.

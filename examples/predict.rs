@@ -9,7 +9,7 @@
 //! the Grad-CAM heat map of its top class (where the model looked for it), the class and its score
 //! written above; with `--json`, each object also gets `"cam"`, the map as rows of numbers in
 //! [0, 1] at the last stage's resolution (7x7 at 224 pixels). Inputs of 32 pixels leave the last
-//! stage 1x1, no map to show: that is an error, and 64 pixels and up work.
+//! stage 1x1, no map to show: that is an error, and more than 32 pixels work.
 //! Photos are read and classified a batch at a time, and each batch's answers printed before the
 //! next is read, so memory does not grow with the number of photos.
 
@@ -56,7 +56,8 @@ struct Args {
     backend: String,
     /// Also write DIR/<photo>-cam.png: the photo with the Grad-CAM heat map of its top class
     /// (where the model looked), the class and score written on it; with --json, each object
-    /// gets "cam", the map's rows. Needs inputs of 64 pixels or more.
+    /// gets "cam", the map's rows (and "cam_file", the picture). Needs inputs of more than 32
+    /// pixels (a last stage of 2x2 or more).
     #[arg(long, value_name = "DIR")]
     explain: Option<PathBuf>,
     /// Never download catalog weights.
@@ -161,8 +162,9 @@ fn print(path: &Path, prediction: &Prediction, cam: Option<(&ClassMap, &Path)>, 
         if args.logits {
             line["logits"] = serde_json::json!(prediction.logits);
         }
-        if let Some((map, _)) = cam {
+        if let Some((map, file)) = cam {
             line["cam"] = serde_json::json!(map.rows());
+            line["cam_file"] = serde_json::json!(file.display().to_string());
         }
         println!("{line}");
     } else {

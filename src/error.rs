@@ -254,8 +254,8 @@ pub enum Error {
     /// number.
     #[error(
         "Grad-CAM on {height}x{width} images: the last stage is {map_height}x{map_width}, a \
-         single cell, so there is no map to show; use inputs of 64x64 or more (a 2x2 map and up; \
-         224 gives 7x7)"
+         single cell, so there is no map to show; use inputs of more than 32x32 (33 to 64 give a \
+         2x2 map, 96 3x3, 224 7x7)"
     )]
     CoarseMap {
         /// Input height in pixels.

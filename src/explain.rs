@@ -359,10 +359,15 @@ mod tests {
                 }
             ) && text.contains("32x32")
                 && text.contains("1x1")
-                && text.contains("64x64"),
+                && text.contains("more than 32x32"),
             "{text}"
         );
         assert_eq!(model.last_stage_size([64, 64]), [2, 2]);
+        assert_eq!(
+            model.last_stage_size([33, 33]),
+            [2, 2],
+            "the first size with a map"
+        );
         assert_eq!(model.last_stage_size([224, 224]), [7, 7]);
         assert_eq!(model.last_stage_size([33, 65]), [2, 3]);
         let x = || images(2, 64, &device);

@@ -39,7 +39,8 @@ pub struct JobArgs {
     pub phase2_lr: Rate,
     /// Sweep the learning rate of phase 1 or 2 before training (fastai's lr_find): the loss at
     /// rates from 1e-7 to 10, one batch each, in lr-finder-phase<N>.png and .json in --out,
-    /// with the steepest descent and the valley suggested. The run then trains as given.
+    /// with the steepest descent and the valley suggested. The run then trains as given. PHASE
+    /// is 1 or 2.
     #[arg(long, value_name = "PHASE", value_parser = clap::value_parser!(u8).range(1..=2))]
     pub find_lr: Option<u8>,
     /// Learning-rate schedule within each phase.
@@ -203,7 +204,10 @@ pub fn report(outcome: &JobOutcome, out: &std::path::Path) {
             100.0 * j,
             history.phase2_start().map_or(0, |e| e.epoch)
         ),
-        (None, Some(_)) => println!("jump at the unfreeze point: not measured (no validation)"),
+        (None, Some(_)) => println!(
+            "jump at the unfreeze point: not measured ({})",
+            history.why_no_jump().unwrap_or("no validation")
+        ),
         (None, None) => println!("no unfreeze point (phase 2 did not run)"),
     }
     println!("report, model and history written to {}", out.display());

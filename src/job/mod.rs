@@ -280,13 +280,26 @@ impl FineTuneJob {
             if !(suggested || self.find_lr == Some(phase)) {
                 continue;
             }
+            let epochs = [self.config.phase1_epochs, self.config.phase2_epochs][phase - 1];
+            let name = format!("lr-finder-phase{phase}");
+            if epochs == 0 {
+                self.say(&format!(
+                    "no learning-rate sweep for phase {phase}: it has no epochs"
+                ));
+                continue;
+            }
+            if !suggested && self.resume && self.out.join(format!("{name}.json")).is_file() {
+                self.say(&format!(
+                    "the run's {name}.png is kept: a resumed run does not sweep again"
+                ));
+                continue;
+            }
             let learner = TwoPhase {
                 run_dir: None,
                 ..self.learner(card, data, Vec::new())
             };
             let sweep = crate::train::LrFinderConfig::new(phase);
             let found = learner.find_lr(model, &data.train, &sweep, device)?;
-            let name = format!("lr-finder-phase{phase}");
             crate::report::draw_lr_finder(&self.out.join(format!("{name}.png")), &found)?;
             write_json(&self.out.join(format!("{name}.json")), &found)?;
             self.say(&format!(
@@ -328,6 +341,20 @@ impl FineTuneJob {
                     "an empty set",
                 ));
             }
+        }
+        // A class without a training image is one the model can never learn (and balanced class
+        // weights would give it no weight): refused by name, as a split can leave one so.
+        let counts = data.train.class_counts(data.class_names.len());
+        let missing: Vec<String> = (data.class_names.iter().zip(&counts))
+            .filter(|&(_, &count)| count == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::invalid_config(
+                "train",
+                "at least one training image of every class (give the class more images, hold out a smaller share for validation, or give --valid DIR)",
+                format!("none of {}", crate::names::abridged(&missing, 10)),
+            ));
         }
         Ok(())
     }

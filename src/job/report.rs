@@ -74,7 +74,7 @@ impl FineTuneJob {
         };
         if shown.is_empty() || check_map_size(model, [side, side]).is_err() {
             let title = format!(
-                "No heat maps at {side}x{side} pixels: the last stage is 1x1 (64 pixels and up have maps)"
+                "No heat maps at {side}x{side} pixels: the last stage is 1x1 (more than 32 pixels have maps)"
             );
             return draw(&[], Some(&title));
         }
@@ -133,6 +133,7 @@ impl FineTuneJob {
             ("data".to_string(), data.source.clone()),
             ("backend".to_string(), self.backend.clone()),
             ("training loss".to_string(), self.loss_sentence()),
+            ("learning rates".to_string(), self.rates_sentence()),
             ("mean epoch time, phase 1".to_string(), phase_time(1)),
             ("mean epoch time, phase 2".to_string(), phase_time(2)),
             (
@@ -149,6 +150,24 @@ impl FineTuneJob {
             &card.class_names,
             &extra,
         )
+    }
+
+    /// Both phases' rates as the summary names them, and which a sweep suggested.
+    fn rates_sentence(&self) -> String {
+        let rates = [self.config.phase1_lr, self.config.phase2_lr];
+        let phase = |k: usize| {
+            let note = if self.suggested_lr[k] {
+                " (suggested by the learning-rate finder)"
+            } else {
+                ""
+            };
+            format!(
+                "phase {} {}{note}",
+                k + 1,
+                crate::report::summary::short_rate(rates[k])
+            )
+        };
+        format!("{}, {}", phase(0), phase(1))
     }
 
     /// The training loss as the summary names it: cross-entropy, and the smoothing and class

@@ -109,7 +109,15 @@ impl Layout {
 /// scaled to at most 144 pixels on their longer side.
 pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<()> {
     register_font();
-    let layout = Layout::new(title.is_some(), rows);
+    let mut layout = Layout::new(title.is_some(), rows);
+    // At least as wide as the title, however few the images.
+    if let Some(title) = title {
+        let text = (FONT, 22)
+            .into_font()
+            .box_size(title)
+            .map_or(0, |(w, _)| w as usize);
+        layout.size.0 = layout.size.0.max(text + 2 * GAP);
+    }
     let (width, height) = layout.size;
     let mut buf = vec![255u8; width * height * 3];
 

@@ -12,7 +12,7 @@ mod grid;
 mod heat;
 mod lr_finder;
 mod predictions;
-mod summary;
+pub(crate) mod summary;
 
 pub use confusion::draw_confusion;
 pub use curves::draw_curves;

@@ -31,8 +31,12 @@ pub fn write_summary(
             "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump (first phase-2 validation accuracy minus epoch {from}'s): **{:+.2} points**\n",
             100.0 * j
         )),
+        (Some(e), None) if from == 0 => s.push_str(&format!(
+            "- unfreeze point: epoch {e}, from the starting weights (no phase-1 epoch); the jump is not measured\n"
+        )),
         (Some(e), None) => s.push_str(&format!(
-            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump is not measured (no validation images)\n"
+            "- unfreeze point: epoch {e}, from the weights of epoch {from}; the jump is not measured ({})\n",
+            history.why_no_jump().unwrap_or("no validation images")
         )),
         _ => s.push_str("- the backbone was never released (no phase 2)\n"),
     }
@@ -60,10 +64,10 @@ pub fn write_summary(
         let loss = e.valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
         let acc = (e.valid_accuracy).map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
         s.push_str(&format!(
-            "| {} | {} | {:e} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
+            "| {} | {} | {} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
             e.epoch,
             e.phase,
-            e.lr,
+            short_rate(e.lr),
             e.train_loss,
             100.0 * e.train_accuracy,
             e.seconds,
@@ -95,4 +99,28 @@ fn class_table(test: &Evaluation, names: &[String]) -> String {
         ));
     }
     s
+}
+
+/// A learning rate in three significant digits, as a person writes it: `1e-3`, `8.5e-3`,
+/// `1.79e-2` (not `1.7886495290574348e-2`).
+pub(crate) fn short_rate(lr: f64) -> String {
+    let text = format!("{lr:.2e}");
+    match text.split_once('e') {
+        Some((mantissa, exponent)) if mantissa.contains('.') => {
+            let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+            format!("{mantissa}e{exponent}")
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_read_as_a_person_writes_them() {
+        assert_eq!(super::short_rate(1e-3), "1e-3");
+        assert_eq!(super::short_rate(1e-5), "1e-5");
+        assert_eq!(super::short_rate(0.008497534359086439), "8.5e-3");
+        assert_eq!(super::short_rate(1.7886495290574348e-2), "1.79e-2");
+    }
 }

@@ -65,6 +65,19 @@ impl History {
         Some(first2.valid_accuracy? - from)
     }
 
+    /// Why a run that reached phase 2 has no [`jump`](Self::jump): no phase-1 epoch to measure
+    /// it from, or no validation images; `None` where there is a jump or no phase 2.
+    pub fn why_no_jump(&self) -> Option<&'static str> {
+        if self.jump().is_some() || self.unfreeze_epoch().is_none() {
+            return None;
+        }
+        Some(if self.phase2_start().is_none() {
+            "no phase-1 epoch ran to measure it from"
+        } else {
+            "no validation images"
+        })
+    }
+
     /// Whether the run was validated (its epochs have validation figures).
     pub fn validated(&self) -> bool {
         self.epochs.iter().any(|e| e.valid_loss.is_some())

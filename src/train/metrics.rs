@@ -52,8 +52,8 @@ impl Evaluation {
     }
 
     /// Each class's recall, precision and F1 from the confusion matrix, as scikit-learn's
-    /// `classification_report` has them; a figure whose denominator is zero (no image of the
-    /// class, nothing predicted as it) is `None`, not 0.
+    /// `classification_report` has them; a figure whose denominator is zero (recall: no image
+    /// of the class; precision: nothing predicted as it; F1: neither) is `None`, not 0.
     pub fn class_scores(&self) -> Vec<ClassScores> {
         (0..self.confusion.len())
             .map(|c| {
@@ -62,11 +62,10 @@ impl Evaluation {
                 let predicted = self.confusion.iter().map(|row| row[c]).sum::<usize>();
                 let recall = (images > 0).then(|| right / images as f64);
                 let precision = (predicted > 0).then(|| right / predicted as f64);
-                let f1 = match (precision, recall) {
-                    (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
-                    (Some(_), Some(_)) => Some(0.0),
-                    _ => None,
-                };
+                // 2·TP / (2·TP + FP + FN): defined (0) for a class with images that is never
+                // predicted, though its precision is not.
+                let (tp, wrong) = (right, (images + predicted) as f64 - 2.0 * right);
+                let f1 = (images + predicted > 0).then(|| 2.0 * tp / (2.0 * tp + wrong));
                 ClassScores {
                     images,
                     recall,
@@ -284,6 +283,14 @@ mod tests {
         assert_eq!(
             (s[3].images, s[3].precision, s[3].recall, s[3].f1),
             (0, None, None, None)
+        );
+        // A class with images, never predicted: no precision, but recall 0 and F1 0, as
+        // scikit-learn reports them.
+        let e = Evaluation::from_predictions(&[0, 1, 1], vec![0, 0, 0], 0.0, 2);
+        let s = e.class_scores();
+        assert_eq!(
+            (s[1].precision, s[1].recall, s[1].f1),
+            (None, Some(0.0), Some(0.0))
         );
     }
 }
