@@ -286,6 +286,7 @@ impl FineTuneJob {
                 self.say(&format!(
                     "no learning-rate sweep for phase {phase}: it has no epochs"
                 ));
+                self.suggested_lr[phase - 1] = false;
                 continue;
             }
             if !suggested && self.resume && self.out.join(format!("{name}.json")).is_file() {
