@@ -379,3 +379,41 @@ fn a_fine_tune_resume_on_other_photos_is_refused() {
         next_epoch(&out) > done
     });
 }
+
+/// A class whose only photo the validation share takes would never be trained: refused by name
+/// before anything is written, as a user with a lopsided folder meets it.
+#[test]
+fn a_class_left_without_training_photos_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    for (class, name, count) in [(0, "apple", 8), (1, "banana", 6), (2, "date", 1)] {
+        std::fs::create_dir_all(root.join(name)).unwrap();
+        for i in 0..count {
+            let path = root.join(name).join(format!("{i}.png"));
+            photo(class, 40, 40, i).save(path).unwrap();
+        }
+    }
+    let out = tmp.path().join("run");
+    let stderr = run_err(
+        Command::new(example("fine_tune"))
+            .arg("--images")
+            .arg(&root)
+            .arg("--weights")
+            .arg(weights())
+            .args([
+                "--valid-share",
+                "0.5",
+                "--input-size",
+                "32",
+                "--offline",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        stderr.contains("\"date\"") && stderr.contains("training image"),
+        "{stderr}"
+    );
+    assert!(!out.join("config.json").exists(), "nothing written");
+}
