@@ -46,6 +46,10 @@ pub struct JobArgs {
     /// Learning-rate schedule within each phase.
     #[arg(long, default_value = "constant", value_parser = clap::builder::PossibleValuesParser::new(Schedule::ALL.map(Schedule::name)).map(|s| s.parse::<Schedule>().expect("a listed name")), ignore_case = true)]
     pub schedule: Schedule,
+    /// Linear warm-up at the start of each phase: epoch k of the first N trains at (k + 1) / (N
+    /// + 1) of the phase's rate; the schedule then runs over the phase's other epochs.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_epochs: usize,
     /// With --schedule plateau: multiply the rate by this after --plateau-patience epochs
     /// without a better validation loss.
     #[arg(long, default_value_t = 0.1)]
@@ -122,6 +126,7 @@ impl JobArgs {
             .with_phase1_lr(self.phase1_lr.or(TwoPhaseConfig::new().phase1_lr))
             .with_phase2_lr(self.phase2_lr.or(TwoPhaseConfig::new().phase2_lr))
             .with_schedule(self.schedule)
+            .with_warmup_epochs(self.warmup_epochs)
             .with_plateau_factor(self.plateau_factor)
             .with_plateau_patience(self.plateau_patience)
             .with_patience(self.patience)

@@ -78,6 +78,7 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
         ("batch_norm", c.batch_norm.to_string()),
         ("augment", c.augment.to_string()),
         ("schedule", c.schedule.name().to_string()),
+        ("warmup_epochs", c.warmup_epochs.to_string()),
         ("weight_decay", c.weight_decay.to_string()),
         ("label_smoothing", c.label_smoothing.to_string()),
         ("class_weights", c.class_weights.name().to_string()),

@@ -67,6 +67,11 @@ pub struct TwoPhaseConfig {
     /// Learning-rate schedule within each phase.
     #[config(default = "Schedule::Constant")]
     pub schedule: Schedule,
+    /// Linear warm-up at the start of each phase, before its schedule: epoch `k` of the first
+    /// `warmup_epochs` trains at `(k + 1) / (warmup_epochs + 1)` of the phase's rate (timm's and
+    /// Keras's warm-up, by epoch); the schedule then runs over the phase's other epochs.
+    #[config(default = 0)]
+    pub warmup_epochs: usize,
     /// Adam's L2 weight decay (0 for none).
     #[config(default = 0.0)]
     pub weight_decay: f64,
@@ -178,10 +183,15 @@ impl TwoPhaseConfig {
         } else {
             (self.phase2_lr, self.phase1_epochs, self.phase2_epochs)
         };
+        let k = epoch - start;
+        let warmup = self.warmup_epochs.min(len);
+        if k < warmup {
+            return base * (k + 1) as f64 / (warmup + 1) as f64;
+        }
         match self.schedule {
             Schedule::Constant | Schedule::Plateau => base,
             Schedule::Cosine => {
-                let t = (epoch - start) as f64 / len.max(1) as f64;
+                let t = (k - warmup) as f64 / (len - warmup).max(1) as f64;
                 base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
         }
@@ -191,6 +201,36 @@ impl TwoPhaseConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two warm-up epochs at a third and two thirds of the rate, then the phase's schedule over
+    /// its other epochs, in each phase.
+    #[test]
+    fn warm_up_rises_linearly_then_the_schedule_runs() {
+        let c = TwoPhaseConfig::new()
+            .with_phase1_epochs(4)
+            .with_phase2_epochs(4)
+            .with_warmup_epochs(2)
+            .with_schedule(Schedule::Cosine);
+        let rates: Vec<f64> = (0..8).map(|e| c.learning_rate(e)).collect();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12 * b.abs().max(1e-300);
+        assert!(
+            close(rates[0], 1e-3 / 3.0) && close(rates[1], 2e-3 / 3.0),
+            "{rates:?}"
+        );
+        assert!(
+            close(rates[2], 1e-3) && close(rates[3], 0.5e-3),
+            "cosine from its top: {rates:?}"
+        );
+        assert!(
+            close(rates[4], 1e-5 / 3.0) && close(rates[6], 1e-5),
+            "again in phase 2: {rates:?}"
+        );
+        let plain = TwoPhaseConfig::new().with_phase1_epochs(4);
+        assert!(
+            (0..4).all(|e| plain.learning_rate(e) == 1e-3),
+            "no warm-up by default"
+        );
+    }
 
     #[test]
     fn defaults_follow_the_seed() {
