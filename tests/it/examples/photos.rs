@@ -115,7 +115,7 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
     };
     let err = run_err(&mut explain(&[]));
     assert!(
-        err.contains("32x32") && err.contains("1x1") && err.contains("64x64"),
+        err.contains("32x32") && err.contains("1x1") && err.contains("more than 32x32"),
         "{err}"
     );
     assert!(!cams.exists(), "refused before anything was written");
@@ -132,7 +132,9 @@ fn fine_tune_learns_a_photo_folder_and_its_model_predicts_and_evaluates() {
             "{line}"
         );
         let stem = file.file_stem().unwrap().to_string_lossy();
-        let png = image::open(cams.join(format!("{stem}-cam.png"))).unwrap();
+        let cam_file = cams.join(format!("{stem}-cam.png"));
+        assert_eq!(line["cam_file"], cam_file.display().to_string(), "{line}");
+        let png = image::open(&cam_file).unwrap();
         assert!(
             png.width() >= 2 * 192,
             "the photo and its heat map side by side"
