@@ -176,8 +176,9 @@ fn the_map_peaks_on_the_class_patch_not_the_decoy() {
 fn every_backend_gives_the_same_maps() {
     let skip_wgpu = std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some();
     let reference = BackendKind::NdArray.device().unwrap();
+    // Held throughout: the lock also keeps this test's wgpu work apart from the other tests'.
+    let _rng = rng_lock();
     let (model, test) = {
-        let _rng = rng_lock();
         reference.seed(21);
         let config = ResNetConfig::resnet18(3).with_width(8);
         (config.init(&reference).unwrap(), patches(2, 4))
