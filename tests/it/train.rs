@@ -5,62 +5,10 @@
 //! resumes the real main job.)
 
 use crate::common::rng_lock;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use crate::common::train::{SIDE, colours, device, learner, model};
 use resnet_transfer::data::{ImageBatcher, ImageSet, Preprocess};
-use resnet_transfer::train::{Schedule, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
-use resnet_transfer::{Device, ResNet, ResNetConfig};
-
-const SIDE: usize = 32;
-
-/// `per_class` images of each of 4 classes: a red, green, blue or grey tint with noise and a
-/// random bright square, so the classes are easy but not trivial.
-fn colours(per_class: usize, seed: u64) -> ImageSet {
-    let tints = [[200, 40, 40], [40, 200, 40], [40, 40, 200], [90, 90, 90]];
-    let mut rng = StdRng::seed_from_u64(seed);
-    let plane = SIDE * SIDE;
-    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
-    for i in 0..4 * per_class {
-        let class = i % 4;
-        let (sy, sx) = (rng.random_range(0..24), rng.random_range(0..24));
-        for tint in tints[class] {
-            for p in 0..plane {
-                let (y, x) = (p / SIDE, p % SIDE);
-                let square = (sy..sy + 8).contains(&y) && (sx..sx + 8).contains(&x);
-                let v = if square {
-                    255
-                } else {
-                    tint + rng.random_range(-40..40)
-                };
-                pixels.push(v.clamp(0, 255) as u8);
-            }
-        }
-        labels.push(class);
-    }
-    ImageSet::new(pixels, labels, SIDE, SIDE).unwrap()
-}
-
-fn device() -> Device {
-    resnet_transfer::device::training_device("ndarray").unwrap()
-}
-
-fn model(dropout: f64) -> ResNet {
-    let inner = device().inner();
-    let backbone = ResNetConfig::resnet18(1000)
-        .with_width(8)
-        .init(&inner)
-        .unwrap();
-    with_new_head(backbone, 4, dropout, 7, &inner)
-}
-
-fn learner(config: TwoPhaseConfig) -> TwoPhase {
-    let mut learner = TwoPhase::new(
-        config.with_batch_size(16),
-        ImageBatcher::new(Preprocess::Torch),
-    );
-    learner.progress = false;
-    learner
-}
+use resnet_transfer::train::{Schedule, TwoPhaseConfig, evaluate};
+use resnet_transfer::{ResNet, ResNetConfig};
 
 fn backbone_weights(model: &ResNet) -> Vec<f32> {
     let mut out = model
@@ -483,59 +431,6 @@ fn two_replicas_train_as_one_device_does() {
         .fit(start, &train, &valid, &device())
         .unwrap_err();
     assert!(err.to_string().contains("devices"), "{err}");
-}
-
-/// The learner on wgpu (a GPU, or in CI the software Vulkan driver) trains as it does on the
-/// CPU: both phases (the head on the backbone's features, then full steps through the released
-/// model) give ndarray's history within float tolerance. Dropout is off: each backend draws its
-/// own masks.
-#[test]
-fn the_learner_on_wgpu_trains_as_on_the_cpu() {
-    if std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some() {
-        return;
-    }
-    let _rng = rng_lock();
-    let (train, valid) = (colours(4, 1), colours(2, 2));
-    let start = model(0.0);
-    let config = TwoPhaseConfig::new()
-        .with_phase1_epochs(2)
-        .with_phase2_epochs(1)
-        .with_dropout(0.0)
-        .with_phase2_lr(1e-3);
-    let (_, cpu) = learner(config.clone())
-        .fit(start.clone(), &train, &valid, &device())
-        .unwrap();
-    let wgpu = resnet_transfer::device::training_device("wgpu").unwrap();
-    // The learner runs on a worker of rayon's pool, whose panic message libtest does not
-    // capture: name it here.
-    let fit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        learner(config).fit(start, &train, &valid, &wgpu)
-    }));
-    let (trained, gpu) = match fit {
-        Ok(result) => result.unwrap(),
-        Err(payload) => {
-            let message = (payload.downcast_ref::<String>().cloned())
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-            panic!("the fit on wgpu panicked: {message:?}");
-        }
-    };
-    assert_eq!(cpu.epochs.len(), 3);
-    assert_eq!(gpu.epochs.len(), 3);
-    for (a, b) in cpu.epochs.iter().zip(&gpu.epochs) {
-        eprintln!("epoch {}: ndarray {a:?}\n         wgpu {b:?}", a.epoch);
-        assert_eq!((a.epoch, a.phase), (b.epoch, b.phase));
-        let close = |x: f64, y: f64| (x - y).abs() <= 1e-3 * x.abs().max(1.0);
-        assert!(close(a.train_loss, b.train_loss), "train loss: {a:?} {b:?}");
-        let (va, vb) = (a.valid_loss.unwrap(), b.valid_loss.unwrap());
-        assert!(close(va, vb), "valid loss: {a:?} {b:?}");
-    }
-    assert!(
-        gpu.epochs[2].train_loss < gpu.epochs[0].train_loss,
-        "it learns: {gpu:?}"
-    );
-    // The trained model stays on the wgpu device.
-    let weight = trained.head.as_ref().unwrap().linear.weight.val();
-    assert!(!resnet_transfer::device::is_host(&weight.device()));
 }
 
 /// The learning-rate finder: the model given is untouched, the swept loss falls then rises (or

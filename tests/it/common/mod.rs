@@ -3,6 +3,7 @@
 
 pub mod cifar;
 pub mod model;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 
