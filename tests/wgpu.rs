@@ -1,5 +1,5 @@
 //! The learner on wgpu, in a test process of its own. In the shared test process (`tests/it/`) it
-//! failed inside cubecl twice in five full runs on the software Vulkan driver ("the bytes were
+//! failed inside cubecl in 4 of 7 full runs on the software Vulkan driver ("the bytes were
 //! never written", then a host read of a file that was gone), each time with other tests'
 //! work beside it; cargo runs test binaries one after another, so here nothing else runs.
 

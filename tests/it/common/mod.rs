@@ -48,7 +48,7 @@ pub fn weights() -> PathBuf {
 /// test that seeds it and then draws from it (weights, dropout, images) holds this lock
 /// meanwhile, so that what it draws does not depend on what the other tests draw. Every test
 /// that runs wgpu in this process holds it too: two tests' wgpu work at once failed in cubecl
-/// ("the bytes were never written"), in 2 of 5 full runs on lavapipe.
+/// ("the bytes were never written"), in 4 of 7 full runs on lavapipe.
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
