@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use clap::builder::TypedValueParser;
 use resnet_transfer::job::{FineTuneJob, JobOutcome};
-use resnet_transfer::train::{ClassWeights, Schedule, TwoPhaseConfig, Unfreeze};
+use resnet_transfer::train::{ClassWeights, OptimizerKind, Schedule, TwoPhaseConfig, Unfreeze};
 use resnet_transfer::weights::{ExportBatchNorm, ExportOptions, export_onnx};
 
 /// Options of a two-phase job.
@@ -64,9 +64,34 @@ pub struct JobArgs {
     /// With --patience: keep the last epoch's weights instead of the best one's.
     #[arg(long)]
     pub keep_last_weights: bool,
+    /// What the unfreeze point releases: all (the whole backbone), or gradual: stage 4, then
+    /// stage 3, 2, and 1 with the stem, one more every --unfreeze-every epochs of phase 2
+    /// (ULMFiT's gradual unfreezing).
+    #[arg(long, default_value = "all", value_parser = ["all", "gradual"], ignore_case = true, conflicts_with = "unfreeze_from")]
+    pub unfreeze: String,
+    /// With --unfreeze gradual: epochs of phase 2 between releases.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub unfreeze_every: usize,
     /// Release stages K..4 only at the unfreeze point (default: the whole backbone).
-    #[arg(long)]
+    #[arg(long, value_name = "K")]
     pub unfreeze_from: Option<usize>,
+    /// Discriminative learning rates in phase 2: the head at --phase2-lr, stage 4 at F times
+    /// it, stage 3 at F², ... the stem at F⁵ (fastai's slice, timm's layer decay). 1: one rate.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    pub stage_lr_decay: f64,
+    /// The optimizer: adam, adamw (decoupled weight decay) or sgd (with --momentum).
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(OptimizerKind::ALL.map(OptimizerKind::name)).map(|s| s.parse::<OptimizerKind>().expect("a listed name")), ignore_case = true)]
+    pub optimizer: OptimizerKind,
+    /// Weight decay (adam and sgd: an L2 penalty in the gradient; adamw: decoupled), never on
+    /// BatchNorm's scales and shifts nor on biases.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// With --optimizer sgd: the momentum (0 for none).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// With --optimizer sgd: Nesterov's momentum.
+    #[arg(long)]
+    pub nesterov: bool,
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -132,10 +157,20 @@ impl JobArgs {
             .with_patience(self.patience)
             .with_restore_best_weights(!self.keep_last_weights)
             .with_unfreeze(
-                self.unfreeze_from
-                    .map(Unfreeze::FromStage)
-                    .unwrap_or(Unfreeze::All),
+                match (
+                    self.unfreeze.to_ascii_lowercase().as_str(),
+                    self.unfreeze_from,
+                ) {
+                    (_, Some(stage)) => Unfreeze::FromStage(stage),
+                    ("gradual", None) => Unfreeze::Gradual(self.unfreeze_every),
+                    _ => Unfreeze::All,
+                },
             )
+            .with_stage_lr_decay(self.stage_lr_decay)
+            .with_optimizer(self.optimizer)
+            .with_weight_decay(self.weight_decay)
+            .with_momentum(self.momentum)
+            .with_nesterov(self.nesterov)
             .with_batch_size(self.batch_size)
             .with_seed(self.seed)
             .with_augment(self.augment)

@@ -70,8 +70,13 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
             match c.unfreeze {
                 Unfreeze::All => "the whole backbone".to_string(),
                 Unfreeze::FromStage(k) => format!("from stage {k}"),
+                Unfreeze::Gradual(n) => format!("gradually, a stage every {n} epochs"),
             },
         ),
+        ("stage_lr_decay", c.stage_lr_decay.to_string()),
+        ("optimizer", c.optimizer.name().to_string()),
+        ("momentum", c.momentum.to_string()),
+        ("nesterov", c.nesterov.to_string()),
         ("batch_size", c.batch_size.to_string()),
         ("seed", c.seed.to_string()),
         ("dropout", c.dropout.to_string()),
@@ -240,7 +245,13 @@ impl RunFolder {
             Ok(file.is_file().then_some(file))
         };
         let config = optional("config.json")?
-            .map(|f| read_json::<TwoPhaseConfig>(&f))
+            .map(|f| {
+                let saved = read_json::<serde_json::Value>(&f)?;
+                TwoPhaseConfig::from_saved(saved).map_err(|e| Error::BadFormat {
+                    path: f.clone(),
+                    reason: e.to_string(),
+                })
+            })
             .transpose()?;
         let job = optional("job.json")?
             .map(|f| read_json::<JobRecipe>(&f))

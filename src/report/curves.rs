@@ -32,6 +32,8 @@ pub fn draw_curves(path: &Path, history: &History) -> Result<()> {
 const CURVES_SIZE: (u32, u32) = (1100, 460);
 /// The unfreeze marker's colour (60% black on white).
 const MARKER: [u8; 3] = [102, 102, 102];
+/// Gradual unfreezing's later releases' markers' colour (35% black on white).
+const RELEASE_MARKER: [u8; 3] = [166, 166, 166];
 
 /// The history's epochs in runs of consecutive epoch numbers (phase 1 stopped early leaves a gap
 /// before phase 2).
@@ -177,11 +179,20 @@ fn draw_panel(
         };
         draw_marker(
             &mut chart,
-            u.at,
+            (u.at, MARKER),
             [lo - pad, hi + pad, hi + pad * 0.4],
             label,
         )
         .map_err(err)?;
+    }
+    // Gradual unfreezing: each later release, lighter, labelled lower than the unfreeze point.
+    for (epoch, stage) in history.releases() {
+        let label = match stage {
+            1 => "+ stage 1, stem".to_string(),
+            s => format!("+ stage {s}"),
+        };
+        let at = (epoch as f64 - 0.5, RELEASE_MARKER);
+        draw_marker(&mut chart, at, [lo - pad, hi + pad, lo + pad * 0.2], label).map_err(err)?;
     }
     chart
         .configure_series_labels()
@@ -196,15 +207,15 @@ fn draw_panel(
         .collect())
 }
 
-/// The unfreeze marker: a grey line at `x` from `bottom` to `top`, its label just right of it at
-/// `label_y`.
+/// A release's marker: a grey line at `x` from `bottom` to `top` in `colour`, its label just
+/// right of it at `label_y`.
 fn draw_marker<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    x: f64,
+    (x, colour): (f64, [u8; 3]),
     [bottom, top, label_y]: [f64; 3],
     label: String,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    let grey = RGBColor(MARKER[0], MARKER[1], MARKER[2]);
+    let grey = RGBColor(colour[0], colour[1], colour[2]);
     let line = PathElement::new(vec![(x, bottom), (x, top)], grey.stroke_width(2));
     chart.draw_series(std::iter::once(line))?;
     let text = Text::new(label, (x + 0.05, label_y), (FONT, 15));
@@ -231,6 +242,7 @@ mod tests {
                 valid_accuracy: Some(0.08 * i as f64 + 0.1 * f64::from(phase - 1)),
                 seconds: 1.0,
                 cached_features: phase == 1,
+                released_from: (phase == 2).then_some(1),
             })
             .collect();
         History {
@@ -241,17 +253,53 @@ mod tests {
 
     /// Columns of the loss panel where the unfreeze marker's grey runs down most of the chart.
     fn marker_columns(png: &image::RgbImage) -> Vec<u32> {
+        columns_of(png, MARKER)
+    }
+
+    /// Columns of the loss panel where `colour` runs down most of the chart.
+    fn columns_of(png: &image::RgbImage, colour: [u8; 3]) -> Vec<u32> {
         (0..png.width() / 2)
             .filter(|&x| {
                 let grey = (0..png.height())
                     .filter(|&y| {
                         let p = png.get_pixel(x, y).0;
-                        (0..3).all(|c| p[c].abs_diff(MARKER[c]) <= 8)
+                        (0..3).all(|c| p[c].abs_diff(colour[c]) <= 8)
                     })
                     .count();
                 grey > 200
             })
             .collect()
+    }
+
+    /// Gradual unfreezing's later releases are marked, lighter, between the epochs before and
+    /// at each release; a run without them has no such marks.
+    #[test]
+    fn gradual_releases_are_marked_at_their_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = history(&[1, 1, 2, 2, 2, 2]);
+        for (e, stage) in h.epochs[2..].iter_mut().zip([4, 3, 2, 1]) {
+            e.released_from = Some(stage);
+        }
+        assert_eq!(h.releases(), vec![(4, 3), (5, 2), (6, 1)]);
+        let path = dir.path().join("curves.png");
+        let (_, epoch_x) = render_curves(&path, &h).unwrap();
+        draw_curves(&path, &h).unwrap();
+        let png = decode(&path);
+        let light = columns_of(&png, RELEASE_MARKER);
+        for e in [4usize, 5, 6] {
+            let (before, at) = (epoch_x[e - 2] as u32, epoch_x[e - 1] as u32);
+            assert!(
+                light.iter().any(|&x| x > before && x < at),
+                "no release mark between epochs {} and {e}: {light:?}",
+                e - 1
+            );
+        }
+        assert!(
+            !marker_columns(&png).is_empty(),
+            "the unfreeze point is still marked"
+        );
+        draw_curves(&path, &history(&[1, 1, 2, 2])).unwrap();
+        assert!(columns_of(&decode(&path), RELEASE_MARKER).is_empty());
     }
 
     #[test]

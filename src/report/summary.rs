@@ -40,6 +40,20 @@ pub fn write_summary(
         )),
         _ => s.push_str("- the backbone was never released (no phase 2)\n"),
     }
+    let releases = history.releases();
+    if !releases.is_empty() {
+        let steps: Vec<String> = releases
+            .iter()
+            .map(|&(e, stage)| match stage {
+                1 => format!("the whole backbone at epoch {e}"),
+                s => format!("stages {s} to 4 at epoch {e}"),
+            })
+            .collect();
+        s.push_str(&format!(
+            "- gradual unfreezing: stage 4 at the unfreeze point, then {}\n",
+            steps.join(", ")
+        ));
+    }
     if !history.validated() {
         s.push_str(
             "- validation: none (no validation images); the table's validation columns are empty\n",
@@ -63,10 +77,13 @@ pub fn write_summary(
     for e in &history.epochs {
         let loss = e.valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
         let acc = (e.valid_accuracy).map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
+        let phase = match e.released_from {
+            Some(stage) if stage > 1 => format!("{} (stages {stage}-4)", e.phase),
+            _ => e.phase.to_string(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
+            "| {} | {phase} | {} | {:.4} | {:.2}% | {loss} | {acc} | {:.1}{} |\n",
             e.epoch,
-            e.phase,
             short_rate(e.lr),
             e.train_loss,
             100.0 * e.train_accuracy,

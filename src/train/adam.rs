@@ -28,9 +28,15 @@ pub struct FusedAdamConfig {
     /// Added to the second moment's root, for numerical stability.
     #[config(default = 1e-5)]
     pub epsilon: f32,
-    /// L2 penalty added to the gradient (`grad + penalty * param`); 0 for none.
+    /// Weight decay; 0 for none. An L2 penalty added to the gradient (`grad + decay * param`),
+    /// or with [`decoupled_weight_decay`](Self::decoupled_weight_decay) AdamW's shrinking of
+    /// the weights.
     #[config(default = 0.0)]
     pub weight_decay: f32,
+    /// AdamW (Loshchilov and Hutter): the decay applied to the weights themselves
+    /// (`param * (1 - lr * decay)`, Burn's `AdamW` arithmetic) rather than to the gradient.
+    #[config(default = false)]
+    pub decoupled_weight_decay: bool,
 }
 
 impl FusedAdamConfig {
@@ -43,7 +49,13 @@ impl FusedAdamConfig {
             beta_2,
             epsilon,
             weight_decay,
+            decoupled_weight_decay,
         } = self.clone();
+        let (l2, keep) = if decoupled_weight_decay {
+            (0.0, (1.0 - lr as f64 * weight_decay as f64) as f32)
+        } else {
+            (weight_decay, 1.0)
+        };
         let correction_2 = (1.0 - beta_2.powi(time as i32)).sqrt();
         let factor = correction_2 / (1.0 - beta_1.powi(time as i32));
         let eps = epsilon * correction_2;
@@ -61,9 +73,14 @@ impl FusedAdamConfig {
                     *p -= lr * (*m * factor / (v.sqrt() + eps));
                 };
                 let lanes = p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g);
-                if weight_decay > 0.0 {
+                if l2 > 0.0 {
                     for (((p, m), v), &g) in lanes {
-                        update(p, m, v, weight_decay * *p + g);
+                        update(p, m, v, l2 * *p + g);
+                    }
+                } else if keep != 1.0 {
+                    for (((p, m), v), &g) in lanes {
+                        *p *= keep;
+                        update(p, m, v, g);
                     }
                 } else {
                     for (((p, m), v), &g) in lanes {
@@ -86,7 +103,7 @@ impl FusedAdamConfig {
             .with_beta_1(self.beta_1)
             .with_beta_2(self.beta_2)
             .with_epsilon(self.epsilon);
-        if self.weight_decay > 0.0 {
+        if self.weight_decay > 0.0 && !self.decoupled_weight_decay {
             reference =
                 reference.with_weight_decay(Some(WeightDecayConfig::new(self.weight_decay)));
         }
@@ -136,6 +153,12 @@ impl Optimizer for FusedAdam {
                 .as_ref()
                 .is_none_or(|s| s.momentum.max_moment_2.is_none());
         if !fused {
+            let tensor = if self.config.decoupled_weight_decay && self.config.weight_decay > 0.0 {
+                // Burn's `AdamW`: the weights shrunk, then Adam's step.
+                tensor.mul_scalar(1.0 - lr * self.config.weight_decay as f64)
+            } else {
+                tensor
+            };
             return self.reference.step(lr, tensor, grad, state);
         }
         let shape = tensor.shape();
@@ -176,5 +199,43 @@ impl Optimizer for FusedAdam {
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
         state.momentum = state.momentum.to_device(device);
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::AdamWConfig;
+
+    /// On one tensor, three steps of the fused loop with decoupled decay are Burn's `AdamW`'s.
+    #[test]
+    fn decoupled_decay_is_burns_adamw() {
+        let device = crate::device::training_device("ndarray").unwrap().inner();
+        let values: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let start = Tensor::<1>::from_data(TensorData::new(values.clone(), [64]), &device);
+        let grad = |k: usize| {
+            let g: Vec<f32> = (0..64).map(|i| ((i * 13 + k * 5) % 17) as f32 / 9.0 - 0.9).collect();
+            Tensor::<1>::from_data(TensorData::new(g, [64]), &device)
+        };
+        let fused = FusedAdamConfig::new()
+            .with_weight_decay(0.5)
+            .with_decoupled_weight_decay(true)
+            .build();
+        let burns = AdamWConfig::new().with_weight_decay(0.5).build();
+        let (mut a, mut b) = (start.clone(), start);
+        let (mut sa, mut sb) = (None, None);
+        for k in 0..3 {
+            let lr = 1e-2 / (k + 1) as f64;
+            (a, sa) = fused.step(lr, a, grad(k), sa);
+            (b, sb) = burns.step(lr, b, grad(k), sb);
+        }
+        let (a, b) = (a.into_data().try_to_vec::<f32>(), b.into_data().try_to_vec::<f32>());
+        let worst = a
+            .unwrap()
+            .iter()
+            .zip(b.unwrap())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "{worst}");
     }
 }

@@ -6,14 +6,54 @@ use crate::error::{Error, Result};
 use crate::model::BatchNormMode;
 use crate::train::loss::ClassWeights;
 
-/// What the unfreeze point releases.
+/// What the unfreeze point releases, and when.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum Unfreeze {
     /// The whole backbone.
     All,
     /// Stages `k..=4` (4: the last stage only); the stem and earlier stages stay frozen.
     FromStage(usize),
+    /// Gradual unfreezing (ULMFiT's, fastai's `freeze_to`): stage 4 at the unfreeze point, then
+    /// stage 3, then 2, then 1 with the stem, one more every `n` epochs of phase 2.
+    Gradual(usize),
 }
+
+impl Unfreeze {
+    /// The first stage trainable in phase 2's epoch `k` (from 0): stages from it to 4 are
+    /// released, and 1 releases the stem too.
+    pub fn first_stage(self, k: usize) -> usize {
+        match self {
+            Unfreeze::All => 1,
+            Unfreeze::FromStage(stage) => stage,
+            Unfreeze::Gradual(every) => 4usize.saturating_sub(k / every.max(1)).max(1),
+        }
+    }
+
+    /// What is released from phase 2's epoch `k` on, as a person reads it.
+    pub fn describe(self, k: usize) -> String {
+        match self.first_stage(k) {
+            1 => "the whole backbone".to_string(),
+            4 => "stage 4".to_string(),
+            s => format!("stages {s} to 4"),
+        }
+    }
+}
+
+/// The optimizer of both phases (a fresh one at the unfreeze point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OptimizerKind {
+    /// Adam (Burn's arithmetic, fused on the CPU backends); `weight_decay` is an L2 penalty
+    /// added to the gradient, as Keras's and PyTorch's `Adam` do.
+    Adam,
+    /// AdamW: Adam with decoupled weight decay (Loshchilov and Hutter), each step shrinking the
+    /// weights by `lr * weight_decay` of themselves.
+    AdamW,
+    /// Stochastic gradient descent with momentum (`momentum`, optionally Nesterov's); weight
+    /// decay as an L2 penalty, as PyTorch's `SGD`.
+    Sgd,
+}
+
+named_enum!(OptimizerKind as "optimizer" { Adam => "adam", AdamW => "adamw", Sgd => "sgd" });
 
 /// How the learning rate moves within a phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,12 +62,21 @@ pub enum Schedule {
     Constant,
     /// Cosine decay from the phase's rate to zero over its epochs.
     Cosine,
+    /// One cycle (Smith; fastai's `fit_one_cycle`), step by step over the phase: a cosine rise
+    /// from 1/25 of the phase's rate to the rate in the first quarter of its steps, then a
+    /// cosine fall to 1/100,000 of it.
+    OneCycle,
     /// The phase's rate, multiplied by `plateau_factor` whenever validation loss has not improved
     /// for `plateau_patience` epochs (Keras's `ReduceLROnPlateau`).
     Plateau,
 }
 
-named_enum!(Schedule as "schedule" { Constant => "constant", Cosine => "cosine", Plateau => "plateau" });
+named_enum!(Schedule as "schedule" {
+    Constant => "constant",
+    Cosine => "cosine",
+    OneCycle => "one-cycle",
+    Plateau => "plateau",
+});
 
 /// The two-phase recipe: a new head on a frozen backbone, then the released backbone at a low
 /// rate. Defaults follow the seed and the Keras fine-tuning guide.
@@ -72,9 +121,24 @@ pub struct TwoPhaseConfig {
     /// Keras's warm-up, by epoch); the schedule then runs over the phase's other epochs.
     #[config(default = 0)]
     pub warmup_epochs: usize,
-    /// Adam's L2 weight decay (0 for none).
+    /// The optimizer.
+    #[config(default = "OptimizerKind::Adam")]
+    pub optimizer: OptimizerKind,
+    /// Weight decay (0 for none), as [`OptimizerKind`] applies it; never to BatchNorm's scales
+    /// and shifts nor to biases (timm's rule: no decay for parameters of one dimension).
     #[config(default = 0.0)]
     pub weight_decay: f64,
+    /// Momentum of [`OptimizerKind::Sgd`].
+    #[config(default = 0.9)]
+    pub momentum: f64,
+    /// Nesterov's momentum for [`OptimizerKind::Sgd`].
+    #[config(default = false)]
+    pub nesterov: bool,
+    /// Discriminative learning rates (fastai's `slice`, timm's layer decay): in phase 2 the
+    /// head learns at the phase's rate, stage 4 at `stage_lr_decay` times it, stage 3 at its
+    /// square, and so on to the stem at its fifth power. 1 for one rate throughout.
+    #[config(default = 1.0)]
+    pub stage_lr_decay: f64,
     /// Label smoothing α of the training loss, in [0, 1): each label becomes
     /// `(1 − α)·one-hot + α/classes` (Keras's and PyTorch's `label_smoothing`; 0.1 is usual).
     #[config(default = 0.0)]
@@ -123,9 +187,24 @@ impl TwoPhaseConfig {
             let found = self.label_smoothing.to_string();
             return invalid("label_smoothing", "in [0, 1)", found);
         }
-        if let Unfreeze::FromStage(k) = self.unfreeze {
+        match self.unfreeze {
             // Every ResNet of the family has four stages.
-            crate::model::check_stage("unfreeze", k, 4)?;
+            Unfreeze::FromStage(k) => crate::model::check_stage("unfreeze", k, 4)?,
+            Unfreeze::Gradual(0) => {
+                return invalid("unfreeze", "a release every 1 epoch or more", "0".into());
+            }
+            _ => {}
+        }
+        if !(self.stage_lr_decay > 0.0 && self.stage_lr_decay <= 1.0) {
+            let found = self.stage_lr_decay.to_string();
+            return invalid("stage_lr_decay", "in (0, 1]", found);
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            let found = self.weight_decay.to_string();
+            return invalid("weight_decay", "finite and 0 or more", found);
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return invalid("momentum", "in [0, 1)", self.momentum.to_string());
         }
         if self.patience == Some(0) {
             return invalid("patience", "at least 1 epoch", "0".into());
@@ -174,10 +253,16 @@ impl TwoPhaseConfig {
         Ok(())
     }
 
-    /// The learning rate of `epoch` (0-based, counted over both phases) before any
-    /// reduce-on-plateau step, which depends on the validation losses and which the learner
-    /// applies on top.
+    /// The learning rate of `epoch` (0-based, counted over both phases) at its first step,
+    /// before any reduce-on-plateau step, which depends on the validation losses and which the
+    /// learner applies on top. [`learning_rate_at`](Self::learning_rate_at) gives it step by step.
     pub fn learning_rate(&self, epoch: usize) -> f64 {
+        self.learning_rate_at(epoch, 0.0)
+    }
+
+    /// The learning rate at `fraction` (in [0, 1)) of `epoch`'s steps: the same for the whole
+    /// epoch but in [`Schedule::OneCycle`], which moves step by step.
+    pub fn learning_rate_at(&self, epoch: usize, fraction: f64) -> f64 {
         let (base, start, len) = if epoch < self.phase1_epochs {
             (self.phase1_lr, 0, self.phase1_epochs)
         } else {
@@ -192,10 +277,40 @@ impl TwoPhaseConfig {
             Schedule::Constant | Schedule::Plateau => base,
             Schedule::Cosine => {
                 let t = (k - warmup) as f64 / (len - warmup).max(1) as f64;
-                base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+                base * cosine(1.0, 0.0, t)
+            }
+            Schedule::OneCycle => {
+                let t = (k - warmup) as f64 + fraction.clamp(0.0, 1.0);
+                let t = t / (len - warmup).max(1) as f64;
+                const RISE: f64 = 0.25;
+                if t < RISE {
+                    base * cosine(1.0 / 25.0, 1.0, t / RISE)
+                } else {
+                    base * cosine(1.0, 1e-5, (t - RISE) / (1.0 - RISE))
+                }
             }
         }
     }
+}
+
+impl TwoPhaseConfig {
+    /// The recipe saved as `saved` (a run folder's `config.json`), each field it lacks, being
+    /// written before the field existed, taking its default: what the runs of that time did.
+    pub(crate) fn from_saved(saved: serde_json::Value) -> serde_json::Result<Self> {
+        let mut merged = serde_json::to_value(TwoPhaseConfig::new())?;
+        match (merged.as_object_mut(), saved) {
+            (Some(fields), serde_json::Value::Object(saved)) => {
+                fields.extend(saved);
+                serde_json::from_value(merged)
+            }
+            (_, other) => serde_json::from_value(other),
+        }
+    }
+}
+
+/// Half a cosine from `from` (at `t` = 0) to `to` (at 1).
+fn cosine(from: f64, to: f64, t: f64) -> f64 {
+    to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 #[cfg(test)]
@@ -230,6 +345,77 @@ mod tests {
             (0..4).all(|e| plain.learning_rate(e) == 1e-3),
             "no warm-up by default"
         );
+    }
+
+    /// One cycle, step by step over a phase: from 1/25 of the rate, up to it at a quarter of
+    /// the phase's steps, down to 1/100,000 of it at the end; in each phase, after its warm-up.
+    #[test]
+    fn one_cycle_rises_to_the_rate_then_falls() {
+        let c = TwoPhaseConfig::new()
+            .with_phase1_epochs(4)
+            .with_phase2_epochs(3)
+            .with_warmup_epochs(1)
+            .with_schedule(Schedule::OneCycle);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+        assert!(close(c.learning_rate(1), 1e-3 / 25.0), "after the warm-up");
+        // Phase 1's cycle runs over epochs 1 to 3: its peak a quarter in, at 0.75 of epoch 1.
+        assert!(close(c.learning_rate_at(1, 0.75), 1e-3));
+        let steps: Vec<f64> = (4..12)
+            .map(|i| c.learning_rate_at(1 + i / 4, (i % 4) as f64 / 4.0))
+            .collect();
+        assert!(steps.windows(2).all(|w| w[1] < w[0]), "falls: {steps:?}");
+        assert!(c.learning_rate_at(3, 0.999) < 1e-3 * 1e-3);
+        assert!(close(c.learning_rate(5), 1e-5 / 25.0), "again in phase 2");
+        assert_eq!("One-Cycle".parse::<Schedule>().unwrap(), Schedule::OneCycle);
+    }
+
+    /// Gradual unfreezing releases stage 4, then 3, 2 and 1 (with the stem), one every `n`
+    /// epochs, and stays at 1; the other choices do not move.
+    #[test]
+    fn gradual_unfreezing_moves_one_stage_every_n_epochs() {
+        let first = |u: Unfreeze| (0..10).map(|k| u.first_stage(k)).collect::<Vec<_>>();
+        assert_eq!(first(Unfreeze::Gradual(1)), [4, 3, 2, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(first(Unfreeze::Gradual(3)), [4, 4, 4, 3, 3, 3, 2, 2, 2, 1]);
+        assert_eq!(first(Unfreeze::FromStage(3)), [3; 10]);
+        assert_eq!(first(Unfreeze::All), [1; 10]);
+        let err = TwoPhaseConfig::new()
+            .with_unfreeze(Unfreeze::Gradual(0))
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("unfreeze"), "{err}");
+        for (config, field) in [
+            (
+                TwoPhaseConfig::new().with_stage_lr_decay(0.0),
+                "stage_lr_decay",
+            ),
+            (
+                TwoPhaseConfig::new().with_stage_lr_decay(1.5),
+                "stage_lr_decay",
+            ),
+            (TwoPhaseConfig::new().with_momentum(1.0), "momentum"),
+            (
+                TwoPhaseConfig::new().with_weight_decay(-1.0),
+                "weight_decay",
+            ),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    /// A `config.json` written before the optimizer, momentum, Nesterov and stage-rate fields
+    /// existed reads with their defaults, so older runs still resume.
+    #[test]
+    fn an_older_config_reads_with_the_new_fields_defaulted() {
+        let mut json = serde_json::to_value(TwoPhaseConfig::new().with_seed(9)).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        for new in ["optimizer", "momentum", "nesterov", "stage_lr_decay"] {
+            assert!(fields.remove(new).is_some(), "{new}");
+        }
+        assert!(serde_json::from_value::<TwoPhaseConfig>(json.clone()).is_err());
+        let read = TwoPhaseConfig::from_saved(json).unwrap();
+        assert_eq!(read, TwoPhaseConfig::new().with_seed(9));
+        assert!(TwoPhaseConfig::from_saved(serde_json::json!([1, 2])).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::folded::FoldedResNet;
 use crate::infer::InferenceModel;
 use crate::model::{Head, ResNet};
+use crate::train::config::TwoPhaseConfig;
 use crate::train::evaluate;
 use crate::train::history::EpochRecord;
 use crate::train::learner::{Run, TwoPhase};
 use crate::train::loss::TrainingLoss;
+use crate::train::optim::PartRates;
 
 impl TwoPhase {
     /// One epoch of the run, then validation: the head alone on the cached features where
@@ -33,7 +36,8 @@ impl TwoPhase {
         let config = &self.config;
         let epoch = run.epoch;
         let phase1 = epoch < config.phase1_epochs;
-        let lr = config.learning_rate(epoch) * run.progress.lr_scale;
+        let scale = run.progress.lr_scale;
+        let lr = config.learning_rate(epoch) * scale;
         device.seed(config.seed.wrapping_add(epoch as u64));
         let shuffle = config
             .seed
@@ -52,13 +56,14 @@ impl TwoPhase {
             }
             let (train_f, valid_f) = run.cache.as_ref().expect("just filled");
             let mut head = run.model.head.take().ok_or_else(no_head)?;
+            let rates = StepRates::new(config, epoch, scale, None);
             (head, train_loss, train_accuracy) = self.head_epoch(
                 head,
                 (&mut run.optim, &run.loss),
                 train_f,
                 train.labels(),
                 shuffle,
-                lr,
+                &rates,
                 epoch,
                 device,
             );
@@ -71,13 +76,16 @@ impl TwoPhase {
             let frozen = phase1
                 .then(|| crate::folded::folded_on(&run.model, device))
                 .flatten();
+            // Discriminative rates for the backbone's parts in phase 2.
+            let parts = (!phase1).then(|| PartRates::new(&run.model, config.stage_lr_decay));
+            let rates = StepRates::new(config, epoch, scale, parts);
             (run.model, train_loss, train_accuracy) = self.full_epoch(
                 run.model,
                 frozen.as_ref(),
                 (&mut run.optim, &run.loss),
                 train,
                 shuffle,
-                lr,
+                &rates,
                 epoch,
                 device,
             );
@@ -98,6 +106,7 @@ impl TwoPhase {
             valid_accuracy,
             seconds: timer.elapsed().as_secs_f64(),
             cached_features: use_cache,
+            released_from: (!phase1).then(|| config.unfreeze.first_stage(self.phase2_epoch(epoch))),
         };
         Ok((run, record))
     }
@@ -164,7 +173,7 @@ impl TwoPhase {
         (optim, loss): (&mut ModuleOptimizer, &TrainingLoss),
         train: &ImageSet,
         shuffle: u64,
-        lr: f64,
+        rates: &StepRates,
         epoch: usize,
         device: &Device,
     ) -> (ResNet, f64, f64) {
@@ -178,13 +187,15 @@ impl TwoPhase {
         let batches = train.len().div_ceil(self.config.batch_size);
         let bar = self.bar(batches, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
-        for batch in epoch_batches(
+        for (step, batch) in epoch_batches(
             train,
             &batcher,
             self.config.batch_size,
             Some(shuffle),
             device,
-        ) {
+        )
+        .enumerate()
+        {
             let n = batch.targets.dims()[0];
             let (grads, batch_loss, batch_right) =
                 data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
@@ -203,7 +214,7 @@ impl TwoPhase {
             right += batch_right;
             loss_sum += batch_loss;
             seen += n;
-            model = optim.step(lr, model, grads);
+            model = optim.step(rates.at(step, batches), model, grads);
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
         }
@@ -223,7 +234,7 @@ impl TwoPhase {
         features: &Tensor<2>,
         labels: &[usize],
         shuffle: u64,
-        lr: f64,
+        rates: &StepRates,
         epoch: usize,
         device: &Device,
     ) -> (Head, f64, f64) {
@@ -231,9 +242,10 @@ impl TwoPhase {
             .replicas(device)
             .unwrap_or_else(|_| vec![device.clone()]);
         let order = epoch_order(labels.len(), Some(shuffle));
-        let bar = self.bar(order.len().div_ceil(self.config.batch_size), epoch);
+        let batches = order.len().div_ceil(self.config.batch_size);
+        let bar = self.bar(batches, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
-        for indices in order.chunks(self.config.batch_size) {
+        for (step, indices) in order.chunks(self.config.batch_size).enumerate() {
             let n = indices.len();
             let (grads, batch_loss, batch_right) =
                 data_parallel(&head, loss, device, replicas, n, |replica, share, on| {
@@ -248,7 +260,7 @@ impl TwoPhase {
             right += batch_right;
             loss_sum += batch_loss;
             seen += n;
-            head = optim.step(lr, head, grads);
+            head = optim.step(rates.at(step, batches), head, grads);
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -257,6 +269,36 @@ impl TwoPhase {
             loss_sum / seen.max(1) as f64,
             right as f64 / seen.max(1) as f64,
         )
+    }
+}
+
+/// The learning rates of an epoch's steps: the schedule's rate at each step (it moves within
+/// the epoch only in [`Schedule::OneCycle`](crate::train::Schedule::OneCycle)), times the
+/// plateau schedule's scale, for the head, and for the backbone's parts their share of it.
+struct StepRates {
+    /// The schedule's rate at the step's fraction of the epoch, before the scale.
+    schedule: Box<dyn Fn(f64) -> f64>,
+    scale: f64,
+    parts: Option<PartRates>,
+}
+
+impl StepRates {
+    fn new(config: &TwoPhaseConfig, epoch: usize, scale: f64, parts: Option<PartRates>) -> Self {
+        let config = config.clone();
+        Self {
+            schedule: Box::new(move |fraction| config.learning_rate_at(epoch, fraction)),
+            scale,
+            parts,
+        }
+    }
+
+    /// The rates of step `step` of `steps`.
+    fn at(&self, step: usize, steps: usize) -> ModuleLearningRate {
+        let lr = (self.schedule)(step as f64 / steps.max(1) as f64) * self.scale;
+        match &self.parts {
+            Some(parts) => parts.at(lr),
+            None => lr.into(),
+        }
     }
 }
 

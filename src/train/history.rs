@@ -26,6 +26,11 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Whether phase 1 ran on cached backbone features.
     pub cached_features: bool,
+    /// In phase 2, the first stage trainable in the epoch (stages from it to 4 were; 1 means
+    /// the stem too): [`Unfreeze::first_stage`](crate::train::Unfreeze::first_stage). `None`
+    /// in phase 1 and in histories written before it was kept.
+    #[serde(default)]
+    pub released_from: Option<usize>,
 }
 
 /// Every epoch of a run.
@@ -43,6 +48,20 @@ impl History {
     /// The first epoch of phase 2 (1-based), if phase 2 ran.
     pub fn unfreeze_epoch(&self) -> Option<usize> {
         self.epochs.iter().find(|e| e.phase == 2).map(|e| e.epoch)
+    }
+
+    /// Gradual unfreezing's later releases ([`Unfreeze::Gradual`](crate::train::Unfreeze)):
+    /// each phase-2 epoch (from 1) that trained more of the backbone than the epoch before,
+    /// with its first trainable stage. The unfreeze point itself is not among them.
+    pub fn releases(&self) -> Vec<(usize, usize)> {
+        let phase2: Vec<&EpochRecord> = self.epochs.iter().filter(|e| e.phase == 2).collect();
+        phase2
+            .windows(2)
+            .filter_map(|w| match (w[0].released_from, w[1].released_from) {
+                (Some(a), Some(b)) if b < a => Some((w[1].epoch, b)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The phase-1 epoch whose weights phase 2 started from: the one early stopping restored at
@@ -86,12 +105,12 @@ impl History {
     /// The epochs as CSV, with a header line; a figure not measured (no validation) is empty.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,cached_features\n",
+            "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,cached_features,released_from\n",
         );
         let figure = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for e in &self.epochs {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{:.3},{}\n",
+                "{},{},{},{},{},{},{},{:.3},{},{}\n",
                 e.epoch,
                 e.phase,
                 e.lr,
@@ -100,7 +119,8 @@ impl History {
                 figure(e.valid_loss),
                 figure(e.valid_accuracy),
                 e.seconds,
-                e.cached_features
+                e.cached_features,
+                e.released_from.map_or(String::new(), |s| s.to_string()),
             ));
         }
         out
@@ -129,6 +149,7 @@ mod tests {
             valid_accuracy: Some(acc),
             seconds: 1.0,
             cached_features: phase == 1,
+            released_from: (phase == 2).then_some(1),
         }
     }
 

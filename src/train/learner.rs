@@ -15,9 +15,8 @@ use burn::tensor::{Device, Tensor};
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::ResNet;
-use crate::train::adam::FusedAdamConfig;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
-use crate::train::config::{TwoPhaseConfig, Unfreeze};
+use crate::train::config::TwoPhaseConfig;
 use crate::train::history::{EpochRecord, History};
 use crate::train::loss::TrainingLoss;
 
@@ -90,19 +89,20 @@ impl TwoPhase {
         self.config.phase1_epochs + self.config.phase2_epochs
     }
 
-    pub(super) fn optimizer(&self) -> ModuleOptimizer {
-        // Burn's Adam arithmetic (its defaults, its records), fused on the CPU backends.
-        FusedAdamConfig::new()
-            .with_weight_decay(self.config.weight_decay as f32)
-            .init()
+    pub(super) fn optimizer(&self, model: &ResNet) -> ModuleOptimizer {
+        super::optim::optimizer(&self.config, model)
     }
 
-    pub(super) fn release(&self, model: ResNet) -> Result<ResNet> {
-        let mode = self.config.batch_norm;
-        match self.config.unfreeze {
-            Unfreeze::All => Ok(model.unfreeze_all(mode)),
-            Unfreeze::FromStage(k) => model.unfreeze_from(k, mode),
-        }
+    /// Phase 2's epoch `epoch` counts from 0 (0 for any epoch before it).
+    pub(super) fn phase2_epoch(&self, epoch: usize) -> usize {
+        epoch.saturating_sub(self.config.phase1_epochs)
+    }
+
+    /// `model` with what phase 2 has released by `epoch` (counted over both phases) trainable,
+    /// the rest frozen.
+    pub(super) fn release(&self, model: ResNet, epoch: usize) -> Result<ResNet> {
+        let first = self.config.unfreeze.first_stage(self.phase2_epoch(epoch));
+        model.unfreeze_from(first, self.config.batch_norm)
     }
 
     /// Whether each phase ends with its best epoch's weights.
@@ -128,7 +128,8 @@ impl TwoPhase {
         };
         let best = checkpoints.load_model(model.clone(), file)?;
         Ok(Some(if unfrozen {
-            self.release(best)?
+            // At a phase's end: phase 2's last epoch, with all it released.
+            self.release(best, self.total_epochs() - 1)?
         } else {
             best.freeze_backbone()
         }))
@@ -184,6 +185,8 @@ impl TwoPhase {
         while run.epoch < self.total_epochs() {
             if run.epoch >= self.config.phase1_epochs && !run.unfrozen {
                 run = self.unfreeze(run)?;
+            } else if run.unfrozen {
+                run = self.release_more(run)?;
             }
             let record;
             (run, record) = self.epoch(run, train, valid, device)?;
@@ -200,9 +203,16 @@ impl TwoPhase {
     /// the parts of its phase trainable.
     fn start(&self, model: ResNet, device: &Device) -> Result<Run> {
         // `fork` keeps tensors as they were; `train` turns autodiff on for the parameters.
+        let mut model = model.fork(device).train();
+        let state = self.read_checkpoint()?;
+        let checkpoints = self.checkpoints();
+        if let (Some(checkpoints), Some(state)) = (&checkpoints, &state) {
+            model = checkpoints.load_model(model, &state.model_file)?;
+        }
+        // The optimizer's groups are made of the loaded model's parameters.
         let mut run = Run {
-            model: model.fork(device).train(),
-            optim: self.optimizer(),
+            optim: self.optimizer(&model),
+            model,
             history: History::default(),
             epoch: 0,
             unfrozen: false,
@@ -211,8 +221,7 @@ impl TwoPhase {
             cache: None,
             loss: TrainingLoss::default(),
         };
-        if let (Some(checkpoints), Some(state)) = (self.checkpoints(), self.read_checkpoint()?) {
-            run.model = checkpoints.load_model(run.model, &state.model_file)?;
+        if let (Some(checkpoints), Some(state)) = (checkpoints, state) {
             if let Some(file) = &state.optimizer_file {
                 run.optim = checkpoints.load_optimizer(run.optim, file)?;
             }
@@ -227,28 +236,43 @@ impl TwoPhase {
             ));
         }
         run.model = if run.unfrozen {
-            self.release(run.model)?
+            self.release(run.model, run.epoch)?
         } else {
             run.model.freeze_backbone()
         };
         Ok(run)
     }
 
+    /// Gradual unfreezing's later releases: at the epochs where [`Unfreeze::first_stage`](crate::train::Unfreeze::first_stage)
+    /// moves, one more stage trainable. The optimizer goes on: the stages released before keep
+    /// their moments, the new one starts its own.
+    fn release_more(&self, mut run: Run) -> Result<Run> {
+        let k = self.phase2_epoch(run.epoch);
+        let unfreeze = self.config.unfreeze;
+        if k == 0 || unfreeze.first_stage(k) == unfreeze.first_stage(k - 1) {
+            return Ok(run);
+        }
+        run.model = self.release(run.model, run.epoch)?;
+        self.say(&format!(
+            "gradual unfreezing: epoch {} releases {}",
+            run.epoch + 1,
+            unfreeze.describe(k)
+        ));
+        Ok(run)
+    }
+
     /// The unfreeze point: the backbone (or its last stages) released, with a fresh optimizer
     /// and a fresh watch on validation for phase 2.
     fn unfreeze(&self, mut run: Run) -> Result<Run> {
-        run.model = self.release(run.model)?;
-        run.optim = self.optimizer();
+        run.model = self.release(run.model, run.epoch)?;
+        run.optim = self.optimizer(&run.model);
         run.unfrozen = true;
         run.progress = PhaseProgress::default();
         run.best_model = None;
         self.say(&format!(
             "unfreeze point: epoch {} releases {}",
             run.epoch + 1,
-            match self.config.unfreeze {
-                Unfreeze::All => "the whole backbone".to_string(),
-                Unfreeze::FromStage(k) => format!("stages {k} to 4"),
-            }
+            self.config.unfreeze.describe(self.phase2_epoch(run.epoch))
         ));
         Ok(run)
     }

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::ResNet;
 use crate::train::learner::TwoPhase;
 use crate::train::loss::TrainingLoss;
+use crate::train::optim::PartRates;
 
 /// What a learning-rate sweep does.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +125,8 @@ impl TwoPhase {
         let mut model = model.clone().fork(device).train();
         model = match sweep.phase {
             1 => model.freeze_backbone(),
-            _ => self.release(model)?,
+            // What the unfreeze point releases (with gradual unfreezing, stage 4).
+            _ => self.release(model, self.config.phase1_epochs)?,
         };
         let frozen = (sweep.phase == 1)
             .then(|| crate::folded::folded_on(&model, device))
@@ -133,7 +135,9 @@ impl TwoPhase {
             augment: self.config.augment.then(Default::default),
             ..self.batcher
         };
-        let mut optim = self.optimizer();
+        let mut optim = self.optimizer(&model);
+        // The rate swept is the head's; in phase 2 the backbone's parts follow it as in training.
+        let parts = (sweep.phase == 2).then(|| PartRates::new(&model, self.config.stage_lr_decay));
         let (mut lrs, mut losses, mut smoothed) = (Vec::new(), Vec::new(), Vec::new());
         let (mut average, mut best) = (0.0, f64::INFINITY);
         'epochs: for round in 0u64.. {
@@ -153,7 +157,10 @@ impl TwoPhase {
                 let value = loss.clone().into_scalar::<f64>();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let lr = sweep.lr(i);
-                model = optim.step(lr, model, grads);
+                model = match &parts {
+                    Some(parts) => optim.step(parts.at(lr), model, grads),
+                    None => optim.step(lr, model, grads),
+                };
                 average = BETA * average + (1.0 - BETA) * value;
                 let debiased = average / (1.0 - BETA.powi(i as i32 + 1));
                 lrs.push(lr);

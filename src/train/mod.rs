@@ -9,12 +9,13 @@ mod learner;
 mod loss;
 mod lr_find;
 mod metrics;
+mod optim;
 mod stopping;
 
 pub(crate) use checkpoint::{CheckpointState, Checkpoints};
 
 pub use adam::{FusedAdam, FusedAdamConfig};
-pub use config::{Schedule, TwoPhaseConfig, Unfreeze};
+pub use config::{OptimizerKind, Schedule, TwoPhaseConfig, Unfreeze};
 pub use history::{EpochRecord, History};
 pub use learner::{TwoPhase, with_new_head};
 pub use loss::{ClassWeights, TrainingLoss};

@@ -14,4 +14,5 @@ mod fast_path;
 mod fuzz;
 mod model;
 mod onnx;
+mod steering;
 mod train;

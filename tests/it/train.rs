@@ -225,7 +225,7 @@ fn resumed_schedules_give_the_same_rates() {
     let _rng = rng_lock();
     let (train, valid) = (colours(6, 13), mislabelled(colours(3, 14)));
     let start = model(0.5);
-    for schedule in [Schedule::Cosine, Schedule::Plateau] {
+    for schedule in [Schedule::Cosine, Schedule::OneCycle, Schedule::Plateau] {
         let tmp = tempfile::tempdir().unwrap();
         let full = TwoPhaseConfig::new()
             .with_phase1_epochs(2)
@@ -250,11 +250,16 @@ fn resumed_schedules_give_the_same_rates() {
         };
         assert_eq!(rates(&ha), rates(&hb), "{schedule}");
         let want: Vec<f64> = match schedule {
-            Schedule::Cosine => (0..5).map(|e| full.learning_rate(e)).collect(),
-            _ => rates(&ha),
+            Schedule::Plateau => rates(&ha),
+            _ => (0..5).map(|e| full.learning_rate(e)).collect(),
         };
         assert_eq!(rates(&hb), want);
-        if schedule == Schedule::Cosine {
+        if schedule == Schedule::OneCycle {
+            assert!(
+                want[1] > want[0] && want[3] > want[2] && want[4] < want[3],
+                "rises from its start, then falls, in each phase: {want:?}"
+            );
+        } else if schedule == Schedule::Cosine {
             assert!(
                 want[3] < want[2] && want[4] < want[3],
                 "decays in phase 2: {want:?}"
@@ -284,12 +289,13 @@ fn all_params(model: &ResNet) -> Vec<f32> {
 }
 
 /// The fused Adam the learner uses does Burn's Adam arithmetic: three steps, with and without
-/// weight decay, on every CPU backend end at the parameters Burn's own Adam reaches.
+/// weight decay, and decoupled (AdamW), on every CPU backend end at the parameters Burn's own
+/// Adam and AdamW reach.
 #[test]
 fn fused_adam_matches_burns_adam() {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::decay::WeightDecayConfig;
-    use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+    use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
     use burn::tensor::{Distribution, Int, Tensor, TensorData};
     use resnet_transfer::BackendKind;
     use resnet_transfer::train::FusedAdamConfig;
@@ -329,12 +335,21 @@ fn fused_adam_matches_burns_adam() {
                 .unwrap();
             all_params(&m)
         };
-        // With and without weight decay: the fused loop takes a separate branch for each.
-        for decay in [0.0, 1e-2] {
-            let reference = AdamConfig::new()
-                .with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay)));
-            let burns = run(reference.init());
-            let fused = run(FusedAdamConfig::new().with_weight_decay(decay).init());
+        // With and without weight decay, coupled or not: the fused loop takes a separate branch
+        // for each.
+        for (decay, decoupled) in [(0.0, false), (1e-2, false), (0.5, true)] {
+            let burns = if decoupled {
+                let reference = AdamWConfig::new().with_weight_decay(decay);
+                run(reference.init())
+            } else {
+                let reference = AdamConfig::new()
+                    .with_weight_decay((decay > 0.0).then(|| WeightDecayConfig::new(decay)));
+                run(reference.init())
+            };
+            let fused = run(FusedAdamConfig::new()
+                .with_weight_decay(decay)
+                .with_decoupled_weight_decay(decoupled)
+                .init());
             assert_eq!(burns.len(), fused.len());
             let moved = burns.iter().zip(&start).filter(|(a, b)| a != b).count();
             assert!(
@@ -348,9 +363,15 @@ fn fused_adam_matches_burns_adam() {
                 .map(|(a, b)| (a - b).abs() / a.abs().max(1e-3))
                 .fold(0f32, f32::max);
             eprintln!(
-                "{kind}, decay {decay}: fused vs Burn's Adam, worst relative difference {worst:e}"
+                "{kind}, decay {decay} (decoupled {decoupled}): fused vs Burn's, worst relative difference {worst:e}"
             );
-            assert!(worst < 1e-5, "{kind}, decay {decay}: {worst}");
+            // Burn's AdamW divides by the bias corrections where the fused loop folds them into
+            // one factor, as Burn's Adam does: float rounding apart, which three steps through
+            // BatchNorm magnify to about 1e-3 of the smallest weights. Not applying the decay
+            // would move every weight by 3 · lr · 0.5 of itself, over 1e-2 (the one-tensor test
+            // in src/train/adam.rs holds the arithmetic to 1e-6).
+            let bound = if decoupled { 3e-3 } else { 1e-5 };
+            assert!(worst < bound, "{kind}, decay {decay} ({decoupled}): {worst}");
         }
     }
 }
