@@ -78,6 +78,7 @@ pub fn write_summary(
         let loss = e.valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
         let acc = (e.valid_accuracy).map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
         let phase = match e.released_from {
+            Some(4) => format!("{} (stage 4)", e.phase),
             Some(stage) if stage > 1 => format!("{} (stages {stage}-4)", e.phase),
             _ => e.phase.to_string(),
         };

@@ -211,10 +211,14 @@ mod tests {
     #[test]
     fn decoupled_decay_is_burns_adamw() {
         let device = crate::device::training_device("ndarray").unwrap().inner();
-        let values: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let values: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         let start = Tensor::<1>::from_data(TensorData::new(values.clone(), [64]), &device);
         let grad = |k: usize| {
-            let g: Vec<f32> = (0..64).map(|i| ((i * 13 + k * 5) % 17) as f32 / 9.0 - 0.9).collect();
+            let g: Vec<f32> = (0..64)
+                .map(|i| ((i * 13 + k * 5) % 17) as f32 / 9.0 - 0.9)
+                .collect();
             Tensor::<1>::from_data(TensorData::new(g, [64]), &device)
         };
         let fused = FusedAdamConfig::new()
@@ -229,7 +233,10 @@ mod tests {
             (a, sa) = fused.step(lr, a, grad(k), sa);
             (b, sb) = burns.step(lr, b, grad(k), sb);
         }
-        let (a, b) = (a.into_data().try_to_vec::<f32>(), b.into_data().try_to_vec::<f32>());
+        let (a, b) = (
+            a.into_data().try_to_vec::<f32>(),
+            b.into_data().try_to_vec::<f32>(),
+        );
         let worst = a
             .unwrap()
             .iter()

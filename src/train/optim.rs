@@ -123,7 +123,12 @@ mod tests {
         struct Collect(Vec<(usize, Vec<f32>)>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let values = param.val().into_data().convert::<f32>().try_to_vec().unwrap();
+                let values = param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec()
+                    .unwrap();
                 self.0.push((D, values));
             }
         }

@@ -371,7 +371,10 @@ fn fused_adam_matches_burns_adam() {
             // would move every weight by 3 · lr · 0.5 of itself, over 1e-2 (the one-tensor test
             // in src/train/adam.rs holds the arithmetic to 1e-6).
             let bound = if decoupled { 3e-3 } else { 1e-5 };
-            assert!(worst < bound, "{kind}, decay {decay} ({decoupled}): {worst}");
+            assert!(
+                worst < bound,
+                "{kind}, decay {decay} ({decoupled}): {worst}"
+            );
         }
     }
 }

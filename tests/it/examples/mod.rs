@@ -14,6 +14,7 @@ use crate::common::{
 mod main_job;
 mod photos;
 mod runs;
+mod steering;
 mod tools;
 
 /// `train_cifar10` on a small CIFAR-10 in `data` (which holds the weights too), writing to

@@ -48,6 +48,11 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         ("--patience", "2"),
         ("--keep-last-weights", ""),
         ("--augment", ""),
+        ("--stage-lr-decay", "0.5"),
+        ("--optimizer", "sgd"),
+        ("--weight-decay", "1e-4"),
+        ("--momentum", "0.8"),
+        ("--nesterov", ""),
         ("--resume", ""),
     ];
     let stderr = run_err(&mut main_job_with(data.path(), &out, &changed));
@@ -78,6 +83,11 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         "`patience` saved none, given 2".into(),
         "`restore_best_weights` saved true, given false".into(),
         "`augment` saved false, given true".into(),
+        "`stage_lr_decay` saved 1, given 0.5".into(),
+        "`optimizer` saved adam, given sgd".into(),
+        "`weight_decay` saved 0, given 0.0001".into(),
+        "`momentum` saved 0.9, given 0.8".into(),
+        "`nesterov` saved false, given true".into(),
         "`train_images` saved 100 images".into(),
         "`valid_images` saved 30 images".into(),
         "`test_images` saved 20 images".into(),

@@ -1,0 +1,102 @@
+//! `fine_tune` steered from the command line: gradual unfreezing, per-stage rates, AdamW with
+//! weight decay and one cycle, as README's "Steering a fine-tune" runs them.
+
+use super::*;
+
+/// Released a stage an epoch, the history names each epoch's first trainable stage, the
+/// summary says when each stage came free, the rates of phase 2 rise and fall over the
+/// phase (one cycle), and the recipe saved names every choice. Gradual unfreezing and a fixed
+/// first stage together are refused.
+#[test]
+fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    photo_folders(&photos, 8);
+    let backbone = learnable_weights(tmp.path());
+    let out = tmp.path().join("run");
+    let fine_tune = |more: &[&str]| {
+        let mut cmd = Command::new(example("fine_tune"));
+        cmd.arg("--images")
+            .arg(&photos)
+            .arg("--weights")
+            .arg(&backbone);
+        cmd.args([
+            "--input-size",
+            "32",
+            "--valid-share",
+            "0.25",
+            "--batch-size",
+            "4",
+        ]);
+        cmd.args([
+            "--phase1-epochs",
+            "1",
+            "--phase2-epochs",
+            "4",
+            "--phase2-lr",
+            "1e-3",
+        ]);
+        cmd.args(["--offline", "--quiet"]).arg("--out").arg(&out);
+        cmd.args(more);
+        cmd
+    };
+    let err = run_err(&mut fine_tune(&[
+        "--unfreeze",
+        "gradual",
+        "--unfreeze-from",
+        "3",
+    ]));
+    assert!(err.contains("--unfreeze-from"), "{err}");
+
+    run_ok(&mut fine_tune(&[
+        "--unfreeze",
+        "gradual",
+        "--unfreeze-every",
+        "1",
+        "--stage-lr-decay",
+        "0.5",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.01",
+        "--schedule",
+        "one-cycle",
+    ]));
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
+    let epochs = history["epochs"].as_array().unwrap();
+    let released: Vec<Option<u64>> = epochs.iter().map(|e| e["released_from"].as_u64()).collect();
+    assert_eq!(released, [None, Some(4), Some(3), Some(2), Some(1)]);
+    let rates: Vec<f64> = epochs.iter().map(|e| e["lr"].as_f64().unwrap()).collect();
+    assert!(
+        (rates[1] - 1e-3 / 25.0).abs() < 1e-12 && rates[2] > rates[1] && rates[4] < rates[2],
+        "one cycle over phase 2: {rates:?}"
+    );
+    let csv = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert!(
+        csv.lines().next().unwrap().ends_with(",released_from"),
+        "{csv}"
+    );
+    assert!(csv.lines().nth(2).unwrap().ends_with(",4"), "{csv}");
+
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains(
+            "gradual unfreezing: stage 4 at the unfreeze point, then stages 3 to 4 at epoch 3, \
+             stages 2 to 4 at epoch 4, the whole backbone at epoch 5"
+        ),
+        "{summary}"
+    );
+    assert!(summary.contains("| 2 | 2 (stage 4) |"), "{summary}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["stage_lr_decay"], 0.5);
+    assert_eq!(config["weight_decay"], 0.01);
+    assert_eq!(config["unfreeze"], serde_json::json!({ "Gradual": 1 }));
+    assert!(
+        config["optimizer"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("adamw")
+    );
+}
