@@ -29,11 +29,11 @@ pub struct JobArgs {
     /// Epochs after the unfreeze point (phase 2).
     #[arg(long, default_value_t = 5)]
     pub phase2_epochs: usize,
-    /// Phase 1 learning rate (Adam), or `suggested`: the valley of a learning-rate sweep for
+    /// Phase 1 learning rate, or `suggested`: the valley of a learning-rate sweep for
     /// phase 1 run first (as --find-lr 1 runs it).
     #[arg(long, default_value = "0.001")]
     pub phase1_lr: Rate,
-    /// Phase 2 learning rate (Adam): low, so the expert weights are not broken; or `suggested`,
+    /// Phase 2 learning rate (the head's, with --stage-lr-decay): low, so the expert weights are not broken; or `suggested`,
     /// from a sweep for phase 2 on the starting model.
     #[arg(long, default_value = "0.00001")]
     pub phase2_lr: Rate,
