@@ -51,7 +51,7 @@ struct Args {
 }
 
 fn main() {
-    job_args::main(|| run(Args::parse()));
+    job_args::main::<Args>(|| run(Args::parse()));
 }
 
 /// Reads a photo folder; its classes must be `classes` when given (a validation or test folder).

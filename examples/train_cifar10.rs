@@ -45,7 +45,7 @@ struct Args {
 }
 
 fn main() {
-    job_args::main(|| run(Args::parse()));
+    job_args::main::<Args>(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

@@ -225,13 +225,32 @@ impl JobArgs {
 }
 
 /// The examples' `main`: glibc tuned for training, then `run`, its error printed and the exit
-/// status 1 on failure.
-pub fn main(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
+/// status 1 on failure. A recipe value refused by its field's name (`stage_lr_decay`) also
+/// names the option of `C` that set it (`--stage-lr-decay`).
+pub fn main<C: clap::CommandFactory>(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
     resnet_transfer::device::tune_host_allocator();
     if let Err(e) = run() {
         eprintln!("error: {e}");
+        if let Some(flag) = option_of(&*e, &C::command()) {
+            eprintln!("(the option {flag})");
+        }
         std::process::exit(1);
     }
+}
+
+/// The option of `command` that sets the configuration field an [`InvalidConfig`] error names,
+/// if it has one.
+///
+/// [`InvalidConfig`]: resnet_transfer::Error::InvalidConfig
+fn option_of(error: &(dyn std::error::Error + 'static), command: &clap::Command) -> Option<String> {
+    let resnet_transfer::Error::InvalidConfig { field, .. } = error.downcast_ref()? else {
+        return None;
+    };
+    let flag = field.replace('_', "-");
+    command
+        .get_arguments()
+        .any(|a| a.get_long() == Some(flag.as_str()))
+        .then(|| format!("--{flag}"))
 }
 
 /// Prints what a finished job wrote, the way both examples end.

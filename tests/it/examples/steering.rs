@@ -47,6 +47,13 @@ fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
         "3",
     ]));
     assert!(err.contains("--unfreeze-from"), "{err}");
+    // A value out of range is refused before training, naming the field and its option.
+    let err = run_err(&mut fine_tune(&["--stage-lr-decay", "2"]));
+    assert!(
+        err.contains("`stage_lr_decay` is 2") && err.contains("(the option --stage-lr-decay)"),
+        "{err}"
+    );
+    assert!(!out.join("checkpoint").exists(), "nothing trained");
 
     run_ok(&mut fine_tune(&[
         "--unfreeze",
