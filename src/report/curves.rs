@@ -243,6 +243,9 @@ mod tests {
                 seconds: 1.0,
                 cached_features: phase == 1,
                 released_from: (phase == 2).then_some(1),
+                valid_top5: None,
+                valid_f1: None,
+                valid_classes: Vec::new(),
             })
             .collect();
         History {

@@ -16,11 +16,12 @@ use crate::folded::FoldedResNet;
 use crate::infer::InferenceModel;
 use crate::model::{Head, ResNet};
 use crate::train::config::TwoPhaseConfig;
-use crate::train::evaluate;
 use crate::train::history::EpochRecord;
 use crate::train::learner::{Run, TwoPhase};
 use crate::train::loss::TrainingLoss;
+use crate::train::metrics::Tally;
 use crate::train::optim::PartRates;
+use crate::train::{Evaluation, evaluate};
 
 impl TwoPhase {
     /// One epoch of the run, then validation: the head alone on the cached features where
@@ -45,7 +46,7 @@ impl TwoPhase {
             .wrapping_add(epoch as u64);
         let timer = Instant::now();
         let use_cache = phase1 && config.feature_cache && !config.augment;
-        let (train_loss, train_accuracy, valid_loss, valid_accuracy);
+        let (train_loss, train_accuracy, validation);
         if use_cache {
             if run.cache.is_none() {
                 self.say("computing the frozen backbone's features once (phase-1 feature cache)");
@@ -67,10 +68,9 @@ impl TwoPhase {
                 epoch,
                 device,
             );
-            (valid_loss, valid_accuracy) = valid_f
+            validation = valid_f
                 .as_ref()
-                .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device))
-                .unzip();
+                .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device));
             run.model.head = Some(head);
         } else {
             let frozen = phase1
@@ -89,12 +89,8 @@ impl TwoPhase {
                 epoch,
                 device,
             );
-            (valid_loss, valid_accuracy) = (!valid.is_empty())
-                .then(|| {
-                    let e = evaluate(&run.model, valid, &self.batcher, config.batch_size, device);
-                    (e.loss, e.accuracy)
-                })
-                .unzip();
+            validation = (!valid.is_empty())
+                .then(|| evaluate(&run.model, valid, &self.batcher, config.batch_size, device));
         }
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -102,8 +98,11 @@ impl TwoPhase {
             lr,
             train_loss,
             train_accuracy,
-            valid_loss,
-            valid_accuracy,
+            valid_loss: validation.as_ref().map(|e| e.loss),
+            valid_accuracy: validation.as_ref().map(|e| e.accuracy),
+            valid_top5: validation.as_ref().and_then(|e| e.top5),
+            valid_f1: validation.as_ref().and_then(Evaluation::macro_f1),
+            valid_classes: validation.map_or(Vec::new(), |e| e.class_scores()),
             seconds: timer.elapsed().as_secs_f64(),
             cached_features: use_cache,
             released_from: (!phase1).then(|| config.unfreeze.first_stage(self.phase2_epoch(epoch))),
@@ -391,24 +390,19 @@ fn head_eval(
     labels: &[usize],
     batch_size: usize,
     device: &Device,
-) -> (f64, f64) {
+) -> Evaluation {
     let head = head.valid();
     let inner = device.clone().inner();
     // Validation is plain cross-entropy, whatever the training loss (see train::loss).
-    let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&inner);
+    let mut tally = Tally::new(&inner);
     let features = features.clone().inner();
-    let (mut loss_sum, mut right) = (0.0, 0usize);
     let order: Vec<usize> = (0..labels.len()).collect();
     for indices in order.chunks(batch_size) {
-        let n = indices.len();
-        let x = features.clone().narrow(0, indices[0], n);
+        let x = features.clone().narrow(0, indices[0], indices.len());
         let t = targets(indices.iter().map(|&i| labels[i]), &inner);
-        let logits = head.forward(x);
-        right += correct(&logits, &t);
-        loss_sum += loss_fn.forward(logits, t).into_scalar::<f64>() * n as f64;
+        tally.add(head.forward(x), t);
     }
-    let n = labels.len().max(1) as f64;
-    (loss_sum / n, right as f64 / n)
+    tally.finish(head.linear.weight.dims()[1])
 }
 
 #[cfg(test)]

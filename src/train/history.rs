@@ -22,6 +22,17 @@ pub struct EpochRecord {
     pub valid_loss: Option<f64>,
     /// Validation accuracy (0 to 1); `None` in a run without validation images.
     pub valid_accuracy: Option<f64>,
+    /// Validation top-5 accuracy, for models of more than five classes.
+    #[serde(default)]
+    pub valid_top5: Option<f64>,
+    /// Validation macro F1 ([`Evaluation::macro_f1`](crate::train::Evaluation::macro_f1)).
+    #[serde(default)]
+    pub valid_f1: Option<f64>,
+    /// Each class's validation images, recall, precision and F1
+    /// ([`Evaluation::class_scores`](crate::train::Evaluation::class_scores)); empty without
+    /// validation (and in histories written before it was kept).
+    #[serde(default)]
+    pub valid_classes: Vec<crate::train::ClassScores>,
     /// Wall-clock seconds of the epoch, validation included.
     pub seconds: f64,
     /// Whether phase 1 ran on cached backbone features.
@@ -105,12 +116,12 @@ impl History {
     /// The epochs as CSV, with a header line; a figure not measured (no validation) is empty.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,seconds,cached_features,released_from\n",
+            "epoch,phase,lr,train_loss,train_accuracy,valid_loss,valid_accuracy,valid_top5,valid_f1,seconds,cached_features,released_from\n",
         );
         let figure = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         for e in &self.epochs {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{:.3},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{:.3},{},{}\n",
                 e.epoch,
                 e.phase,
                 e.lr,
@@ -118,6 +129,8 @@ impl History {
                 e.train_accuracy,
                 figure(e.valid_loss),
                 figure(e.valid_accuracy),
+                figure(e.valid_top5),
+                figure(e.valid_f1),
                 e.seconds,
                 e.cached_features,
                 e.released_from.map_or(String::new(), |s| s.to_string()),
@@ -150,6 +163,9 @@ mod tests {
             seconds: 1.0,
             cached_features: phase == 1,
             released_from: (phase == 2).then_some(1),
+            valid_top5: None,
+            valid_f1: None,
+            valid_classes: Vec::new(),
         }
     }
 

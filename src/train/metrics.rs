@@ -2,7 +2,7 @@
 //! matrix.
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::tensor::Device;
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::data::{ImageBatcher, ImageSet, epoch_batches};
 use crate::error::Result;
@@ -76,6 +76,13 @@ impl Evaluation {
             .collect()
     }
 
+    /// The mean of the classes' F1 scores (macro F1, scikit-learn's `f1_score(average="macro")`
+    /// over the classes that have one); `None` where no class has one.
+    pub fn macro_f1(&self) -> Option<f64> {
+        let f1: Vec<f64> = self.class_scores().iter().filter_map(|s| s.f1).collect();
+        (!f1.is_empty()).then(|| f1.iter().sum::<f64>() / f1.len() as f64)
+    }
+
     /// Accuracy of each class (the confusion matrix's diagonal over its rows); `None` for a
     /// class with no image in the set, which has no accuracy (not 0%).
     pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
@@ -102,7 +109,7 @@ impl Evaluation {
 }
 
 /// One class's figures in an [`Evaluation`]: see [`Evaluation::class_scores`].
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassScores {
     /// Images of the class in the set.
     pub images: usize,
@@ -169,13 +176,8 @@ pub fn evaluate_parts(
 struct Running<'a> {
     model: InferenceModel,
     batcher: ImageBatcher,
-    loss_fn: CrossEntropyLoss,
     device: &'a Device,
-    labels: Vec<usize>,
-    predictions: Vec<usize>,
-    loss_sum: f64,
-    /// Images whose class is among the five highest scores.
-    top5: usize,
+    tally: Tally,
 }
 
 impl<'a> Running<'a> {
@@ -186,8 +188,40 @@ impl<'a> Running<'a> {
                 augment: None,
                 ..*batcher
             },
-            loss_fn: CrossEntropyLossConfig::new().init(device),
             device,
+            tally: Tally::new(device),
+        }
+    }
+
+    fn add(&mut self, set: &ImageSet, batch_size: usize) {
+        for batch in epoch_batches(set, &self.batcher, batch_size, None, self.device) {
+            let logits = self.model.forward(batch.images);
+            self.tally.add(logits, batch.targets);
+        }
+    }
+
+    fn finish(self) -> Evaluation {
+        let classes = self.model.module().num_classes().unwrap_or(0);
+        self.tally.finish(classes)
+    }
+}
+
+/// The figures of an evaluation gathered batch by batch from the logits and the labels: the
+/// loss (plain cross-entropy), the predictions and the top-5 hits.
+pub(crate) struct Tally {
+    loss_fn: CrossEntropyLoss,
+    labels: Vec<usize>,
+    predictions: Vec<usize>,
+    loss_sum: f64,
+    /// Images whose class is among the five highest scores.
+    top5: usize,
+}
+
+impl Tally {
+    /// An empty tally, its loss computed on `device`.
+    pub(crate) fn new(device: &Device) -> Self {
+        Self {
+            loss_fn: CrossEntropyLossConfig::new().init(device),
             labels: Vec::new(),
             predictions: Vec::new(),
             loss_sum: 0.0,
@@ -195,35 +229,33 @@ impl<'a> Running<'a> {
         }
     }
 
-    fn add(&mut self, set: &ImageSet, batch_size: usize) {
-        for batch in epoch_batches(set, &self.batcher, batch_size, None, self.device) {
-            let n = batch.targets.dims()[0];
-            let logits = self.model.forward(batch.images);
-            let targets = batch.targets.clone().into_data();
-            self.loss_sum += self
-                .loss_fn
-                .forward(logits.clone(), batch.targets)
-                .into_scalar::<f64>()
-                * n as f64;
-            let scores = logits.into_data().convert::<f32>();
-            let scores = scores.as_slice::<f32>().expect("converted to f32");
-            let classes = scores.len() / n.max(1);
-            for (row, target) in scores.chunks_exact(classes).zip(targets.iter::<i64>()) {
-                // The first highest score, as argmax picks it.
-                let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
-                self.predictions.push(best);
-                let score = row
-                    .get(target as usize)
-                    .copied()
-                    .unwrap_or(f32::NEG_INFINITY);
-                self.top5 += usize::from(row.iter().filter(|&&s| s > score).count() < 5);
-            }
+    /// One batch's logits and their classes.
+    pub(crate) fn add(&mut self, logits: Tensor<2>, targets: Tensor<1, Int>) {
+        let n = targets.dims()[0];
+        self.loss_sum += self
+            .loss_fn
+            .forward(logits.clone(), targets.clone())
+            .into_scalar::<f64>()
+            * n as f64;
+        let targets = targets.into_data();
+        let scores = logits.into_data().convert::<f32>();
+        let scores = scores.as_slice::<f32>().expect("converted to f32");
+        let classes = scores.len() / n.max(1);
+        for (row, target) in scores.chunks_exact(classes).zip(targets.iter::<i64>()) {
+            // The first highest score, as argmax picks it.
+            let best = (0..classes).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+            self.predictions.push(best);
+            let score = row
+                .get(target as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY);
+            self.top5 += usize::from(row.iter().filter(|&&s| s > score).count() < 5);
+            self.labels.push(target as usize);
         }
-        self.labels.extend_from_slice(set.labels());
     }
 
-    fn finish(self) -> Evaluation {
-        let classes = self.model.module().num_classes().unwrap_or(0);
+    /// The evaluation of everything added, for a model of `classes` classes.
+    pub(crate) fn finish(self, classes: usize) -> Evaluation {
         let images = self.labels.len().max(1) as f64;
         let mut evaluation = Evaluation::from_predictions(
             &self.labels,
@@ -279,6 +311,9 @@ mod tests {
                 s[c]
             );
         }
+        // scikit-learn's f1_score(average="macro") over the classes that have a figure.
+        let macro_f1 = e.macro_f1().unwrap();
+        assert!((macro_f1 - (0.5 + 2.0 / 3.0 + 0.5) / 3.0).abs() < 1e-12);
         // Class 3: no image and never predicted: no figure at all, not 0.
         assert_eq!(
             (s[3].images, s[3].precision, s[3].recall, s[3].f1),

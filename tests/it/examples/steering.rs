@@ -74,6 +74,22 @@ fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
     let epochs = history["epochs"].as_array().unwrap();
     let released: Vec<Option<u64>> = epochs.iter().map(|e| e["released_from"].as_u64()).collect();
     assert_eq!(released, [None, Some(4), Some(3), Some(2), Some(1)]);
+    // Each epoch's validation figures per class, on cached features (phase 1) and through the
+    // whole model (phase 2): they add up to its accuracy, and their F1s to its macro F1.
+    for e in epochs {
+        let classes = e["valid_classes"].as_array().unwrap();
+        assert_eq!(classes.len(), 3, "{e}");
+        let images: f64 = classes.iter().map(|c| c["images"].as_f64().unwrap()).sum();
+        let right: f64 = (classes.iter())
+            .map(|c| c["images"].as_f64().unwrap() * c["recall"].as_f64().unwrap_or(0.0))
+            .sum();
+        let accuracy = e["valid_accuracy"].as_f64().unwrap();
+        assert!((right / images - accuracy).abs() < 1e-9, "{e}");
+        let f1: Vec<f64> = classes.iter().filter_map(|c| c["f1"].as_f64()).collect();
+        let mean = f1.iter().sum::<f64>() / f1.len() as f64;
+        assert!((e["valid_f1"].as_f64().unwrap() - mean).abs() < 1e-9, "{e}");
+        assert!(e["valid_top5"].is_null(), "three classes have no top-5: {e}");
+    }
     let rates: Vec<f64> = epochs.iter().map(|e| e["lr"].as_f64().unwrap()).collect();
     assert!(
         (rates[1] - 1e-3 / 25.0).abs() < 1e-12 && rates[2] > rates[1] && rates[4] < rates[2],
