@@ -56,6 +56,7 @@ fn data_bench(c: &mut Criterion) {
             b.iter(|| {
                 batcher
                     .batch_of(&set, &indices, 7, &device)
+                    .unwrap()
                     .images
                     .into_data()
             })

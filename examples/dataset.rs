@@ -33,14 +33,14 @@ struct Args {
     offline: bool,
 }
 
-fn split_summary(set: &ImageSet, classes: usize) -> serde_json::Value {
-    let (mean, std) = set.channel_stats();
-    serde_json::json!({
+fn split_summary(set: &ImageSet, classes: usize) -> resnet_transfer::Result<serde_json::Value> {
+    let (mean, std) = set.channel_stats()?;
+    Ok(serde_json::json!({
         "count": set.len(),
         "per_class": set.class_counts(classes),
         "mean_rgb": mean,
         "std_rgb": std,
-    })
+    }))
 }
 
 fn main() {
@@ -63,13 +63,13 @@ fn run(args: Args) -> resnet_transfer::Result<()> {
     if args.json {
         let mut out = serde_json::Map::new();
         for (name, set) in splits {
-            out.insert(name.into(), split_summary(set, classes));
+            out.insert(name.into(), split_summary(set, classes)?);
         }
         println!("{}", serde_json::Value::Object(out));
     } else {
         println!("CIFAR-10 from {}", cifar.source.display());
         for (name, set) in splits {
-            let (mean, std) = set.channel_stats();
+            let (mean, std) = set.channel_stats()?;
             println!("\n{name}: {} images", set.len());
             for (class, count) in cifar.class_names.iter().zip(set.class_counts(classes)) {
                 println!("  {class:<12} {count:>6}");
@@ -87,22 +87,26 @@ fn run(args: Args) -> resnet_transfer::Result<()> {
             .class_names
             .iter()
             .enumerate()
-            .map(|(class, name)| GridRow {
-                label: Some(name.clone()),
-                tiles: (0..cifar.train.len())
-                    .filter(|&i| cifar.train.label(i) == class)
-                    .take(args.per_class)
-                    .map(|i| Tile {
-                        rgb: cifar.train.image(i).to_vec(),
-                        height: cifar.train.height(),
-                        width: cifar.train.width(),
-                        caption: String::new(),
-                        color: BLACK,
-                        framed: false,
-                    })
-                    .collect(),
+            .map(|(class, name)| {
+                Ok(GridRow {
+                    label: Some(name.clone()),
+                    tiles: (0..cifar.train.len())
+                        .filter(|&i| cifar.train.label(i) == class)
+                        .take(args.per_class)
+                        .map(|i| {
+                            Ok(Tile {
+                                rgb: cifar.train.image(i)?.into_owned(),
+                                height: cifar.train.height(),
+                                width: cifar.train.width(),
+                                caption: String::new(),
+                                color: BLACK,
+                                framed: false,
+                            })
+                        })
+                        .collect::<resnet_transfer::Result<_>>()?,
+                })
             })
-            .collect();
+            .collect::<resnet_transfer::Result<_>>()?;
         draw_grid(path, Some("Samples of each class"), &rows)?;
         if !args.json {
             println!("\ngrid of samples written to {}", path.display());

@@ -112,7 +112,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 size: (size != test.height()).then_some(size),
                 ..batcher
             };
-            let eval = evaluate(&saved.model, &test, &batcher, args.batch_size, &device);
+            let eval = evaluate(&saved.model, &test, &batcher, args.batch_size, &device)?;
             (eval, test.len())
         }
     };

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use resnet_transfer::data::{ImageFolder, read_image_folder, share_split};
+use resnet_transfer::data::{ImageFiles, ImageFolder, list_image_folder, share_split};
 use resnet_transfer::job::JobData;
 
 #[path = "shared/job_args.rs"]
@@ -43,6 +43,15 @@ struct Args {
     /// at the end with the reason) instead of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
+    /// Hold every photo decoded in memory (the fastest for sets that fit), whatever
+    /// --memory-budget says. Without it, a set larger than the budget is streamed: only the file
+    /// list is held and photos are decoded a batch at a time.
+    #[arg(long, conflicts_with = "memory_budget")]
+    cache_decoded: bool,
+    /// The memory the decoded photos may take before they are streamed from their files, in
+    /// bytes or with K, M, G (default: a quarter of this machine's memory).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    memory_budget: Option<u64>,
     /// Run folder: checkpoints, model, history, report.
     #[arg(long, default_value = "runs/fine_tune")]
     out: PathBuf,
@@ -54,14 +63,91 @@ fn main() {
     job_args::main::<Args>(|| run(Args::parse()));
 }
 
-/// Reads a photo folder; its classes must be `classes` when given (a validation or test folder).
+/// A size in bytes: a number, optionally followed by K, M or G (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("`{s}`: the unit is K, M or G")),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("`{s}` is not a size"));
+    }
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+/// Whether the photos are streamed from their files rather than held decoded, and why, in
+/// words: augmentation crops from each whole photo; otherwise the decoded size against the
+/// budget.
+fn choose_streaming(args: &Args, photos: usize) -> resnet_transfer::Result<(bool, String)> {
+    let side = args.input_size as u64;
+    let decoded = photos as u64 * 3 * side * side;
+    let size = format!(
+        "{photos} photos, {:.1} MB decoded at {side}x{side}",
+        decoded as f64 / 1e6
+    );
+    if args.job.augment {
+        if args.cache_decoded {
+            return Err(resnet_transfer::Error::invalid_config(
+                "cache_decoded",
+                "streamed photos with --augment (its random crops come from each whole photo, \
+                 which the decoded squares no longer hold)",
+                "--cache-decoded",
+            ));
+        }
+        return Ok((
+            true,
+            format!("{size}: streamed from their files (--augment crops each whole photo)"),
+        ));
+    }
+    if args.cache_decoded {
+        return Ok((false, format!("{size}: held in memory (--cache-decoded)")));
+    }
+    let budget = args
+        .memory_budget
+        .unwrap_or_else(resnet_transfer::data::default_memory_budget);
+    let gib = budget as f64 / (1u64 << 30) as f64;
+    Ok(if decoded > budget {
+        (
+            true,
+            format!(
+                "{size}: streamed from their files (more than the memory budget, {gib:.2} GiB)"
+            ),
+        )
+    } else {
+        (
+            false,
+            format!("{size}: held in memory (within the memory budget, {gib:.2} GiB)"),
+        )
+    })
+}
+
+/// Reads a photo folder (held or streamed, as `stream` says); its classes must be `classes` when
+/// given (a validation or test folder).
 fn read(
-    dir: &Path,
+    files: &ImageFiles,
+    stream: bool,
     args: &Args,
     classes: Option<&[String]>,
     skipped: &mut Vec<(PathBuf, String)>,
 ) -> resnet_transfer::Result<ImageFolder> {
-    let folder = read_image_folder(dir, args.input_size, args.skip_bad)?;
+    let dir = &files.root;
+    let folder = if stream {
+        files.stream(args.input_size, args.skip_bad)?
+    } else {
+        files.read(args.input_size, args.skip_bad)?
+    };
     if let Some(classes) = classes.filter(|c| *c != folder.class_names.as_slice()) {
         return Err(resnet_transfer::Error::invalid_config(
             "class_names",
@@ -76,12 +162,25 @@ fn read(
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.job.check_outputs(&args.out)?;
     let mut skipped = Vec::new();
-    let photos = read(&args.images, &args, None, &mut skipped)?;
+    // Listed first, so that their number decides whether they are held or streamed.
+    let listed = list_image_folder(&args.images)?;
+    let valid_files = args.valid.as_deref().map(list_image_folder).transpose()?;
+    let test_files = args.test.as_deref().map(list_image_folder).transpose()?;
+    let count = [Some(&listed), valid_files.as_ref(), test_files.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(ImageFiles::len)
+        .sum();
+    let (stream, kept) = choose_streaming(&args, count)?;
+    if !args.job.quiet {
+        eprintln!("{kept}");
+    }
+    let photos = read(&listed, stream, &args, None, &mut skipped)?;
     let classes = photos.class_names.clone();
-    let (train, valid) = match &args.valid {
-        Some(dir) => (
+    let (train, valid) = match &valid_files {
+        Some(files) => (
             photos.images,
-            read(dir, &args, Some(&classes), &mut skipped)?.images,
+            read(files, stream, &args, Some(&classes), &mut skipped)?.images,
         ),
         None => {
             let labels = photos.images.labels();
@@ -98,17 +197,20 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (set.select(&split.train), set.select(&split.validation))
         }
     };
-    let test = match &args.test {
-        Some(dir) => read(dir, &args, Some(&classes), &mut skipped)?.images,
+    let test = match &test_files {
+        Some(files) => read(files, stream, &args, Some(&classes), &mut skipped)?.images,
         None => valid.clone(),
     };
-    let mut notes = vec![(
-        "evaluated on".to_string(),
-        match &args.test {
-            Some(dir) => dir.display().to_string(),
-            None => "the validation photos".to_string(),
-        },
-    )];
+    let mut notes = vec![
+        (
+            "evaluated on".to_string(),
+            match &args.test {
+                Some(dir) => dir.display().to_string(),
+                None => "the validation photos".to_string(),
+            },
+        ),
+        ("photos".to_string(), kept),
+    ];
     if args.skip_bad {
         notes.push((
             "files skipped (unreadable)".to_string(),

@@ -11,7 +11,9 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::data::images::ImageSet;
-use crate::data::preprocess::{Augment, Preprocess, resize};
+use crate::data::photo::read_augmented;
+use crate::data::preprocess::{Augment, PhotoAugment, Preprocess, resize};
+use crate::error::Result;
 
 /// A batch ready for the model.
 #[derive(Debug, Clone)]
@@ -59,10 +61,14 @@ impl ImageDataset {
 }
 
 impl Dataset<ImageItem> for ImageDataset {
-    /// The image at `index`; like every Burn dataset, panics when `index >= len()`.
+    /// The image at `index`; like every Burn dataset, panics when `index >= len()`. An image
+    /// of a streamed set is decoded here at the set's size (random crops then come from that
+    /// square, not from the whole photo as [`ImageBatcher::batch_of`] takes them), and a file
+    /// that no longer reads is a [`DatasetError`] naming it.
     fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        let pixels = self.set.image(index).map_err(DatasetError::new)?;
         Ok(ImageItem {
-            pixels: self.set.image(index).to_vec(),
+            pixels: pixels.into_owned(),
             height: self.set.height(),
             width: self.set.width(),
             label: self.set.label(index),
@@ -127,24 +133,53 @@ impl ImageBatcher {
 
     /// A batch of the images at `indices` of `set`, prepared in parallel on all cores.
     /// `seed` varies the augmentation (use a different one each epoch).
+    ///
+    /// The images of a streamed set ([`ImageSet::streamed`]) are decoded here, a batch at a
+    /// time; with augmentation, each is cropped from its whole decoded photo
+    /// ([`PhotoAugment`], torchvision's standard training transform) rather than padded and
+    /// cropped at the set's size ([`Augment`], CIFAR's).
+    ///
+    /// # Errors
+    ///
+    /// For a streamed set, the first file that no longer reads ([`ImageSet::image`]).
     pub fn batch_of(
         &self,
         set: &ImageSet,
         indices: &[usize],
         seed: u64,
         device: &Device,
-    ) -> ImageBatch {
+    ) -> Result<ImageBatch> {
         let (h, w) = (set.height(), set.width());
         let side = self.output_side(h);
         let per_image = 3 * side * self.size.unwrap_or(w);
         let mut data = vec![0.0f32; indices.len() * per_image];
         data.par_chunks_mut(per_image)
             .zip(indices.par_iter())
-            .for_each(|(out, &i)| {
-                out.copy_from_slice(&self.prepare(set.image(i), h, w, item_seed(seed, i)));
-            });
+            .try_for_each(|(out, &i)| -> Result<()> {
+                let seed = item_seed(seed, i);
+                let prepared = match self.augment {
+                    Some(_) if set.is_streamed() => {
+                        let rng = &mut StdRng::seed_from_u64(seed);
+                        let photo = &set.files()[i];
+                        let crop = read_augmented(photo, h, &PhotoAugment::default(), rng)?;
+                        let plain = ImageBatcher {
+                            augment: None,
+                            ..*self
+                        };
+                        plain.prepare(&crop, h, w, seed)
+                    }
+                    _ => self.prepare(&set.image(i)?, h, w, seed),
+                };
+                out.copy_from_slice(&prepared);
+                Ok(())
+            })?;
         let labels: Vec<i64> = indices.iter().map(|&i| set.label(i) as i64).collect();
-        make_batch(data, labels, [side, self.size.unwrap_or(w)], device)
+        Ok(make_batch(
+            data,
+            labels,
+            [side, self.size.unwrap_or(w)],
+            device,
+        ))
     }
 }
 
@@ -181,14 +216,15 @@ pub fn epoch_order(len: usize, seed: Option<u64>) -> Vec<usize> {
 }
 
 /// The batches of one epoch over `set`, in a seeded random order (or in order when `shuffle`
-/// is `None`); the last batch may be smaller.
+/// is `None`); the last batch may be smaller. Each is [`ImageBatcher::batch_of`]'s, with its
+/// errors (a streamed set's file that no longer reads).
 pub fn epoch_batches<'a>(
     set: &'a ImageSet,
     batcher: &'a ImageBatcher,
     batch_size: usize,
     shuffle: Option<u64>,
     device: &'a Device,
-) -> impl Iterator<Item = ImageBatch> + 'a {
+) -> impl Iterator<Item = Result<ImageBatch>> + 'a {
     let order = epoch_order(set.len(), shuffle);
     let seed = shuffle.unwrap_or(0);
     let chunks: Vec<Vec<usize>> = order

@@ -551,7 +551,7 @@ mod tests {
         bytes.extend(record(9, 1));
         let set = parse_binary(Path::new("x.bin"), &bytes).unwrap();
         assert_eq!(set.labels(), &[3, 9]);
-        assert_eq!(set.pixel(1, 2, 31, 31), 1);
+        assert_eq!(set.pixel(1, 2, 31, 31).unwrap(), 1);
     }
 
     #[test]

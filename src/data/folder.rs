@@ -51,6 +51,20 @@ pub struct ImageFiles {
     pub labels: Vec<usize>,
 }
 
+/// The memory a photo set may take decoded before a training job streams it instead
+/// ([`ImageFiles::stream`]) by default: a quarter of this machine's memory (`MemTotal` in
+/// `/proc/meminfo` on Linux), or 4 GiB where that cannot be read.
+pub fn default_memory_budget() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    total.map_or(4 << 30, |bytes| bytes / 4)
+}
+
 /// Reads photos in `root/<class>/...`: [`list_image_folder`], then every photo decoded
 /// ([`read_image`]: upright, resized and centre-cropped to `size` x `size`).
 ///
@@ -183,6 +197,28 @@ impl ImageFiles {
         Ok(folder)
     }
 
+    /// The photos as a streamed set ([`ImageSet::streamed`]): each is decoded once here, a chunk
+    /// at a time, to find the unreadable ones (refused, or left out with `skip_bad`, as
+    /// [`read`](Self::read) does), and then only its path and label are kept; training decodes
+    /// it again each time a batch takes it. Memory holds the file list, whatever the photos'
+    /// number.
+    pub fn stream(&self, size: usize, skip_bad: bool) -> Result<ImageFolder> {
+        const CHUNK: usize = 256;
+        let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        for chunk in self.chunks(size, CHUNK, skip_bad) {
+            let chunk = chunk?;
+            labels.extend_from_slice(chunk.images.labels());
+            files.extend(chunk.files);
+            skipped.extend(chunk.skipped);
+        }
+        Ok(ImageFolder {
+            images: ImageSet::streamed(files.clone(), labels, size)?,
+            class_names: self.class_names.clone(),
+            files,
+            skipped,
+        })
+    }
+
     /// Decodes the photos `chunk` at a time, in order, so that memory holds one chunk of pixels
     /// however many photos there are (`evaluate --images` reads a batch at a time). Each item is
     /// an [`ImageFolder`] of the chunk's readable photos (the whole list's class names; `skipped`
@@ -229,7 +265,7 @@ impl ImageFiles {
             }
         }
         let folder = ImageFolder {
-            images: ImageSet::new(pixels, labels, size, size)?,
+            images: ImageSet::new(pixels, labels, size, size)?.with_files(kept.clone())?,
             class_names: self.class_names.clone(),
             files: kept,
             skipped,

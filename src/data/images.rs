@@ -1,16 +1,31 @@
-//! [`ImageSet`]: labelled 8-bit RGB images in memory, stored as the CIFAR-10 files store them.
+//! [`ImageSet`]: labelled 8-bit RGB images, held in memory as the CIFAR-10 files store them, or
+//! photo files decoded when a batch needs them (streamed).
 
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use crate::data::photo::read_image;
 use crate::error::{Error, Result};
 
-/// Labelled RGB images of one size, 8 bits per channel, each stored planar (channel, row,
-/// column: first all red, then all green, then all blue), as CIFAR-10's files store them and as
-/// NCHW tensors want them.
+/// Labelled RGB images of one size, 8 bits per channel, each planar (channel, row, column:
+/// first all red, then all green, then all blue), as CIFAR-10's files store them and as NCHW
+/// tensors want them.
+///
+/// The pixels are held in memory ([`new`](Self::new)), or, for a set of photos larger than
+/// memory, left in their files and decoded each time an image is used
+/// ([`streamed`](Self::streamed): only the file list and labels are held). Either way
+/// [`image`](Self::image) gives an image's pixels at the set's size, the same bytes.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ImageSet {
+    /// The pixels, image after image; empty for a streamed set.
     pixels: Vec<u8>,
     labels: Vec<usize>,
     height: usize,
     width: usize,
+    /// The photo file of each image, when the set came from files; empty otherwise.
+    files: Vec<PathBuf>,
+    /// Whether the images are decoded from `files` when used rather than held.
+    streamed: bool,
 }
 
 impl ImageSet {
@@ -29,7 +44,60 @@ impl ImageSet {
             labels,
             height,
             width,
+            files: Vec::new(),
+            streamed: false,
         })
+    }
+
+    /// Photo files as a streamed set of `size` x `size` images: only the paths and labels are
+    /// held, and each image is decoded ([`read_image`]) when a batch uses it. A batch with
+    /// training augmentation crops from the decoded photo itself
+    /// ([`ImageBatcher`](crate::data::ImageBatcher)).
+    pub fn streamed(files: Vec<PathBuf>, labels: Vec<usize>, size: usize) -> Result<Self> {
+        if files.len() != labels.len() || size == 0 {
+            return Err(Error::ShapeMismatch {
+                tensor: "files".into(),
+                expected: vec![labels.len(), 3, size.max(1), size.max(1)],
+                found: vec![files.len(), 3, size, size],
+            });
+        }
+        Ok(Self {
+            pixels: Vec::new(),
+            labels,
+            height: size,
+            width: size,
+            files,
+            streamed: true,
+        })
+    }
+
+    /// This set, with the photo file each image was read from (in order), so that it is known
+    /// by its files ([`files`](Self::files)) whether it is held or streamed.
+    pub fn with_files(mut self, files: Vec<PathBuf>) -> Result<Self> {
+        if files.len() != self.len() {
+            return Err(Error::ShapeMismatch {
+                tensor: "files".into(),
+                expected: vec![self.len()],
+                found: vec![files.len()],
+            });
+        }
+        self.files = files;
+        Ok(self)
+    }
+
+    /// Whether the images are decoded from their files when used ([`streamed`](Self::streamed)).
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
+    /// The photo file of each image, when the set came from files (empty otherwise).
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The bytes the set's pixels take decoded: what holding it in memory costs.
+    pub fn decoded_bytes(&self) -> usize {
+        self.len() * self.image_len()
     }
 
     /// Number of images.
@@ -57,15 +125,27 @@ impl ImageSet {
         3 * self.height * self.width
     }
 
-    /// The planar pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// The planar pixels of image `i`: borrowed from memory, or decoded from its file.
+    ///
+    /// # Errors
+    ///
+    /// For a streamed set, the file's [`Error::Image`] or [`Error::Io`] when it no longer reads
+    /// (removed or changed since the set was listed).
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>> {
+        if self.streamed {
+            return read_image(&self.files[i], self.height).map(Cow::Owned);
+        }
         let n = self.image_len();
-        &self.pixels[i * n..(i + 1) * n]
+        Ok(Cow::Borrowed(&self.pixels[i * n..(i + 1) * n]))
     }
 
     /// Channel `c` (0 red, 1 green, 2 blue) of pixel (`y`, `x`) of image `i`.
-    pub fn pixel(&self, i: usize, c: usize, y: usize, x: usize) -> u8 {
-        self.image(i)[(c * self.height + y) * self.width + x]
+    ///
+    /// # Errors
+    ///
+    /// As [`image`](Self::image).
+    pub fn pixel(&self, i: usize, c: usize, y: usize, x: usize) -> Result<u8> {
+        Ok(self.image(i)?[(c * self.height + y) * self.width + x])
     }
 
     /// The label of image `i`.
@@ -78,22 +158,33 @@ impl ImageSet {
         &self.labels
     }
 
-    /// All pixels, image after image.
+    /// All pixels held, image after image; empty for a streamed set.
     pub fn pixels(&self) -> &[u8] {
         &self.pixels
     }
 
-    /// The images at `indices`, in that order.
+    /// The images at `indices`, in that order (streamed if this set is).
     pub fn select(&self, indices: &[usize]) -> ImageSet {
-        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
+        let mut pixels = Vec::new();
+        if !self.streamed {
+            let n = self.image_len();
+            pixels.reserve(indices.len() * n);
+            for &i in indices {
+                pixels.extend_from_slice(&self.pixels[i * n..(i + 1) * n]);
+            }
         }
+        let files = if self.files.is_empty() {
+            Vec::new()
+        } else {
+            indices.iter().map(|&i| self.files[i].clone()).collect()
+        };
         ImageSet {
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             height: self.height,
             width: self.width,
+            files,
+            streamed: self.streamed,
         }
     }
 
@@ -109,6 +200,19 @@ impl ImageSet {
                 expected: vec![3, self.height, self.width],
                 found: vec![3, other.height, other.width],
             });
+        }
+        if other.streamed != self.streamed {
+            return Err(Error::invalid_config(
+                "images",
+                "sets both held in memory or both streamed",
+                "one of each",
+            ));
+        }
+        // The files stay known only if both sets know theirs.
+        if self.files.len() == self.len() && other.files.len() == other.len() {
+            self.files.extend(other.files);
+        } else {
+            self.files.clear();
         }
         self.pixels.extend(other.pixels);
         self.labels.extend(other.labels);
@@ -127,11 +231,16 @@ impl ImageSet {
     }
 
     /// Per-channel mean and standard deviation of the raw pixels (0 to 255), red, green, blue.
-    pub fn channel_stats(&self) -> ([f64; 3], [f64; 3]) {
+    ///
+    /// # Errors
+    ///
+    /// As [`image`](Self::image), for a streamed set.
+    pub fn channel_stats(&self) -> Result<([f64; 3], [f64; 3])> {
         let plane = self.height * self.width;
         let mut sum = [0u64; 3];
         let mut sum_sq = [0u64; 3];
-        for image in self.pixels.chunks_exact(3 * plane) {
+        for i in 0..self.len() {
+            let image = self.image(i)?;
             for (c, channel) in image.chunks_exact(plane).enumerate() {
                 for &v in channel {
                     sum[c] += v as u64;
@@ -145,7 +254,7 @@ impl ImageSet {
         for c in 0..3 {
             std[c] = (sum_sq[c] as f64 / n - mean[c] * mean[c]).max(0.0).sqrt();
         }
-        (mean, std)
+        Ok((mean, std))
     }
 }
 
@@ -161,10 +270,10 @@ mod tests {
     #[test]
     fn pixels_are_planar() {
         let set = two_images();
-        assert_eq!(set.pixel(0, 0, 0, 0), 0);
-        assert_eq!(set.pixel(0, 1, 0, 0), 4); // green plane starts after 4 red values
-        assert_eq!(set.pixel(1, 2, 1, 1), 23);
-        assert_eq!(set.select(&[1]).image(0), set.image(1));
+        assert_eq!(set.pixel(0, 0, 0, 0).unwrap(), 0);
+        assert_eq!(set.pixel(0, 1, 0, 0).unwrap(), 4); // green plane starts after 4 red values
+        assert_eq!(set.pixel(1, 2, 1, 1).unwrap(), 23);
+        assert_eq!(set.select(&[1]).image(0).unwrap(), set.image(1).unwrap());
         assert_eq!(set.class_counts(3), vec![1, 1, 0]);
     }
 
@@ -176,7 +285,7 @@ mod tests {
     #[test]
     fn channel_stats_by_hand() {
         let set = ImageSet::new(vec![0, 2, 10, 10, 5, 5], vec![0], 1, 2).unwrap();
-        let (mean, std) = set.channel_stats();
+        let (mean, std) = set.channel_stats().unwrap();
         assert_eq!(mean, [1.0, 10.0, 5.0]);
         assert_eq!(std, [1.0, 0.0, 0.0]);
     }

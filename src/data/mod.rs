@@ -10,7 +10,7 @@
 //! let train = cifar.train.select(&split.train);
 //! let batcher = ImageBatcher::new(Preprocess::Caffe);
 //! let device = resnet_transfer::device::default_device()?;
-//! let batch = batcher.batch_of(&train, &[0, 1, 2, 3], 0, &device);
+//! let batch = batcher.batch_of(&train, &[0, 1, 2, 3], 0, &device)?;
 //! assert_eq!(batch.images.dims(), [4, 3, 32, 32]);
 //! # Ok::<(), resnet_transfer::Error>(())
 //! ```
@@ -28,12 +28,15 @@ pub use batcher::{
 };
 pub use cifar10::{Cifar10, Downloader, Format};
 pub use folder::{
-    IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, list_image_folder, read_image_folder,
+    IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, default_memory_budget,
+    list_image_folder, read_image_folder,
 };
 pub use images::ImageSet;
-pub use photo::read_image;
+pub use photo::{read_augmented, read_image};
 pub(crate) use preprocess::resize_to;
-pub use preprocess::{Augment, CAFFE_MEAN_BGR, Preprocess, TORCH_MEAN, TORCH_STD, resize};
+pub use preprocess::{
+    Augment, CAFFE_MEAN_BGR, PhotoAugment, Preprocess, TORCH_MEAN, TORCH_STD, resize,
+};
 pub use sample::{
     DEFAULT_TRAIN_SAMPLES, DEFAULT_VALID_CAP, DEFAULT_VALID_SHARE, Split, sample_sizes,
     share_split, stratified_split,

@@ -8,7 +8,7 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use crate::data::preprocess::from_interleaved;
+use crate::data::preprocess::{PhotoAugment, from_interleaved};
 use crate::error::{Error, Result};
 
 /// The formats [`read_image`] decodes, in words, for messages.
@@ -43,6 +43,26 @@ pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>> {
         img.resize_to_fill(side, side, FilterType::Triangle)
     };
     Ok(from_interleaved(img.to_rgb8().as_raw(), size * size))
+}
+
+/// Reads one photo file augmented for training ([`PhotoAugment`]): decoded and turned upright
+/// as [`read_image`] does, then a random crop of the whole photo resized to `size` x `size`,
+/// flipped and colour-jittered, drawn from `rng`. Planar RGB.
+///
+/// # Errors
+///
+/// As [`read_image`].
+pub fn read_augmented(
+    path: &Path,
+    size: usize,
+    augment: &PhotoAugment,
+    rng: &mut impl rand::Rng,
+) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Err(Error::invalid_config("input_size", "at least 1", 0));
+    }
+    let img = open_upright(path)?.to_rgb8();
+    Ok(augment.apply(&img, size, rng))
 }
 
 /// Decodes a photo file and applies its EXIF orientation.

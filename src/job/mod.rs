@@ -171,7 +171,7 @@ impl FineTuneJob {
 
         // From here on this process holds the folder; what it holds is read under the lock.
         let _lock = files::lock_folder(&self.out)?;
-        let recipe = self.recipe(data);
+        let recipe = self.recipe(data)?;
         let mut job = self.clone();
         job.keep_saved_rates()?;
         let folder = job.open_folder(&recipe)?;
@@ -217,7 +217,7 @@ impl FineTuneJob {
             &test_batcher,
             self.config.batch_size,
             inference,
-        );
+        )?;
         let saved = SavedModel { model, card };
         self.finish(folder, data, &saved, &history, &evaluation, started)?;
         Ok(JobOutcome {
@@ -455,19 +455,19 @@ impl FineTuneJob {
     }
 
     /// What this job saves as its recipe besides its config (`job.json`).
-    fn recipe(&self, data: &JobData) -> JobRecipe {
+    fn recipe(&self, data: &JobData) -> Result<JobRecipe> {
         let weights = absolute(&self.weights);
-        JobRecipe {
+        Ok(JobRecipe {
             weights,
             input_size: self.input_size,
             class_names: data.class_names.clone(),
             data: data.options.clone(),
-            train_images: recipe::digest(&data.train),
-            valid_images: recipe::digest(&data.valid),
-            test_images: recipe::digest(&data.test),
+            train_images: recipe::digest(&data.train)?,
+            valid_images: recipe::digest(&data.valid)?,
+            test_images: recipe::digest(&data.test)?,
             backend: self.backend.clone(),
             devices: self.devices.clone(),
-        }
+        })
     }
 }
 

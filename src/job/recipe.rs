@@ -41,9 +41,11 @@ pub struct JobRecipe {
     pub devices: Vec<usize>,
 }
 
-/// A set's size and the start of the SHA-256 of its shape, labels and pixels: two sets with the
-/// same digest are the same images in the same order.
-pub(crate) fn digest(set: &ImageSet) -> String {
+/// A set's size and the start of the SHA-256 of its shape, labels and pixels (or, for a set
+/// read from photo files, the files' contents, so that a set held in memory and the same files
+/// streamed are one set): two sets with the same digest are the same images in the same order.
+pub(crate) fn digest(set: &ImageSet) -> Result<String> {
+    use rayon::prelude::*;
     let mut hash = Sha256::new();
     for n in [set.len(), set.height(), set.width()] {
         hash.update((n as u64).to_le_bytes());
@@ -51,12 +53,22 @@ pub(crate) fn digest(set: &ImageSet) -> String {
     for &label in set.labels() {
         hash.update((label as u64).to_le_bytes());
     }
-    hash.update(set.pixels());
+    if set.files().len() == set.len() && !set.is_empty() {
+        let files: Vec<[u8; 32]> = (set.files().par_iter())
+            .map(|f| {
+                let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+                Ok(Sha256::digest(&bytes).into())
+            })
+            .collect::<Result<_>>()?;
+        files.iter().for_each(|f| hash.update(f));
+    } else {
+        hash.update(set.pixels());
+    }
     let hex: String = hash.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("{} images, sha256 {hex}", set.len())
+    Ok(format!("{} images, sha256 {hex}", set.len()))
 }
 
 /// Every field of a [`TwoPhaseConfig`] but the epochs, by name, as a user reads it.

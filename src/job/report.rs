@@ -85,7 +85,7 @@ impl FineTuneJob {
         };
         // The model's own device, without autodiff.
         let device = model.stem.conv.conv.weight.val().device().inner();
-        let images = batcher.batch_of(&data.test, &shown, 0, &device).images;
+        let images = batcher.batch_of(&data.test, &shown, 0, &device)?.images;
         let classes = shown.iter().map(|&i| predictions[i]).collect();
         let maps = grad_cam(model, images, &CamTarget::PerImage(classes))?;
         draw(&maps, None)

@@ -173,12 +173,10 @@ pub fn draw_explanations(
             color: if right { RIGHT } else { WRONG },
             framed: true,
         };
-        tiles.push(tile(
-            set.image(i).to_vec(),
-            class_name(names, predictions[i]),
-        ));
+        let photo = set.image(i)?;
+        tiles.push(tile(photo.to_vec(), class_name(names, predictions[i])));
         if let Some(map) = maps.get(k) {
-            let hot = overlay_heat_map(set.image(i), set.height(), set.width(), map)?;
+            let hot = overlay_heat_map(&photo, set.height(), set.width(), map)?;
             tiles.push(tile(hot, format!("{:.0}%", 100.0 * map.score)));
         }
     }

@@ -26,7 +26,7 @@ pub fn draw_predictions(
         });
     }
     let chosen = choose(set, predictions, count);
-    let rows = prediction_rows(set, predictions, names, &chosen);
+    let rows = prediction_rows(set, predictions, names, &chosen)?;
     draw_grid(path, Some(PREDICTIONS_TITLE), &rows)?;
     Ok(chosen)
 }
@@ -61,27 +61,29 @@ fn prediction_rows(
     predictions: &[usize],
     names: &[String],
     chosen: &[usize],
-) -> Vec<GridRow> {
+) -> Result<Vec<GridRow>> {
     let name = |i: usize| class_name(names, i);
+    let tile = |i: usize| -> Result<Tile> {
+        Ok(Tile {
+            rgb: set.image(i)?.into_owned(),
+            height: set.height(),
+            width: set.width(),
+            caption: name(predictions[i]),
+            color: if predictions[i] == set.label(i) {
+                RIGHT
+            } else {
+                WRONG
+            },
+            framed: true,
+        })
+    };
     chosen
         .chunks(PREDICTION_COLUMNS)
-        .map(|chunk| GridRow {
-            label: None,
-            tiles: chunk
-                .iter()
-                .map(|&i| Tile {
-                    rgb: set.image(i).to_vec(),
-                    height: set.height(),
-                    width: set.width(),
-                    caption: name(predictions[i]),
-                    color: if predictions[i] == set.label(i) {
-                        RIGHT
-                    } else {
-                        WRONG
-                    },
-                    framed: true,
-                })
-                .collect(),
+        .map(|chunk| {
+            Ok(GridRow {
+                label: None,
+                tiles: chunk.iter().map(|&i| tile(i)).collect::<Result<_>>()?,
+            })
         })
         .collect()
 }
@@ -123,7 +125,7 @@ mod tests {
         assert_eq!(chosen.len(), 16);
         assert!(wrong.iter().all(|w| chosen.contains(w)), "mistakes shown");
         let png = decode(&path);
-        let rows = prediction_rows(&set, &predictions, &names, &chosen);
+        let rows = prediction_rows(&set, &predictions, &names, &chosen).unwrap();
         let layout = Layout::new(true, &rows);
         assert_eq!((png.width() as usize, png.height() as usize), layout.size);
         for (k, &i) in chosen.iter().enumerate() {
@@ -135,7 +137,7 @@ mod tests {
             // Inside the frame, the image itself: its top-left pixel, enlarged.
             let inside = png.get_pixel(x as u32, y as u32).0;
             let plane = side * side;
-            let first = set.image(i);
+            let first = set.image(i).unwrap();
             assert_eq!(inside, [first[0], first[plane], first[2 * plane]]);
             let _ = w;
         }

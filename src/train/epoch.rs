@@ -50,10 +50,10 @@ impl TwoPhase {
         if use_cache {
             if run.cache.is_none() {
                 self.say("computing the frozen backbone's features once (phase-1 feature cache)");
-                run.cache = Some((
-                    self.features(&run.model, train, device),
-                    (!valid.is_empty()).then(|| self.features(&run.model, valid, device)),
-                ));
+                let valid_features = (!valid.is_empty())
+                    .then(|| self.features(&run.model, valid, device))
+                    .transpose()?;
+                run.cache = Some((self.features(&run.model, train, device)?, valid_features));
             }
             let (train_f, valid_f) = run.cache.as_ref().expect("just filled");
             let mut head = run.model.head.take().ok_or_else(no_head)?;
@@ -88,9 +88,10 @@ impl TwoPhase {
                 &rates,
                 epoch,
                 device,
-            );
+            )?;
             validation = (!valid.is_empty())
-                .then(|| evaluate(&run.model, valid, &self.batcher, config.batch_size, device));
+                .then(|| evaluate(&run.model, valid, &self.batcher, config.batch_size, device))
+                .transpose()?;
         }
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -128,7 +129,11 @@ impl TwoPhase {
 
     /// The frozen backbone's pooled features of every image of `set`, in order, on `device`;
     /// with [`devices`](Self::devices), each device computes a contiguous share of the images.
-    pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Tensor<2> {
+    ///
+    /// # Errors
+    ///
+    /// For a streamed set, a photo file that no longer reads.
+    pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Result<Tensor<2>> {
         let replicas = self
             .replicas(device)
             .unwrap_or_else(|_| vec![device.clone()]);
@@ -142,10 +147,10 @@ impl TwoPhase {
         } else {
             Vec::new()
         };
-        let chunks: Vec<Tensor<2>> = (replicas.iter())
+        let chunks: Vec<Vec<Tensor<2>>> = (replicas.iter())
             .zip(shares(set.len(), replicas.len()))
             .filter(|(_, share)| !share.is_empty())
-            .flat_map(|(replica, share)| {
+            .map(|(replica, share)| {
                 let inner = replica.clone().inner();
                 let inference = InferenceModel::new(model, &inner);
                 // One device takes the set as it is; several, a copy of their share each.
@@ -156,12 +161,12 @@ impl TwoPhase {
                 };
                 crate::device::on_worker_for(&inner, || {
                     epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
-                        .map(|b| inference.features(b.images).to_device(&main))
-                        .collect::<Vec<_>>()
+                        .map(|b| Ok(inference.features(b?.images).to_device(&main)))
+                        .collect::<Result<Vec<_>>>()
                 })
             })
-            .collect();
-        Tensor::cat(chunks, 0).autodiff()
+            .collect::<Result<_>>()?;
+        Ok(Tensor::cat(chunks.concat(), 0).autodiff())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -175,7 +180,7 @@ impl TwoPhase {
         rates: &StepRates,
         epoch: usize,
         device: &Device,
-    ) -> (ResNet, f64, f64) {
+    ) -> Result<(ResNet, f64, f64)> {
         let batcher = ImageBatcher {
             augment: self.config.augment.then(Default::default),
             ..self.batcher
@@ -195,6 +200,7 @@ impl TwoPhase {
         )
         .enumerate()
         {
+            let batch = batch?;
             let n = batch.targets.dims()[0];
             let (grads, batch_loss, batch_right) =
                 data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
@@ -218,11 +224,11 @@ impl TwoPhase {
             bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
         }
         bar.finish_and_clear();
-        (
+        Ok((
             model,
             loss_sum / seen.max(1) as f64,
             right as f64 / seen.max(1) as f64,
-        )
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]

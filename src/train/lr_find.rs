@@ -145,6 +145,7 @@ impl TwoPhase {
             let batches =
                 epoch_batches(train, &batcher, self.config.batch_size, Some(seed), device);
             for batch in batches {
+                let batch = batch?;
                 let i = lrs.len();
                 if i == sweep.steps {
                     break 'epochs;

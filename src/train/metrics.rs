@@ -124,28 +124,22 @@ pub struct ClassScores {
 /// Evaluates `model` (in inference mode, folded on the CPU backends: [`ResNet::folded`]) on
 /// `set`, on a CPU backend on a worker of its thread pool
 /// ([`on_worker_for`](crate::device::on_worker_for)).
+///
+/// # Errors
+///
+/// For a streamed set ([`ImageSet::streamed`]), a photo file that no longer reads.
 pub fn evaluate(
     model: &ResNet,
     set: &ImageSet,
     batcher: &ImageBatcher,
     batch_size: usize,
     device: &Device,
-) -> Evaluation {
+) -> Result<Evaluation> {
     crate::device::on_worker_for(device, || {
-        evaluate_here(model, set, batcher, batch_size, device)
+        let mut running = Running::new(model, batcher, device);
+        running.add(set, batch_size)?;
+        Ok(running.finish())
     })
-}
-
-fn evaluate_here(
-    model: &ResNet,
-    set: &ImageSet,
-    batcher: &ImageBatcher,
-    batch_size: usize,
-    device: &Device,
-) -> Evaluation {
-    let mut running = Running::new(model, batcher, device);
-    running.add(set, batch_size);
-    running.finish()
 }
 
 /// [`evaluate`] on images that come a part at a time, such as a photo folder read a chunk at a
@@ -166,7 +160,7 @@ pub fn evaluate_parts(
     crate::device::on_worker_for(device, || {
         let mut running = Running::new(model, batcher, device);
         for part in parts {
-            running.add(&part?, batch_size);
+            running.add(&part?, batch_size)?;
         }
         Ok(running.finish())
     })
@@ -193,11 +187,13 @@ impl<'a> Running<'a> {
         }
     }
 
-    fn add(&mut self, set: &ImageSet, batch_size: usize) {
+    fn add(&mut self, set: &ImageSet, batch_size: usize) -> Result<()> {
         for batch in epoch_batches(set, &self.batcher, batch_size, None, self.device) {
+            let batch = batch?;
             let logits = self.model.forward(batch.images);
             self.tally.add(logits, batch.targets);
         }
+        Ok(())
     }
 
     fn finish(self) -> Evaluation {

@@ -33,7 +33,9 @@ fn both_formats_read_exact_pixels_from_folders_and_archives() {
 fn batches_are_nchw_and_preprocessed() {
     let cifar = Cifar10::load(fixtures().join("cifar-10-batches-py")).unwrap();
     let device = resnet_transfer::device::device("ndarray").unwrap();
-    let batch = ImageBatcher::new(Preprocess::Caffe).batch_of(&cifar.train, &[3, 17], 0, &device);
+    let batch = ImageBatcher::new(Preprocess::Caffe)
+        .batch_of(&cifar.train, &[3, 17], 0, &device)
+        .unwrap();
     assert_eq!(batch.images.dims(), [2, 3, 32, 32]);
     let images = batch.images.into_data().try_to_vec::<f32>().unwrap();
     let at = |n: usize, c: usize, y: usize, x: usize| images[((n * 3 + c) * 32 + y) * 32 + x];
@@ -52,7 +54,9 @@ fn batches_are_nchw_and_preprocessed() {
         size: Some(64),
         ..ImageBatcher::new(Preprocess::Unit)
     };
-    let batch = resized.batch_of(&cifar.test, &[0, 1, 2], 0, &device);
+    let batch = resized
+        .batch_of(&cifar.test, &[0, 1, 2], 0, &device)
+        .unwrap();
     assert_eq!(batch.images.dims(), [3, 3, 64, 64]);
 }
 
@@ -232,8 +236,8 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
     assert_eq!(set.len(), 4);
     assert_eq!(set.labels(), &[0, 0, 1, 1]);
     assert_eq!((set.height(), set.width()), (32, 32));
-    assert_eq!(set.pixel(0, 0, 5, 5), 200);
-    assert_eq!(set.pixel(3, 2, 31, 31), 200);
+    assert_eq!(set.pixel(0, 0, 5, 5).unwrap(), 200);
+    assert_eq!(set.pixel(3, 2, 31, 31).unwrap(), 200);
 
     let set = std::sync::Arc::new(set);
     let dataset = ImageDataset::new(set.clone(), 0);
@@ -255,7 +259,10 @@ fn photo_folders_read_resize_and_batch_through_burns_batcher() {
     let epoch = ImageDataset::new(set.clone(), 7);
     let items: Vec<_> = (0..set.len()).map(|i| epoch.get(i).unwrap()).collect();
     let burns = augmenting.batch(items, &device).images;
-    let ours = augmenting.batch_of(&set, &[0, 1, 2, 3], 7, &device).images;
+    let ours = augmenting
+        .batch_of(&set, &[0, 1, 2, 3], 7, &device)
+        .unwrap()
+        .images;
     assert_eq!(burns.into_data(), ours.into_data());
 
     // A broken image is a typed error naming the file.

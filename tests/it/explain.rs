@@ -108,7 +108,7 @@ fn maps(model: &ResNet, set: &ImageSet, device: &Device) -> Vec<ClassMap> {
     let all: Vec<usize> = (0..set.len()).collect();
     all.chunks(16)
         .flat_map(|chunk| {
-            let images = batcher().batch_of(set, chunk, 0, device).images;
+            let images = batcher().batch_of(set, chunk, 0, device).unwrap().images;
             grad_cam(model, images, &CamTarget::TopOne).unwrap()
         })
         .collect()
@@ -142,7 +142,7 @@ fn the_map_peaks_on_the_class_patch_not_the_decoy() {
     let inner = device.clone().inner();
     let (train_set, test) = (patches(24, 1), patches(20, 2));
     let model = train(&train_set.set, &device);
-    let eval = evaluate(&model, &test.set, &batcher(), 16, &inner);
+    let eval = evaluate(&model, &test.set, &batcher(), 16, &inner).unwrap();
     assert!(eval.accuracy > 0.85, "the colours are learnt: {eval:?}");
     let found = maps(&model, &test.set, &inner);
     assert_eq!((found[0].height, found[0].width), (4, 4));

@@ -15,4 +15,5 @@ mod fuzz;
 mod model;
 mod onnx;
 mod steering;
+mod streaming;
 mod train;

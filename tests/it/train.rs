@@ -96,7 +96,8 @@ fn phase_one_keeps_the_backbone_phase_two_moves_it_and_it_learns() {
         &ImageBatcher::new(Preprocess::Torch),
         16,
         &device().inner(),
-    );
+    )
+    .unwrap();
     assert!(eval.accuracy > 0.8, "far above the 25% of chance: {eval:?}");
 }
 

@@ -35,13 +35,13 @@ pub fn check(cifar: &Cifar10) {
         let n = (k - 1) * PER_FILE + i; // position in the concatenated training set
         assert_eq!(cifar.train.label(n), expected_label(k, i));
         assert_eq!(
-            cifar.train.pixel(n, c, y, x),
+            cifar.train.pixel(n, c, y, x).unwrap(),
             expected_pixel(k, i, c, y, x),
             "{i} {k} {c} {y} {x}"
         );
     }
     assert_eq!(
-        cifar.test.pixel(6, 2, 9, 30),
+        cifar.test.pixel(6, 2, 9, 30).unwrap(),
         expected_pixel(6, 6, 2, 9, 30)
     );
     assert_eq!(cifar.test.label(6), expected_label(6, 6));

@@ -88,7 +88,10 @@ fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
         let f1: Vec<f64> = classes.iter().filter_map(|c| c["f1"].as_f64()).collect();
         let mean = f1.iter().sum::<f64>() / f1.len() as f64;
         assert!((e["valid_f1"].as_f64().unwrap() - mean).abs() < 1e-9, "{e}");
-        assert!(e["valid_top5"].is_null(), "three classes have no top-5: {e}");
+        assert!(
+            e["valid_top5"].is_null(),
+            "three classes have no top-5: {e}"
+        );
     }
     let rates: Vec<f64> = epochs.iter().map(|e| e["lr"].as_f64().unwrap()).collect();
     assert!(
