@@ -419,3 +419,68 @@ fn a_class_left_without_training_photos_is_refused_by_name() {
     );
     assert!(!out.join("config.json").exists(), "nothing written");
 }
+
+/// A folder over the memory budget is streamed from its files and trains exactly as the same
+/// photos held in memory do; the summary says which it was. `--augment` streams (its crops come
+/// from each whole photo), and with `--cache-decoded` it is refused, naming the option.
+#[test]
+fn fine_tune_streams_a_folder_over_its_budget_and_trains_as_held() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    photo_folders(&photos, 8);
+    let backbone = learnable_weights(tmp.path());
+    let fine_tune = |out: &Path, more: &[&str]| {
+        let mut cmd = Command::new(example("fine_tune"));
+        cmd.arg("--images")
+            .arg(&photos)
+            .arg("--weights")
+            .arg(&backbone);
+        cmd.args([
+            "--input-size",
+            "32",
+            "--valid-share",
+            "0.25",
+            "--batch-size",
+            "4",
+        ]);
+        cmd.args([
+            "--phase1-epochs",
+            "2",
+            "--phase2-epochs",
+            "1",
+            "--phase1-lr",
+            "1e-2",
+        ]);
+        cmd.args(["--offline", "--quiet"]).arg("--out").arg(out);
+        cmd.args(more);
+        cmd
+    };
+    let figures = |out: &Path| -> Vec<(f64, f64, f64)> {
+        let (epochs, _) = history_of(out);
+        epochs.iter().map(|e| (e.2, e.3, e.4)).collect()
+    };
+    let summary = |out: &Path| std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let (held, streamed) = (tmp.path().join("held"), tmp.path().join("streamed"));
+    run_ok(&mut fine_tune(&held, &["--cache-decoded"]));
+    run_ok(&mut fine_tune(&streamed, &["--memory-budget", "1K"]));
+    assert!(summary(&held).contains("held in memory (--cache-decoded)"));
+    assert!(
+        summary(&streamed).contains("streamed from their files (more than the memory budget"),
+        "{}",
+        summary(&streamed)
+    );
+    assert_eq!(
+        figures(&held),
+        figures(&streamed),
+        "the same run, bit for bit"
+    );
+
+    let err = run_err(&mut fine_tune(
+        &tmp.path().join("refused"),
+        &["--augment", "--cache-decoded"],
+    ));
+    assert!(err.contains("(the option --cache-decoded)"), "{err}");
+    let augmented = tmp.path().join("augmented");
+    run_ok(&mut fine_tune(&augmented, &["--augment"]));
+    assert!(summary(&augmented).contains("--augment crops each whole photo"));
+}
