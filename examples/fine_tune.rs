@@ -60,7 +60,7 @@ struct Args {
 }
 
 fn main() {
-    job_args::main::<Args>(|| run(Args::parse()));
+    job_args::main(|a: &Args| a.job.backend.as_str(), run);
 }
 
 /// A size in bytes: a number, optionally followed by K, M or G (powers of 1024).

@@ -45,7 +45,7 @@ struct Args {
 }
 
 fn main() {
-    job_args::main::<Args>(|| run(Args::parse()));
+    job_args::main(|a: &Args| a.job.backend.as_str(), run);
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {

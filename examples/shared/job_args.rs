@@ -224,12 +224,26 @@ impl JobArgs {
     }
 }
 
-/// The examples' `main`: glibc tuned for training, then `run`, its error printed and the exit
-/// status 1 on failure. A recipe value refused by its field's name (`stage_lr_decay`) also
-/// names the option of `C` that set it (`--stage-lr-decay`).
-pub fn main<C: clap::CommandFactory>(run: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) {
+/// The examples' `main`: glibc tuned for training, Burn's default device pinned to the run's
+/// backend, then `run` on the parsed options, its error printed and the exit status 1 on
+/// failure. A recipe value refused by its field's name (`stage_lr_decay`) also names the option
+/// of `C` that set it (`--stage-lr-decay`).
+pub fn main<C: clap::Parser>(
+    backend: impl FnOnce(&C) -> &str,
+    run: impl FnOnce(C) -> Result<(), Box<dyn std::error::Error>>,
+) {
     resnet_transfer::device::tune_host_allocator();
-    if let Err(e) = run() {
+    let args = C::parse();
+    // Burn loads an optimizer's saved state onto `Device::default()` (ModuleOptimizer::
+    // load_record), which is the GPU whenever wgpu is compiled in: a CPU run resumed would send
+    // its optimizer state through the GPU, or fail on a machine without a GPU driver. Burn
+    // reads BURN_DEVICE for that default; set here, before any thread starts.
+    let name = backend(&args).to_ascii_lowercase();
+    if std::env::var_os("BURN_DEVICE").is_none() && (name == "flex" || name == "ndarray") {
+        // SAFETY: no other thread exists yet to read the environment meanwhile.
+        unsafe { std::env::set_var("BURN_DEVICE", &name) };
+    }
+    if let Err(e) = run(args) {
         eprintln!("error: {e}");
         if let Some(flag) = option_of(&*e, &C::command()) {
             eprintln!("(the option {flag})");
