@@ -95,7 +95,9 @@ pub struct JobArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Random crops and flips on training images (turns the phase-1 feature cache off).
+    /// Random crops and flips on training images (turns the phase-1 feature cache off):
+    /// CIFAR-10's pad-and-crop, or for photo folders torchvision's RandomResizedCrop, flip and
+    /// colour jitter from each whole photo (streamed).
     #[arg(long)]
     pub augment: bool,
     /// BatchNorm in the released backbone during phase 2: inference (statistics frozen, as the
