@@ -95,6 +95,10 @@ pub struct JobArgs {
     /// Images per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Dropout before the new head's Linear layer, in [0, 1) (the seed's 0.5; Keras's guide
+    /// uses 0.2).
+    #[arg(long, value_name = "P", default_value_t = 0.5)]
+    pub dropout: f64,
     /// Random crops and flips on training images (turns the phase-1 feature cache off):
     /// CIFAR-10's pad-and-crop, or for photo folders torchvision's RandomResizedCrop, flip and
     /// colour jitter from each whole photo (streamed).
@@ -174,6 +178,7 @@ impl JobArgs {
             .with_momentum(self.momentum)
             .with_nesterov(self.nesterov)
             .with_batch_size(self.batch_size)
+            .with_dropout(self.dropout)
             .with_seed(self.seed)
             .with_augment(self.augment)
             .with_batch_norm(self.batch_norm)

@@ -506,3 +506,36 @@ fn the_learning_rate_finder_suggests_a_rate_that_trains() {
         "the sweep's highest rate trains worse: {too_high:?} against {at_valley:?}"
     );
 }
+
+/// A seed gives the same new head on every backend (it is drawn on the host, not by each
+/// backend's own generator), and another seed another head.
+#[test]
+fn a_seed_gives_the_same_head_on_every_backend() {
+    use resnet_transfer::BackendKind;
+    use resnet_transfer::train::with_new_head;
+    let _rng = rng_lock();
+    let mut kinds = vec![BackendKind::NdArray, BackendKind::Flex];
+    if std::env::var_os("RESNET_TEST_SKIP_WGPU").is_none() {
+        kinds.push(BackendKind::Wgpu);
+    }
+    let head = |kind: BackendKind, seed: u64| {
+        let device = kind.device().unwrap();
+        let backbone = ResNetConfig::resnet18(1000)
+            .with_width(4)
+            .init(&device)
+            .unwrap();
+        let model = with_new_head(backbone, 5, 0.5, seed, &device);
+        let bias = model.head.as_ref().unwrap().linear.bias.as_ref().unwrap();
+        let mut values = head_weights(&model);
+        values.extend(bias.val().into_data().try_to_vec::<f32>().unwrap());
+        values
+    };
+    let first = head(BackendKind::NdArray, 3);
+    // ResNet18 of width 4: 32 features into the head.
+    let bound = 1.0 / 32f32.sqrt();
+    assert!(first.iter().all(|v| v.abs() <= bound), "within ±1/√in");
+    for kind in kinds {
+        assert_eq!(head(kind, 3), first, "{kind}");
+    }
+    assert_ne!(head(BackendKind::Flex, 4), first);
+}

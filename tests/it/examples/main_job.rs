@@ -328,9 +328,19 @@ fn the_main_job_runs_on_wgpu_resumes_and_exports() {
         ("--phase2-epochs", "1"),
         ("--phase2-lr", "1e-3"),
         ("--schedule", "constant"),
+        ("--dropout", "0"),
         ("--keep-checkpoints", ""),
     ];
     run_ok(&mut main_job_with(tmp.path(), &out, &short));
+    // The same recipe on flex: without dropout, whose masks each backend draws its own way,
+    // the two runs' epochs agree to float rounding.
+    let on_flex = tmp.path().join("flex");
+    let mut flex = short.to_vec();
+    flex.push(("--backend", "flex"));
+    run_ok(&mut main_job_with(tmp.path(), &on_flex, &flex));
+    let (wgpu_epochs, _) = history_of(&out);
+    let (flex_epochs, _) = history_of(&on_flex);
+    assert_same_history(&wgpu_epochs, &flex_epochs);
     let mut more = short.to_vec();
     more.extend([
         ("--phase2-epochs", "2"),
@@ -355,4 +365,31 @@ fn the_main_job_runs_on_wgpu_resumes_and_exports() {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     assert!(std::fs::metadata(&onnx).unwrap().len() > 1000, "the export");
+
+    // fine_tune on wgpu, its photos streamed with torchvision's crops of each whole photo.
+    let photos = tmp.path().join("photos");
+    super::photo_folders(&photos, 4);
+    let tuned = tmp.path().join("fine_tune");
+    let mut fine_tune = Command::new(example("fine_tune"));
+    fine_tune
+        .arg("--images")
+        .arg(&photos)
+        .arg("--weights")
+        .arg(tmp.path().join("resnet18-w8"))
+        .args([
+            "--backend",
+            "wgpu",
+            "--input-size",
+            "32",
+            "--batch-size",
+            "4",
+        ])
+        .args(["--phase1-epochs", "1", "--phase2-epochs", "1", "--augment"])
+        .args(["--offline", "--quiet"])
+        .arg("--out")
+        .arg(&tuned);
+    run_ok(&mut fine_tune);
+    let summary = std::fs::read_to_string(tuned.join("summary.md")).unwrap();
+    assert!(summary.contains("streamed from their files"), "{summary}");
+    assert_eq!(history_of(&tuned).0.len(), 2);
 }
