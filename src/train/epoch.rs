@@ -328,20 +328,21 @@ fn shares(n: usize, k: usize) -> Vec<std::ops::Range<usize>> {
 /// `GradientsAccumulator`, as burn-train's multi-device strategy does). Returns the gradients,
 /// the batch's summed loss and its number of right answers. With one device it is the plain
 /// step.
-fn data_parallel<M: Module>(
+///
+/// Distinct devices (several GPUs) each run their replica on a thread of their own, at once, as
+/// burn-train's strategy gives each device a worker; the gradients are summed in the devices'
+/// order whatever order the threads end in. A device named more than once (how the CPU
+/// backends, which have one device, are given several replicas) takes its turns on the calling
+/// thread.
+fn data_parallel<M: Module + Sync>(
     module: &M,
     loss_fn: &TrainingLoss,
     main: &Device,
     devices: &[Device],
     n: usize,
-    mut share: impl FnMut(&M, std::ops::Range<usize>, &Device) -> (Tensor<2>, Tensor<1, Int>),
+    share: impl Fn(&M, std::ops::Range<usize>, &Device) -> (Tensor<2>, Tensor<1, Int>) + Sync,
 ) -> (GradientsParams, f64, usize) {
-    let mut accumulator = GradientsAccumulator::<M>::new();
-    let (mut loss_sum, mut right) = (0.0, 0);
-    for (device, range) in devices.iter().zip(shares(n, devices.len())) {
-        if range.is_empty() {
-            continue;
-        }
+    let replica_step = |device: &Device, range: std::ops::Range<usize>| {
         let len = range.len();
         let replica = if device == main {
             module.clone()
@@ -349,19 +350,54 @@ fn data_parallel<M: Module>(
             module.clone().fork(device)
         };
         let (logits, targets) = share(&replica, range, device);
-        right += correct(&logits, &targets);
+        let right = correct(&logits, &targets);
         let loss = loss_fn.forward(logits, targets);
-        loss_sum += loss.clone().into_scalar::<f64>() * len as f64;
+        let loss_sum = loss.clone().into_scalar::<f64>() * len as f64;
         let loss = if len == n {
             loss
         } else {
             loss * (len as f64 / n as f64)
         };
         let grads = GradientsParams::from_grads(loss.backward(), &replica);
-        if devices.len() == 1 {
-            return (grads, loss_sum, right);
-        }
-        accumulator.accumulate(module, grads.to_device(main, module));
+        (grads, loss_sum, right)
+    };
+    if devices.len() == 1 {
+        return replica_step(main, 0..n);
+    }
+    let work: Vec<(&Device, std::ops::Range<usize>)> = (devices.iter())
+        .zip(shares(n, devices.len()))
+        .filter(|(_, range)| !range.is_empty())
+        .collect();
+    let distinct = (work.iter().enumerate()).all(|(i, (d, _))| work[..i].iter().all(|(e, _)| e != d));
+    let results: Vec<(GradientsParams, f64, usize)> = if distinct {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (work.iter().cloned())
+                .map(|(device, range)| {
+                    let step = &replica_step;
+                    scope.spawn(move || {
+                        let (grads, loss, right) = step(device, range);
+                        (grads.to_device(main, module), loss, right)
+                    })
+                })
+                .collect();
+            (threads.into_iter())
+                .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    } else {
+        (work.iter().cloned())
+            .map(|(device, range)| {
+                let (grads, loss, right) = replica_step(device, range);
+                (grads.to_device(main, module), loss, right)
+            })
+            .collect()
+    };
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let (mut loss_sum, mut right) = (0.0, 0);
+    for (grads, loss, r) in results {
+        accumulator.accumulate(module, grads);
+        loss_sum += loss;
+        right += r;
     }
     (accumulator.grads(), loss_sum, right)
 }
@@ -432,29 +468,36 @@ mod tests {
         device.seed(3);
         let head = Head::new(6, 3, 0.0, &device);
         let x = Tensor::<2>::random([7, 6], Distribution::Normal(0.0, 1.0), &device);
-        let y = targets([0, 1, 2, 0, 1, 2, 2].into_iter(), &device);
+        let labels = [0, 1, 2, 0, 1, 2, 2];
         let step = |devices: &[Device]| {
             let plain = TrainingLoss::default();
             let (grads, loss, right) =
                 data_parallel(&head, &plain, &device, devices, 7, |m, r, on| {
-                    let (x, y) = (x.clone(), y.clone());
-                    let rows = |t: Tensor<2>| t.narrow(0, r.start, r.len());
-                    (
-                        m.forward(rows(x)),
-                        y.narrow(0, r.start, r.len()).to_device(on),
-                    )
+                    // Labels made on each replica's device: an Int tensor moved from ndarray
+                    // to flex keeps ndarray's i64 where flex counts in i32.
+                    let y = targets(labels[r.clone()].iter().copied(), on);
+                    (m.forward(x.clone().narrow(0, r.start, r.len()).to_device(on)), y)
                 });
             let w = grads.get::<2>(head.linear.weight.id).unwrap();
             (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)
         };
         let (one, loss1, right1) = step(std::slice::from_ref(&device));
-        for k in [2, 3] {
-            let (many, loss, right) = step(&vec![device.clone(); k]);
+        // Replicas taking turns on one device, and on two distinct devices, each on a thread
+        // of its own (flex's and ndarray's stand in for two GPUs).
+        let flex = crate::device::training_device("flex").unwrap();
+        let splits = [
+            vec![device.clone(); 2],
+            vec![device.clone(); 3],
+            vec![device.clone(), flex.clone()],
+            vec![device.clone(), flex, device.clone()],
+        ];
+        for devices in splits {
+            let (many, loss, right) = step(&devices);
             let gap = one
                 .iter()
                 .zip(&many)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(gap < 1e-6, "{k} replicas: gradient off by {gap}");
+            assert!(gap < 1e-6, "{devices:?}: gradient off by {gap}");
             assert!((loss - loss1).abs() < 1e-5 && right == right1);
         }
     }

@@ -65,7 +65,9 @@ impl TwoPhase {
     /// splits the images across the devices the same way; validation, checkpoints and the report
     /// run on the main device.
     ///
-    /// The same device may appear more than once (replicas taking turns on it): that is how
+    /// Distinct devices run their replicas at once, each on a thread of its own (as burn-train
+    /// gives each device a worker). The same device may appear more than once (replicas taking
+    /// turns on it, on the calling thread): that is how
     /// the machinery is tested on a CPU.
     pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
         self.devices = devices;
