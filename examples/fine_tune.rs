@@ -21,7 +21,10 @@ use resnet_transfer::job::JobData;
 mod job_args;
 
 #[derive(Parser)]
-#[command(about = "Two-phase transfer learning of an ImageNet ResNet on a folder per class")]
+#[command(
+    about = "Two-phase transfer learning of an ImageNet ResNet on a folder per class",
+    allow_negative_numbers = true
+)]
 struct Args {
     /// Training photos: DIR/<class>/<photo> (JPEG, PNG, WebP, BMP, GIF, TIFF; sub-folders too).
     #[arg(long)]
@@ -81,10 +84,25 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a size (bytes, or a number with K, M or G)"))?;
-    if !(value.is_finite() && value >= 0.0) {
+    let bytes = value * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 0.0) {
         return Err(format!("`{s}` is not a size"));
     }
-    Ok((value * (1u64 << shift) as f64) as u64)
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("`{s}` is more bytes than a size can count"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A size in bytes as a person reads it: bytes, KB, MB or GB (powers of 1000), three figures.
+fn in_words(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{:.1} KB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
 }
 
 /// Whether the photos are streamed from their files rather than held decoded, and why, in
@@ -94,8 +112,8 @@ fn choose_streaming(args: &Args, photos: usize) -> resnet_transfer::Result<(bool
     let side = args.input_size as u64;
     let decoded = photos as u64 * 3 * side * side;
     let size = format!(
-        "{photos} photos, {:.1} MB decoded at {side}x{side}",
-        decoded as f64 / 1e6
+        "{photos} photo files, {} decoded at {side}x{side}",
+        in_words(decoded)
     );
     if args.job.augment {
         if args.cache_decoded {

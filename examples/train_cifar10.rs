@@ -18,7 +18,10 @@ use resnet_transfer::job::JobData;
 mod job_args;
 
 #[derive(Parser)]
-#[command(about = "Two-phase transfer learning of an ImageNet ResNet on CIFAR-10")]
+#[command(
+    about = "Two-phase transfer learning of an ImageNet ResNet on CIFAR-10",
+    allow_negative_numbers = true
+)]
 struct Args {
     /// Folder holding CIFAR-10 (archive or extracted, either format); default: found or downloaded.
     #[arg(long)]

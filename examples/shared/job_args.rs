@@ -122,9 +122,10 @@ pub struct JobArgs {
     pub seed: u64,
     /// Continue the run in --out from its last finished epoch, with the recipe it was started
     /// with (saved in its config.json and job.json): any other value of an option that decides
-    /// the run (weights, input size, sample sizes, rates, schedule, patience, seed...) is refused,
-    /// each difference named. May change: more --phase1-epochs/--phase2-epochs than planned,
-    /// --backend, --devices, --quiet, --offline, --keep-checkpoints, --export-onnx,
+    /// the run (weights, input size, sample sizes, rates, optimizer, release, schedule,
+    /// patience, seed...) is refused, each difference named. May change: more
+    /// --phase1-epochs/--phase2-epochs than planned, --backend, --devices, --memory-budget,
+    /// --cache-decoded, --quiet, --offline, --keep-checkpoints, --export-onnx,
     /// --export-batch-norm.
     #[arg(long)]
     pub resume: bool,

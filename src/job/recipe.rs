@@ -4,7 +4,7 @@
 //! started and not a mix of two.
 //!
 //! A resume may change what does not decide the arithmetic: more epochs than planned (while
-//! their phase has not ended, and not under the cosine schedule once it has begun, since its
+//! their phase has not ended, and not under the cosine or one-cycle schedule once it has begun, since its
 //! rates follow the phase's length), the backend and devices (the machine, not the recipe), and
 //! what happens around the run (progress, export, kept checkpoints).
 
@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::data::ImageSet;
 use crate::error::{Error, RecipeChange, Result};
-use crate::train::{CheckpointState, Checkpoints, Schedule, TwoPhaseConfig, Unfreeze};
+use crate::train::{
+    CheckpointState, Checkpoints, OptimizerKind, Schedule, TwoPhaseConfig, Unfreeze,
+};
 
 /// What a run was started with besides its [`TwoPhaseConfig`]: the weights, the input size and
 /// the images. Saved as `job.json` in the run folder.
@@ -71,6 +73,14 @@ pub(crate) fn digest(set: &ImageSet) -> Result<String> {
     Ok(format!("{} images, sha256 {hex}", set.len()))
 }
 
+/// `value`, for a recipe that trains with SGD; "unused (optimizer adam)" otherwise.
+fn sgd_only(c: &TwoPhaseConfig, value: String) -> String {
+    match c.optimizer {
+        OptimizerKind::Sgd => value,
+        other => format!("unused (optimizer {other})"),
+    }
+}
+
 /// Every field of a [`TwoPhaseConfig`] but the epochs, by name, as a user reads it.
 fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
     let or_none = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
@@ -87,8 +97,9 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
         ),
         ("stage_lr_decay", c.stage_lr_decay.to_string()),
         ("optimizer", c.optimizer.name().to_string()),
-        ("momentum", c.momentum.to_string()),
-        ("nesterov", c.nesterov.to_string()),
+        // Momentum is SGD's alone: with another optimizer its value decides nothing.
+        ("momentum", sgd_only(c, c.momentum.to_string())),
+        ("nesterov", sgd_only(c, c.nesterov.to_string())),
         ("batch_size", c.batch_size.to_string()),
         ("seed", c.seed.to_string()),
         ("dropout", c.dropout.to_string()),
@@ -174,6 +185,8 @@ fn epoch_change(
         Some("phase 2 stopped early")
     } else if begun && schedule == Schedule::Cosine {
         Some("the cosine schedule's rates depend on the length of a phase that has begun")
+    } else if begun && schedule == Schedule::OneCycle {
+        Some("the one-cycle schedule's rates depend on the length of a phase that has begun")
     } else {
         None
     }?;
@@ -190,8 +203,8 @@ fn epoch_change(
 ///
 /// The epochs are compared with the run's current plan (`plan`: the recipe's, or more given on
 /// an earlier resume): a phase may get more epochs while it has not ended (phase 1 has not
-/// reached its last epoch, phase 2 has not stopped early), unless the cosine schedule, whose
-/// rates follow a phase's length, has begun it. Everything else must be equal. `saved_job` is
+/// reached its last epoch, phase 2 has not stopped early), unless the cosine or one-cycle
+/// schedule, whose rates follow a phase's length, has begun it. Everything else must be equal. `saved_job` is
 /// `None` for a run that started before `job.json` was kept (only `config.json` is compared).
 pub(crate) fn changes(
     saved: &TwoPhaseConfig,
@@ -427,28 +440,17 @@ mod tests {
         assert_eq!(check(&more(4, 3), at(3, false)), ["phase1_epochs"]);
         assert!(check(&more(3, 5), at(4, false)).is_empty());
         assert_eq!(check(&more(3, 5), at(6, true)), ["phase2_epochs"]);
-        // The cosine schedule: a phase that has begun keeps its length.
-        let cosine = saved.clone().with_schedule(Schedule::Cosine);
-        let found = changes(
-            &cosine,
-            None,
-            [3, 3],
-            &cosine.clone().with_phase2_epochs(5),
-            &job(),
-            at(4, false),
-        );
-        assert!(
-            found[0].why.as_ref().unwrap().contains("cosine"),
-            "{found:?}"
-        );
-        let found = changes(
-            &cosine,
-            None,
-            [3, 3],
-            &cosine.clone().with_phase2_epochs(5),
-            &job(),
-            at(2, false),
-        );
-        assert!(found.is_empty(), "phase 2 has not begun: {found:?}");
+        // The cosine and one-cycle schedules: a phase that has begun keeps its length.
+        for schedule in [Schedule::Cosine, Schedule::OneCycle] {
+            let shaped = saved.clone().with_schedule(schedule);
+            let longer = shaped.clone().with_phase2_epochs(5);
+            let found = changes(&shaped, None, [3, 3], &longer, &job(), at(4, false));
+            assert!(
+                found[0].why.as_ref().unwrap().contains(schedule.name()),
+                "{found:?}"
+            );
+            let found = changes(&shaped, None, [3, 3], &longer, &job(), at(2, false));
+            assert!(found.is_empty(), "phase 2 has not begun: {found:?}");
+        }
     }
 }

@@ -134,6 +134,7 @@ impl FineTuneJob {
             ("backend".to_string(), self.backend.clone()),
             ("training loss".to_string(), self.loss_sentence()),
             ("learning rates".to_string(), self.rates_sentence()),
+            ("optimizer".to_string(), self.optimizer_sentence()),
             ("mean epoch time, phase 1".to_string(), phase_time(1)),
             ("mean epoch time, phase 2".to_string(), phase_time(2)),
             (
@@ -168,6 +169,39 @@ impl FineTuneJob {
             )
         };
         format!("{}, {}", phase(0), phase(1))
+    }
+
+    /// The optimizer, schedule and release as the summary names them: what `config.json` says,
+    /// in words.
+    fn optimizer_sentence(&self) -> String {
+        let c = &self.config;
+        let mut s = c.optimizer.name().to_string();
+        if c.optimizer == crate::train::OptimizerKind::Sgd {
+            s.push_str(&format!(", momentum {}", c.momentum));
+            if c.nesterov {
+                s.push_str(" (Nesterov)");
+            }
+        }
+        if c.weight_decay > 0.0 {
+            s.push_str(&format!(
+                ", weight decay {} (not on BatchNorm and biases)",
+                c.weight_decay
+            ));
+        }
+        s.push_str(&format!(", schedule {}", c.schedule));
+        if c.schedule == crate::train::Schedule::OneCycle {
+            s.push_str(" (the rates above are each cycle's peak)");
+        }
+        if c.warmup_epochs > 0 {
+            s.push_str(&format!(", {} warm-up epochs", c.warmup_epochs));
+        }
+        if c.stage_lr_decay != 1.0 {
+            s.push_str(&format!(
+                ", phase 2's rate times {} per stage from the head",
+                c.stage_lr_decay
+            ));
+        }
+        s
     }
 
     /// The training loss as the summary names it: cross-entropy, and the smoothing and class

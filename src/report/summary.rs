@@ -40,6 +40,16 @@ pub fn write_summary(
         )),
         _ => s.push_str("- the backbone was never released (no phase 2)\n"),
     }
+    for &epoch in &history.restored {
+        let phase = history
+            .epochs
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map_or(0, |e| e.phase);
+        s.push_str(&format!(
+            "- early stopping: phase {phase} ended with the weights of its best epoch, {epoch}\n"
+        ));
+    }
     let releases = history.releases();
     if !releases.is_empty() {
         let steps: Vec<String> = releases

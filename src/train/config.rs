@@ -189,9 +189,13 @@ impl TwoPhaseConfig {
         }
         match self.unfreeze {
             // Every ResNet of the family has four stages.
-            Unfreeze::FromStage(k) => crate::model::check_stage("unfreeze", k, 4)?,
+            Unfreeze::FromStage(k) => crate::model::check_stage("unfreeze_from", k, 4)?,
             Unfreeze::Gradual(0) => {
-                return invalid("unfreeze", "a release every 1 epoch or more", "0".into());
+                return invalid(
+                    "unfreeze_every",
+                    "a release every 1 epoch or more",
+                    "0".into(),
+                );
             }
             _ => {}
         }
@@ -205,6 +209,11 @@ impl TwoPhaseConfig {
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return invalid("momentum", "in [0, 1)", self.momentum.to_string());
+        }
+        if self.nesterov && !(self.optimizer == OptimizerKind::Sgd && self.momentum > 0.0) {
+            // As PyTorch's SGD: "Nesterov momentum requires a momentum".
+            let expected = "only with optimizer sgd and a momentum above 0";
+            return invalid("nesterov", expected, "true".into());
         }
         if self.patience == Some(0) {
             return invalid("patience", "at least 1 epoch", "0".into());
@@ -382,7 +391,7 @@ mod tests {
             .with_unfreeze(Unfreeze::Gradual(0))
             .validate()
             .unwrap_err();
-        assert!(err.to_string().contains("unfreeze"), "{err}");
+        assert!(err.to_string().contains("unfreeze_every"), "{err}");
         for (config, field) in [
             (
                 TwoPhaseConfig::new().with_stage_lr_decay(0.0),
@@ -393,6 +402,13 @@ mod tests {
                 "stage_lr_decay",
             ),
             (TwoPhaseConfig::new().with_momentum(1.0), "momentum"),
+            (TwoPhaseConfig::new().with_nesterov(true), "nesterov"),
+            (
+                (TwoPhaseConfig::new().with_optimizer(OptimizerKind::Sgd))
+                    .with_nesterov(true)
+                    .with_momentum(0.0),
+                "nesterov",
+            ),
             (
                 TwoPhaseConfig::new().with_weight_decay(-1.0),
                 "weight_decay",

@@ -368,7 +368,8 @@ fn data_parallel<M: Module + Sync>(
         .zip(shares(n, devices.len()))
         .filter(|(_, range)| !range.is_empty())
         .collect();
-    let distinct = (work.iter().enumerate()).all(|(i, (d, _))| work[..i].iter().all(|(e, _)| e != d));
+    let distinct =
+        (work.iter().enumerate()).all(|(i, (d, _))| work[..i].iter().all(|(e, _)| e != d));
     let results: Vec<(GradientsParams, f64, usize)> = if distinct {
         std::thread::scope(|scope| {
             let threads: Vec<_> = (work.iter().cloned())
@@ -476,7 +477,10 @@ mod tests {
                     // Labels made on each replica's device: an Int tensor moved from ndarray
                     // to flex keeps ndarray's i64 where flex counts in i32.
                     let y = targets(labels[r.clone()].iter().copied(), on);
-                    (m.forward(x.clone().narrow(0, r.start, r.len()).to_device(on)), y)
+                    (
+                        m.forward(x.clone().narrow(0, r.start, r.len()).to_device(on)),
+                        y,
+                    )
                 });
             let w = grads.get::<2>(head.linear.weight.id).unwrap();
             (w.into_data().try_to_vec::<f32>().unwrap(), loss, right)

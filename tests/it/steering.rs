@@ -140,7 +140,7 @@ fn a_steered_run_resumes_as_an_uninterrupted_one() {
             .with_phase2_epochs(3)
             .with_phase2_lr(lr)
             .with_optimizer(optimizer)
-            .with_nesterov(true)
+            .with_nesterov(optimizer == OptimizerKind::Sgd)
             .with_weight_decay(1e-2)
             .with_unfreeze(Unfreeze::Gradual(1))
             .with_stage_lr_decay(0.5);

@@ -54,6 +54,20 @@ fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
         "{err}"
     );
     assert!(!out.join("checkpoint").exists(), "nothing trained");
+    // Negative values reach the check (not clap's "unexpected argument"), and each refusal names
+    // the option the user wrote.
+    for (args, want) in [
+        (&["--weight-decay", "-0.1"][..], "`weight_decay` is -0.1"),
+        (
+            &["--unfreeze", "gradual", "--unfreeze-every", "0"],
+            "(the option --unfreeze-every)",
+        ),
+        (&["--unfreeze-from", "5"], "(the option --unfreeze-from)"),
+        (&["--nesterov"], "(the option --nesterov)"),
+    ] {
+        let err = run_err(&mut fine_tune(args));
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 
     run_ok(&mut fine_tune(&[
         "--unfreeze",
