@@ -22,9 +22,10 @@
 //! interpolation points are from 1 (computing the transforms in `f64` changed nothing, measured in
 //! a float emulation on activations of a ResNet50 with trained-looking statistics). Lavin's
 //! F(4x4, 3x3) on the points 0, ±1, ±2 (coefficients up to 8, fractions of 24) was 5-10 times as
-//! far from an exact convolution as the direct product; on the points 0, ±2/3, ±3/2 (Barabasz et
-//! al., "Error analysis and improving the accuracy of Winograd convolution", 2020: points in
-//! reciprocal pairs) the same products are 2-3 times nearer, F(2x2, 3x3) nearer still (1-3 times
+//! far from an exact convolution as the direct product; on the points 0, ±2/3, ±3/2 (the set of
+//! five from 0, ±1/4 to ±4 with the smallest error bound, the search that Barabasz et al., "Error
+//! analysis and improving the accuracy of Winograd convolution", 2020, describe) it is 2-3 times
+//! nearer, F(2x2, 3x3) nearer still (1-3 times
 //! the direct product's). Their `Bᵀ` and `Aᵀ` are scaled to small integers (exact in `f32`) and
 //! `G`, applied once per weight in `f64`, takes the scale back. A full-size ResNet50's logits
 //! then differ from an `f64` computation as much as with no Winograd at all (`tests/it/onnx.rs`:
