@@ -85,35 +85,6 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// The Python that runs onnxruntime, if there is one (see the file's docs).
-fn onnxruntime_python() -> Option<PathBuf> {
-    let works = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import onnxruntime, onnx, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if let Some(python) = std::env::var_os("RESNET_TRANSFER_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            works(&python),
-            "RESNET_TRANSFER_PYTHON={} cannot import onnxruntime, onnx and numpy",
-            python.display()
-        );
-        return Some(python);
-    }
-    let python = PathBuf::from("python3");
-    if works(&python) {
-        return Some(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must check exports in onnxruntime: set RESNET_TRANSFER_PYTHON"
-    );
-    eprintln!("onnxruntime not found (set RESNET_TRANSFER_PYTHON): runtime check skipped");
-    None
-}
-
 struct Case {
     name: String,
     model: ResNet,
@@ -157,7 +128,7 @@ fn exports_run_in_onnxruntime_with_our_logits() {
             });
         }
     }
-    let Some(python) = onnxruntime_python() else {
+    let Some(python) = crate::common::onnxruntime_python() else {
         return;
     };
     let mut jobs = Vec::new();

@@ -17,10 +17,23 @@
 //! and at least 96 tiles) so that the transformed tiles are still in L2 when they are multiplied
 //! and transformed back.
 //!
-//! F(4x4, 3x3)'s transforms have coefficients up to 8 and fractions of 24, so its results differ
-//! from the direct product by more float rounding than F(2x2, 3x3)'s; the tests keep both within
-//! 1e-4 of a direct convolution in `f64`. Where the maps are too small for a tile to pay (1x1,
-//! as stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the
+//! Accuracy: Winograd's error comes almost all from rounding the `α²` products in `f32`, each
+//! then multiplied by the output transform's coefficients, so it grows with how far the
+//! interpolation points are from 1 (computing the transforms in `f64` changed nothing, measured in
+//! a float emulation on activations of a ResNet50 with trained-looking statistics). Lavin's
+//! F(4x4, 3x3) on the points 0, ±1, ±2 (coefficients up to 8, fractions of 24) was 5-10 times as
+//! far from an exact convolution as the direct product; on the points 0, ±2/3, ±3/2 (the set of
+//! five from 0, ±1/4 to ±4 with the smallest error bound, the search that Barabasz et al., "Error
+//! analysis and improving the accuracy of Winograd convolution", 2020, describe) it is 2-3 times
+//! nearer, F(2x2, 3x3) nearer still (1-3 times
+//! the direct product's). Their `Bᵀ` and `Aᵀ` are scaled to small integers (exact in `f32`) and
+//! `G`, applied once per weight in `f64`, takes the scale back. A full-size ResNet50's logits
+//! then differ from an `f64` computation as much as with no Winograd at all (`tests/it/onnx.rs`:
+//! 5e-6 of the largest logit at 224 pixels, against 1e-5 with the old points; measured in
+//! docs/PERFORMANCE.md); the tests here
+//! keep both tile sizes within 1e-4 of a direct convolution in `f64`.
+//!
+//! Where the maps are too small for a tile to pay (1x1, as stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the
 //! direct product runs. The training step's convolutions (forward, and the input's gradient,
 //! itself a 3x3 convolution of the output's gradient by the flipped kernel) go through it too
 //! where the batch holds enough tiles ([`choose_for_training`]), their weights transformed anew
@@ -177,13 +190,14 @@ impl Winograd {
     /// threads (the training step transforms its weights on every step).
     pub(crate) fn pack(weight: &[f32], c_in: usize, c_out: usize, size: TileSize) -> Self {
         assert_eq!(weight.len(), 9 * c_in * c_out, "a 3x3 convolution's weight");
-        let g: &[[f32; 3]] = match size {
+        let g: &[[f64; 3]] = match size {
             TileSize::F2 => &G2,
             TileSize::F4 => &G4,
         };
         let alpha = size.input();
         let positions = alpha * alpha;
-        // `[C_in, α², C_out]`: every position's row for one input channel together.
+        // `[C_in, α², C_out]`: every position's row for one input channel together, summed in
+        // `f64` and rounded once.
         let mut transformed = vec![0f32; c_in * positions * c_out];
         transformed
             .par_chunks_mut(positions * c_out)
@@ -191,7 +205,7 @@ impl Winograd {
             .for_each(|(ci, out)| {
                 let tap = |k: usize| &weight[(k * c_in + ci) * c_out..][..c_out];
                 // `G g`: α rows of 3 taps, each `C_out` long.
-                let mut rows = vec![0f32; alpha * 3 * c_out];
+                let mut rows = vec![0f64; alpha * 3 * c_out];
                 for (i, row) in rows.chunks_exact_mut(3 * c_out).enumerate() {
                     for (kx, column) in row.chunks_exact_mut(c_out).enumerate() {
                         for (ky, coefficient) in g[i].iter().enumerate() {
@@ -200,12 +214,15 @@ impl Winograd {
                     }
                 }
                 // `(G g) Gᵀ`.
-                for (at, u) in out.chunks_exact_mut(c_out).enumerate() {
+                let mut u = vec![0f64; c_out];
+                for (at, out) in out.chunks_exact_mut(c_out).enumerate() {
                     let (i, j) = (at / alpha, at % alpha);
                     let row = &rows[i * 3 * c_out..][..3 * c_out];
+                    u.fill(0.0);
                     for (kx, coefficient) in g[j].iter().enumerate() {
-                        add_scaled(u, *coefficient, &row[kx * c_out..][..c_out]);
+                        add_scaled(&mut u, *coefficient, &row[kx * c_out..][..c_out]);
                     }
+                    out.iter_mut().zip(&u).for_each(|(o, v)| *o = *v as f32);
                 }
             });
         let weights = (0..positions)

@@ -6,6 +6,7 @@ pub mod model;
 pub mod train;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -101,6 +102,37 @@ pub fn write_cifar(dir: &Path, per_file: usize) {
         }
         std::fs::write(dir.join(format!("{name}.bin")), bytes).unwrap();
     }
+}
+
+/// The Python that runs onnxruntime: `RESNET_TRANSFER_PYTHON` (CI installs one in a venv and sets
+/// it), else `python3` if it has `onnxruntime`, `onnx` and `numpy`; without either `None`, with a
+/// message, except under CI, where it fails.
+pub fn onnxruntime_python() -> Option<PathBuf> {
+    let works = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import onnxruntime, onnx, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if let Some(python) = std::env::var_os("RESNET_TRANSFER_PYTHON") {
+        let python = PathBuf::from(python);
+        assert!(
+            works(&python),
+            "RESNET_TRANSFER_PYTHON={} cannot import onnxruntime, onnx and numpy",
+            python.display()
+        );
+        return Some(python);
+    }
+    let python = PathBuf::from("python3");
+    if works(&python) {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must check exports in onnxruntime: set RESNET_TRANSFER_PYTHON"
+    );
+    eprintln!("onnxruntime not found (set RESNET_TRANSFER_PYTHON): runtime check skipped");
+    None
 }
 
 /// Runs a command to its end, asserting success; returns its standard output.
