@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Draws README's pictures of steering a fine-tune (docs/pictures/*.png) from a real run: a
 # generated photo folder in which each class is marked by a patch of its own colour at a random
-# place, beside a decoy patch of a colour no class uses, on a noisy background; a narrow
-# torchvision ResNet18 with seeded random weights (tests/fixtures/make_onnx.py) stands in for
-# ImageNet weights. The run sweeps phase 1's rate, releases the backbone gradually with per-stage
+# place, beside a decoy patch of a colour no class uses, on a noisy background; torchvision's
+# ResNet18 as torchvision initializes it (seeded; no download) stands in for ImageNet weights. The run sweeps phase 1's rate, releases the backbone gradually with per-stage
 # rates, and draws Grad-CAM maps at 128 pixels.
 #
 #   PYTHON=/path/to/python-with-numpy-pillow-torch-onnx bash docs/pictures.sh
@@ -31,15 +30,25 @@ for name, colour in colours.items():
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
             os.path.join(out, name, f"{i:03d}.jpg"), quality=92)
 PYEOF
-[ -f "$WORK/weights/torch-folded.onnx" ] ||
-    "$PY" tests/fixtures/make_onnx.py "$WORK/weights" --styles torch-folded --depth 18 --width 16 --size 128
+[ -f "$WORK/resnet18.onnx" ] || "$PY" - "$WORK/resnet18.onnx" <<'PYEOF'
+import sys
+import torch, torchvision
+torch.manual_seed(0)
+model = torchvision.models.resnet18(weights=None).eval()
+torch.onnx.export(model, torch.zeros(1, 3, 128, 128), sys.argv[1], dynamo=False,
+                  input_names=["input"], output_names=["logits"],
+                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+PYEOF
 cargo build --features wgpu --example fine_tune
 rm -rf "$WORK/run"
-"$TARGET/debug/examples/fine_tune" --images "$WORK/photos" --weights "$WORK/weights/torch-folded.onnx" \
+"$TARGET/debug/examples/fine_tune" --images "$WORK/photos" --weights "$WORK/resnet18.onnx" \
     --input-size 128 --batch-size 16 --phase1-epochs 4 --phase2-epochs 6 --find-lr 1 \
-    --phase1-lr suggested --phase2-lr 1e-3 --unfreeze gradual --unfreeze-every 2 \
+    --phase2-lr 1e-3 --unfreeze gradual --unfreeze-every 2 \
     --stage-lr-decay 0.5 --offline --quiet --out "$WORK/run"
-for f in curves.png lr-finder-phase1.png explanations.png; do
+for f in curves.png lr-finder-phase1.png; do
     cp "$WORK/run/$f" "docs/pictures/$f"
 done
+# explanations.png is a megabyte of photos: a JPEG of it for README.
+"$PY" -c 'import sys; from PIL import Image; Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2], quality=80)' \
+    "$WORK/run/explanations.png" docs/pictures/explanations.jpg
 ls -l docs/pictures
