@@ -202,6 +202,14 @@ impl ImageFiles {
     /// [`read`](Self::read) does), and then only its path and label are kept; training decodes
     /// it again each time a batch takes it. Memory holds the file list, whatever the photos'
     /// number.
+    ///
+    /// ```no_run
+    /// let files = resnet_transfer::data::list_image_folder("photos".as_ref())?;
+    /// let photos = files.stream(224, true)?;
+    /// assert!(photos.images.is_streamed());
+    /// println!("{} photos, {} skipped", photos.images.len(), photos.skipped.len());
+    /// # Ok::<(), resnet_transfer::Error>(())
+    /// ```
     pub fn stream(&self, size: usize, skip_bad: bool) -> Result<ImageFolder> {
         const CHUNK: usize = 256;
         let (mut files, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());

@@ -80,6 +80,30 @@ named_enum!(Schedule as "schedule" {
 
 /// The two-phase recipe: a new head on a frozen backbone, then the released backbone at a low
 /// rate. Defaults follow the seed and the Keras fine-tuning guide.
+///
+/// Steered: stage 4 released at the unfreeze point and one more stage every 2 epochs, each
+/// stage at half its neighbour's rate, AdamW with weight decay, one cycle per phase.
+///
+/// ```
+/// use resnet_transfer::train::{OptimizerKind, Schedule, TwoPhaseConfig, Unfreeze};
+///
+/// let config = TwoPhaseConfig::new()
+///     .with_phase1_epochs(3)
+///     .with_phase2_epochs(8)
+///     .with_unfreeze(Unfreeze::Gradual(2))
+///     .with_stage_lr_decay(0.5)
+///     .with_optimizer(OptimizerKind::AdamW)
+///     .with_weight_decay(0.05)
+///     .with_schedule(Schedule::OneCycle);
+/// config.validate()?;
+/// // Phase 2's epochs 0-1 train stage 4, 2-3 stages 3-4, ... from 6 on everything.
+/// assert_eq!(config.unfreeze.first_stage(2), 3);
+/// assert_eq!(config.unfreeze.first_stage(6), 1);
+/// // One cycle starts each phase at 1/25 of its rate and peaks a quarter of the way in.
+/// assert!((config.learning_rate(0) - 1e-3 / 25.0).abs() < 1e-12);
+/// assert!((config.learning_rate_at(0, 0.75) - 1e-3).abs() < 1e-12);
+/// # Ok::<(), resnet_transfer::Error>(())
+/// ```
 #[derive(Config, Debug, PartialEq)]
 pub struct TwoPhaseConfig {
     /// Epochs of phase 1 (head only).

@@ -95,6 +95,21 @@ impl TwoPhase {
     /// Sweeps the learning rate for `sweep.phase` on a copy of `model` over batches of `train`
     /// (see the [module docs](self)); `model` is untouched.
     ///
+    /// ```no_run
+    /// use resnet_transfer::data::{ImageBatcher, Preprocess, read_image_folder};
+    /// use resnet_transfer::train::{LrFinderConfig, TwoPhase, TwoPhaseConfig, with_new_head};
+    ///
+    /// let device = resnet_transfer::device::training_device("flex")?;
+    /// let photos = read_image_folder("photos".as_ref(), 224, false)?;
+    /// let onnx = std::path::Path::new("resnet50-v1-12.onnx");
+    /// let backbone = resnet_transfer::weights::load(onnx, &device.clone().inner())?;
+    /// let model = with_new_head(backbone.model, photos.class_names.len(), 0.5, 42, &device);
+    /// let learner = TwoPhase::new(TwoPhaseConfig::new(), ImageBatcher::new(Preprocess::Torch));
+    /// let sweep = learner.find_lr(&model, &photos.images, &LrFinderConfig::new(1), &device)?;
+    /// println!("phase 1: valley {:e}, steepest {:e}", sweep.valley, sweep.steepest);
+    /// # Ok::<(), resnet_transfer::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a phase other than 1 or 2, a bad range, fewer than 10 steps

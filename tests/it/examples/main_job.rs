@@ -370,24 +370,10 @@ fn the_main_job_runs_on_wgpu_resumes_and_exports() {
     let photos = tmp.path().join("photos");
     super::photo_folders(&photos, 4);
     let tuned = tmp.path().join("fine_tune");
-    let mut fine_tune = Command::new(example("fine_tune"));
-    fine_tune
-        .arg("--images")
-        .arg(&photos)
-        .arg("--weights")
-        .arg(tmp.path().join("resnet18-w8"))
-        .args([
-            "--backend",
-            "wgpu",
-            "--input-size",
-            "32",
-            "--batch-size",
-            "4",
-        ])
-        .args(["--phase1-epochs", "1", "--phase2-epochs", "1", "--augment"])
-        .args(["--offline", "--quiet"])
-        .arg("--out")
-        .arg(&tuned);
+    let weights = tmp.path().join("resnet18-w8");
+    let mut fine_tune = super::fine_tune_on(&photos, &weights, &tuned, &["--augment"]);
+    fine_tune.args(["--backend", "wgpu", "--batch-size", "4"]);
+    fine_tune.args(["--phase1-epochs", "1", "--phase2-epochs", "1"]);
     run_ok(&mut fine_tune);
     let summary = std::fs::read_to_string(tuned.join("summary.md")).unwrap();
     assert!(summary.contains("streamed from their files"), "{summary}");

@@ -137,6 +137,19 @@ pub(super) fn photo_folders(root: &Path, per_class: u32) -> Vec<PathBuf> {
     files
 }
 
+/// `fine_tune` as the photo tests run it: `photos` with `weights` at 32 pixels, offline and
+/// quiet, into `out`, then `more` options.
+pub(super) fn fine_tune_on(photos: &Path, weights: &Path, out: &Path, more: &[&str]) -> Command {
+    let mut cmd = Command::new(example("fine_tune"));
+    cmd.arg("--images")
+        .arg(photos)
+        .arg("--weights")
+        .arg(weights);
+    cmd.args(["--input-size", "32", "--offline", "--quiet"]);
+    cmd.arg("--out").arg(out).args(more);
+    cmd
+}
+
 /// Parses `predict --json` output.
 pub(super) fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout

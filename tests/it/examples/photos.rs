@@ -430,29 +430,16 @@ fn fine_tune_streams_a_folder_over_its_budget_and_trains_as_held() {
     photo_folders(&photos, 8);
     let backbone = learnable_weights(tmp.path());
     let fine_tune = |out: &Path, more: &[&str]| {
-        let mut cmd = Command::new(example("fine_tune"));
-        cmd.arg("--images")
-            .arg(&photos)
-            .arg("--weights")
-            .arg(&backbone);
+        let mut cmd = fine_tune_on(&photos, &backbone, out, more);
         cmd.args([
-            "--input-size",
-            "32",
             "--valid-share",
             "0.25",
             "--batch-size",
             "4",
-        ]);
-        cmd.args([
             "--phase1-epochs",
             "2",
-            "--phase2-epochs",
-            "1",
-            "--phase1-lr",
-            "1e-2",
         ]);
-        cmd.args(["--offline", "--quiet"]).arg("--out").arg(out);
-        cmd.args(more);
+        cmd.args(["--phase2-epochs", "1", "--phase1-lr", "1e-2"]);
         cmd
     };
     let figures = |out: &Path| -> Vec<(f64, f64, f64)> {

@@ -15,29 +15,16 @@ fn fine_tune_releases_a_stage_an_epoch_with_its_own_rates() {
     let backbone = learnable_weights(tmp.path());
     let out = tmp.path().join("run");
     let fine_tune = |more: &[&str]| {
-        let mut cmd = Command::new(example("fine_tune"));
-        cmd.arg("--images")
-            .arg(&photos)
-            .arg("--weights")
-            .arg(&backbone);
+        let mut cmd = fine_tune_on(&photos, &backbone, &out, more);
         cmd.args([
-            "--input-size",
-            "32",
             "--valid-share",
             "0.25",
             "--batch-size",
             "4",
-        ]);
-        cmd.args([
             "--phase1-epochs",
             "1",
-            "--phase2-epochs",
-            "4",
-            "--phase2-lr",
-            "1e-3",
         ]);
-        cmd.args(["--offline", "--quiet"]).arg("--out").arg(&out);
-        cmd.args(more);
+        cmd.args(["--phase2-epochs", "4", "--phase2-lr", "1e-3"]);
         cmd
     };
     let err = run_err(&mut fine_tune(&[
