@@ -398,10 +398,12 @@ fn record_epoch(history: &History) -> usize {
 /// A new model for transfer learning: `backbone`'s weights with a new, seeded head for
 /// `num_classes` classes and the recipe's dropout.
 ///
-/// The head's Linear layer is drawn as PyTorch's `nn.Linear` and Burn's default draw it,
-/// uniformly in `±1/√in_features`, but from the crate's own seeded generator on the host rather
-/// than the device's: each backend's generator draws its own numbers, and so the same seed gives
-/// the same head, and the same run, on every backend.
+/// The head is drawn with Burn's initializer (Linear: uniform in `±1/√in_features`, as
+/// PyTorch's `nn.Linear`) on the host's CPU backend ([`default_device`]), seeded with `seed`,
+/// and then moved to `device`: each backend's generator draws its own numbers, and so the same
+/// seed gives the same head, and the same run, on every backend.
+///
+/// [`default_device`]: crate::device::default_device
 pub fn with_new_head(
     backbone: ResNet,
     num_classes: usize,
@@ -409,21 +411,12 @@ pub fn with_new_head(
     seed: u64,
     device: &Device,
 ) -> ResNet {
-    use burn::module::Param;
-    use burn::tensor::TensorData;
-    use rand::{RngExt, SeedableRng};
+    let host = crate::device::default_device().unwrap_or_else(|_| device.clone().inner());
+    host.seed(seed);
+    let head = crate::model::Head::new(backbone.feature_dim(), num_classes, dropout, &host);
     device.seed(seed);
-    let mut model = backbone.with_new_head(num_classes, dropout, device);
-    let inputs = model.feature_dim();
-    let bound = 1.0 / (inputs as f32).sqrt();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut draw =
-        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
-    if let Some(head) = model.head.as_mut() {
-        let weight = TensorData::new(draw(inputs * num_classes), [inputs, num_classes]);
-        head.linear.weight = Param::from_tensor(Tensor::from_data(weight, device));
-        let bias = TensorData::new(draw(num_classes), [num_classes]);
-        head.linear.bias = Some(Param::from_tensor(Tensor::from_data(bias, device)));
+    ResNet {
+        head: Some(head.to_device(device)),
+        ..backbone
     }
-    model
 }
