@@ -414,6 +414,12 @@ pub fn with_new_head(
     let host = crate::device::default_device().unwrap_or_else(|_| device.clone().inner());
     host.seed(seed);
     let head = crate::model::Head::new(backbone.feature_dim(), num_classes, dropout, &host);
+    // Burn initializes parameters lazily, on the device they are on when first used: drawn
+    // here, on the host, before the move.
+    let _ = head.linear.weight.val();
+    if let Some(bias) = &head.linear.bias {
+        let _ = bias.val();
+    }
     device.seed(seed);
     ResNet {
         head: Some(head.to_device(device)),
