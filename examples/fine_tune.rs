@@ -135,18 +135,16 @@ fn choose_streaming(args: &Args, photos: usize) -> resnet_transfer::Result<(bool
     let budget = args
         .memory_budget
         .unwrap_or_else(resnet_transfer::data::default_memory_budget);
-    let gib = budget as f64 / (1u64 << 30) as f64;
+    let gib = in_words(budget);
     Ok(if decoded > budget {
         (
             true,
-            format!(
-                "{size}: streamed from their files (more than the memory budget, {gib:.2} GiB)"
-            ),
+            format!("{size}: streamed from their files (more than the memory budget, {gib})"),
         )
     } else {
         (
             false,
-            format!("{size}: held in memory (within the memory budget, {gib:.2} GiB)"),
+            format!("{size}: held in memory (within the memory budget, {gib})"),
         )
     })
 }

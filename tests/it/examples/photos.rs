@@ -452,6 +452,11 @@ fn fine_tune_streams_a_folder_over_its_budget_and_trains_as_held() {
     run_ok(&mut fine_tune(&streamed, &["--memory-budget", "1K"]));
     assert!(summary(&held).contains("held in memory (--cache-decoded)"));
     assert!(
+        summary(&streamed).contains("(more than the memory budget, 1.0 KB)"),
+        "{}",
+        summary(&streamed)
+    );
+    assert!(
         summary(&streamed).contains("streamed from their files (more than the memory budget"),
         "{}",
         summary(&streamed)
