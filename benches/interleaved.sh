@@ -6,6 +6,8 @@
 # PyTorch's). Says which CPU it ran on.
 #
 #   bash benches/interleaved.sh [SIZE] [BATCH] [ROUNDS]      # default 224 8 3; 32 32 3 for CIFAR
+#   bash benches/interleaved.sh 224 1 3                      # one photo: latency, inference only
+#   CASES="infer" bash benches/interleaved.sh 224 8 3        # some of the cases (infer train head)
 #
 # Needs the peers' environments (bash ../shared/peers/setup.sh); writes $OUT (target/interleaved).
 set -euo pipefail
@@ -19,6 +21,8 @@ TF="${TF_PY:-/opt/peers/venv-tf/bin/python}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 OUT="$TARGET/interleaved"
 STEPS="${STEPS:-5}"
+# A single photo is a deployed model's case: its latency, inference only.
+if [ "$BATCH" = 1 ]; then CASES="${CASES:-infer}"; else CASES="${CASES:-infer train head}"; fi
 mkdir -p "$OUT"
 LOG="$OUT/s$SIZE-b$BATCH.txt"
 : >"$LOG"
@@ -27,6 +31,10 @@ lscpu | grep -E "Model name|^Flags" | sed 's/^Flags:\s*/flags: /' | tr -s ' ' >"
 echo "CPU: $(grep 'Model name' "$OUT/cpu.txt" | cut -d: -f2- | xargs);" \
      "AVX-512: $(grep -q avx512f "$OUT/cpu.txt" && echo yes || echo no);" \
      "AMX: $(grep -q amx_tile "$OUT/cpu.txt" && echo yes || echo no); load $(cut -d' ' -f1-3 /proc/loadavg)"
+# The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA).
+echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512;
+    elif grep -qw avx2 "$OUT/cpu.txt" && grep -qw fma "$OUT/cpu.txt"; then echo AVX2+FMA;
+    else echo "below AVX2 (gemm crate path)"; fi)${RESNET_TRANSFER_NO_AVX512:+ (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512)}"
 
 cargo build --release --example profile_step >/dev/null 2>&1
 OURS="$TARGET/release/examples/profile_step"
@@ -45,7 +53,7 @@ peer() {  # peer NAME CASE
 }
 
 for round in $(seq "$ROUNDS"); do
-    for case in infer train head; do
+    for case in $CASES; do
         case "$case" in
             infer) flags="--infer --fused" ; peers="torch keras ort" ;;
             train) flags="" ; peers="torch keras" ;;
@@ -62,14 +70,17 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Peak memory of a training step: ours (resident set of the whole process) and PyTorch's.
-/usr/bin/time -f '%M' -o "$OUT/ours_rss.txt" "$OURS" --backend flex --size "$SIZE" \
-    --batch "$BATCH" --steps 2 >/dev/null
-OMP_WAIT_POLICY=PASSIVE "$TORCH" benches/peak_memory_torch.py --size "$SIZE" --batch "$BATCH" \
-    >"$OUT/torch_rss.json"
+rm -f "$OUT/ours_rss.txt" "$OUT/torch_rss.json"
+if [[ " $CASES " == *" train "* ]]; then
+    /usr/bin/time -f '%M' -o "$OUT/ours_rss.txt" "$OURS" --backend flex --size "$SIZE" \
+        --batch "$BATCH" --steps 2 >/dev/null
+    OMP_WAIT_POLICY=PASSIVE "$TORCH" benches/peak_memory_torch.py --size "$SIZE" --batch "$BATCH" \
+        >"$OUT/torch_rss.json"
+fi
 
-"$TORCH" - "$LOG" "$OUT" <<'EOF'
+"$TORCH" - "$LOG" "$OUT" "$BATCH" <<'EOF'
 import json, re, statistics, sys, os
-log, out = sys.argv[1], sys.argv[2]
+log, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rates = {}  # (round, case) -> {peer: img/s}
 for line in open(log):
     rnd, who, case, rest = line.split(" ", 3)
@@ -90,10 +101,23 @@ for (rnd, case), r in sorted(rates.items()):
     print(f"| {rnd} | {cases[case]} | {r['ours']:.2f} | {cells} | {r['ours'] / best:.2f} |")
 print()
 for case, rs in ratios.items():
-    print(f"{cases[case]}: ours / best peer median {statistics.median(rs):.2f} "
-          f"(range {min(rs):.2f}-{max(rs):.2f} over {len(rs)} rounds)")
-ours_mb = int(open(os.path.join(out, "ours_rss.txt")).read().split()[-1]) / 1024
-torch_mb = json.loads(open(os.path.join(out, "torch_rss.json")).read())["peak_rss_mb"]
-print(f"peak memory of a training step: ours {ours_mb:.0f} MB, PyTorch {torch_mb:.0f} MB "
-      f"({ours_mb / torch_mb:.2f}x)")
+    if rs:
+        print(f"{cases[case]}: ours / best peer median {statistics.median(rs):.2f} "
+              f"(range {min(rs):.2f}-{max(rs):.2f} over {len(rs)} rounds)")
+# Latency (milliseconds a batch) of inference, ours and onnxruntime's: for a single photo, the
+# figure a deployed model is judged by.
+times = [(1e3 * batch / r["ours"], 1e3 * batch / r["ort"])
+         for (rnd, case), r in sorted(rates.items()) if case == "infer" and "ort" in r]
+if times:
+    ours_ms = statistics.median(t[0] for t in times)
+    ort_ms = statistics.median(t[1] for t in times)
+    shares = [o / p for o, p in times]
+    print(f"inference latency, batch {batch}: ours {ours_ms:.1f} ms, onnxruntime {ort_ms:.1f} ms "
+          f"(ours / onnxruntime's time median {statistics.median(shares):.2f}, "
+          f"range {min(shares):.2f}-{max(shares):.2f})")
+if os.path.exists(os.path.join(out, "ours_rss.txt")):
+    ours_mb = int(open(os.path.join(out, "ours_rss.txt")).read().split()[-1]) / 1024
+    torch_mb = json.loads(open(os.path.join(out, "torch_rss.json")).read())["peak_rss_mb"]
+    print(f"peak memory of a training step: ours {ours_mb:.0f} MB, PyTorch {torch_mb:.0f} MB "
+          f"({ours_mb / torch_mb:.2f}x)")
 EOF

@@ -1,9 +1,10 @@
 //! ResNet50 at 32x32, batch 32 (CIFAR-10) and at 224x224, batch 8 (the fine-tuning guides' size),
 //! on each compiled CPU backend: inference, a full training step (forward, backward, Adam) and a
-//! head-only step with the backbone frozen.
+//! head-only step with the backbone frozen; and a single photo at 224x224 (inference).
 //!
 //! `cargo bench --bench model` reports images per second under the ids
-//! `model/<backend>/<infer|train|head>` (32x32) and `model/<backend>/<case>-224`.
+//! `model/<backend>/<infer|train|head>` (32x32), `model/<backend>/<case>-224`, and, for a single
+//! photo's latency, `model/<backend>/infer-224-b1`.
 //! `RESNET_BENCH_BACKENDS=flex,wgpu` picks the backends (default: the compiled CPU backends),
 //! `RESNET_BENCH_SIZES=32` or `=224` one of the two shapes. Each iteration runs on a worker of
 //! the CPU backends' thread pool, as the crate's own training and inference loops do
@@ -23,8 +24,9 @@ use resnet_transfer::model::Head;
 use resnet_transfer::train::FusedAdamConfig;
 use resnet_transfer::{BackendKind, FoldedResNet, ResNet, ResNetConfig};
 
-/// (side, batch, id suffix) of each shape.
-const SHAPES: [(usize, usize, &str); 2] = [(32, 32, ""), (224, 8, "-224")];
+/// (side, batch, id suffix) of each shape. The last, a single photo at 224x224, is a deployed
+/// model's case: inference alone, its latency the time of one iteration.
+const SHAPES: [(usize, usize, &str); 3] = [(32, 32, ""), (224, 8, "-224"), (224, 1, "-224-b1")];
 
 fn shapes() -> Vec<(usize, usize, &'static str)> {
     let wanted = std::env::var("RESNET_BENCH_SIZES").unwrap_or_else(|_| "32,224".into());
@@ -131,9 +133,15 @@ fn model_bench(c: &mut Criterion) {
                 "{kind}/{}{suffix}",
                 if host { "infer-module" } else { "infer" }
             );
-            group.bench_function(id, |b| {
-                b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
-            });
+            // A single photo: the path a deployed model runs (folded on the CPU), nothing else.
+            if !(n == 1 && host) {
+                group.bench_function(id, |b| {
+                    b.iter(|| on_pool_worker(|| model.forward(images.clone()).into_data()))
+                });
+            }
+            if n == 1 {
+                continue;
+            }
 
             let train = device.autodiff();
             let model = ResNetConfig::resnet50(10).init(&train).unwrap();

@@ -208,10 +208,12 @@ impl FoldedConv {
         let columns = if direct {
             Cow::Borrowed(&x.data[..])
         } else {
-            // The whole matrix, one image per task when the product is split between threads.
+            // The whole matrix, in runs of rows shared between the threads when the product
+            // is split between them (a few runs each, so a single image's is split too).
             let mut columns = vec![0.0; rows * depth];
-            for_each_image(parallel, &mut columns, ho * wo * depth, |i, out| {
-                gather(i * ho * wo..(i + 1) * ho * wo, out)
+            let run = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+            for_each_image(parallel, &mut columns, run * depth, |i, out| {
+                gather(i * run..(i * run + out.len() / depth), out)
             });
             Cow::Owned(columns)
         };

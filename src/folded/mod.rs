@@ -16,6 +16,8 @@
 //! backend. It computes on the host whatever the device, so it only pays on CPU backends: on a GPU
 //! use [`ResNet::forward`].
 
+use std::ops::Range;
+
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
@@ -28,6 +30,7 @@ use conv::{FoldedConv, Maps};
 
 use crate::cpu::for_each_image;
 use crate::cpu::im2col::output_side;
+use crate::cpu::split::plan_batch;
 use crate::error::{Error, Result};
 use crate::model::{Head, Pooling, ResNet, check_images};
 
@@ -187,39 +190,41 @@ impl FoldedResNet {
         let device = images.device();
         let [n, c, h, w] = images.dims();
         let nchw = host_values(images, "images")?;
-        // One share of the batch per thread, each run start to end on its thread, rather than
-        // every product and pass split between the threads: no hand-offs between the ~150
-        // parallel steps of a ResNet50 forward (more shares than threads, or the small maps of
-        // stages 3 and 4 as one product over the whole batch, measured slower). A batch smaller than the pool runs whole, its larger products
-        // split between the threads.
-        let threads = rayon::current_num_threads().max(1);
-        let (share, parallel) = if n >= threads {
-            (n.div_ceil(threads), false)
-        } else {
-            (n, true)
-        };
+        // One share of whole images per thread, each run start to end on its thread, rather
+        // than every product and pass split between the threads: no hand-offs between the ~150
+        // parallel steps of a ResNet50 forward (the small maps of stages 3 and 4 as one product
+        // over the whole batch measured slower). The images left over, fewer than the threads
+        // (all of them for a single photo), run after the shares with every layer split between
+        // the threads, so that none idles (`cpu::split`).
+        let plan = plan_batch(n, rayon::current_num_threads());
         let image = c * h * w;
-        let pooled: Vec<Vec<f32>> = nchw
-            .par_chunks(share * image)
-            .map(|nchw| {
-                let mut x = Maps {
-                    data: vec![0.0; nchw.len()],
-                    dims: [nchw.len() / image, h, w, c],
-                };
-                for_each_image(parallel, &mut x.data, image, |i, nhwc| {
-                    let nchw = &nchw[i * image..][..image];
-                    for (p, pixel) in nhwc.chunks_exact_mut(c).enumerate() {
-                        for (ch, value) in pixel.iter_mut().enumerate() {
-                            *value = nchw[ch * h * w + p];
-                        }
+        let run = |images: Range<usize>, parallel: bool| {
+            let nchw = &nchw[images.start * image..images.end * image];
+            let mut x = Maps {
+                data: vec![0.0; nchw.len()],
+                dims: [images.len(), h, w, c],
+            };
+            // Channels last, a row of an image at a time.
+            for_each_image(parallel, &mut x.data, w * c, |row, nhwc| {
+                let (i, y) = (row / h, row % h);
+                let nchw = &nchw[i * image + y * w..];
+                for (p, pixel) in nhwc.chunks_exact_mut(c).enumerate() {
+                    for (ch, value) in pixel.iter_mut().enumerate() {
+                        *value = nchw[ch * h * w + p];
                     }
-                });
-                let x = self.stem.forward(&x, None, parallel);
-                let x = self.pool.forward(&x, parallel);
-                let x = (self.blocks.iter()).fold(x, |x, block| block.forward(&x, parallel));
-                global_pool(&x, self.pooling)
-            })
+                }
+            });
+            let x = self.stem.forward(&x, None, parallel);
+            let x = self.pool.forward(&x, parallel);
+            let x = (self.blocks.iter()).fold(x, |x, block| block.forward(&x, parallel));
+            global_pool(&x, self.pooling)
+        };
+        let mut pooled: Vec<Vec<f32>> = (plan.shares.into_par_iter())
+            .map(|share| run(share, false))
             .collect();
+        if !plan.rest.is_empty() {
+            pooled.push(run(plan.rest, true));
+        }
         let pooled = pooled.concat();
         let channels = pooled.len() / n;
         Ok(Tensor::from_data(
@@ -251,10 +256,11 @@ impl MaxPool {
         let ho = output_side(h, kh, sh, top + bottom);
         let wo = output_side(w, kw, sw, left + right);
         let mut out = vec![f32::NEG_INFINITY; n * ho * wo * c];
-        for_each_image(parallel, &mut out, ho * wo * c, |i, out| {
+        // A row of the output at a time, so that a single image's is split too.
+        for_each_image(parallel, &mut out, wo * c, |row, out| {
+            let (i, oy) = (row / ho, row % ho);
             let image = &x.data[i * h * w * c..][..h * w * c];
-            for (p, pixel) in out.chunks_exact_mut(c).enumerate() {
-                let (oy, ox) = (p / wo, p % wo);
+            for (ox, pixel) in out.chunks_exact_mut(c).enumerate() {
                 for ky in 0..kh {
                     let Some(y) = (oy * sh + ky).checked_sub(top).filter(|&y| y < h) else {
                         continue;
@@ -319,6 +325,31 @@ mod tests {
     fn panels_and_gemm_give_the_modules_numbers() {
         for shape in [[3, 3, 19, 19], [2, 3, 96, 80]] {
             panels_and_gemm_at(shape);
+        }
+    }
+
+    /// The same numbers whatever the pool: one thread, shares and a split rest (3 images on
+    /// 2 threads), everything split (3 on 4), products split by rows as well as panels (8).
+    #[test]
+    fn every_share_of_the_batch_gives_the_same_numbers() {
+        let device = crate::device::device("ndarray").unwrap();
+        let model = ResNetConfig::resnet50(4)
+            .with_width(4)
+            .init(&device)
+            .unwrap();
+        let fused = model.folded().unwrap();
+        let images = Tensor::<4>::random([3, 3, 40, 36], Distribution::Default, &device);
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let logits = pool.install(|| fused.forward(images.clone()).unwrap());
+            logits.into_data().try_to_vec::<f32>().unwrap()
+        };
+        let one = on(1);
+        for threads in [2, 4, 8] {
+            assert_eq!(on(threads), one, "{threads} threads");
         }
     }
 

@@ -169,8 +169,11 @@ pub(crate) fn product_blocks(
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` (the [`Epilogue`]) for
 /// `a` `[rows, depth]`, `out` and the shortcut `[rows, C_out]`, all row-major; the shift padded to
 /// whole panels. Every value of `out` is written (before any is read back), so it may start
-/// uninitialized. With `split`, the panels are shared out between the pool's threads: each reads
-/// its part of the weight once, where splitting the rows would have every thread read all of it.
+/// uninitialized. With `split`, blocks of panels (and, where there are fewer panels than threads,
+/// of rows) are shared out between the pool's threads ([`product_tasks`]): each task reads its
+/// part of the weight once.
+///
+/// [`product_tasks`]: super::split::product_tasks
 pub(crate) fn product(
     a: &[f32],
     depth: usize,
@@ -213,44 +216,48 @@ fn product_with(
     // SAFETY: the CPU has AVX2 and FMA (checked above), and every pointer the blocks form stays
     // inside the slices whose sizes were checked above. The first depth block (there is one:
     // `depth > 0`) stores every tile of every panel, each row's valid columns, before a later
-    // block loads them back. Split, the threads' panels are disjoint column ranges of `out`.
+    // block loads them back. Split, the tasks are disjoint blocks of `out` (rows by panels).
     let panels = c_out.div_ceil(NR);
     let out = Shared(out.as_mut_ptr().cast::<f32>());
-    let run = |range: Range<usize>| {
+    let run = |rows: Range<usize>, panels: Range<usize>| {
         let out = &out;
         // SAFETY: as said above: AVX2 and FMA present, offsets inside the checked slices, and
-        // each thread's `range` of panels a disjoint set of `out`'s columns.
-        unsafe { product_avx2(a, depth, weight, first, rows, out.0, &epilogue, range, wide) }
+        // each task's rows and panels a block of `out` no other task writes.
+        unsafe {
+            product_avx2(
+                a, depth, weight, first, rows, out.0, &epilogue, panels, wide,
+            )
+        }
     };
     let threads = rayon::current_num_threads();
-    if split && threads > 1 && panels > 1 {
-        let per = panels.div_ceil(threads);
-        (0..panels)
-            .step_by(per)
-            .collect::<Vec<_>>()
+    if split && threads > 1 {
+        let unit = if wide { 2 } else { 1 };
+        let tasks = super::split::product_tasks(rows, panels, threads, unit, 2 * MR);
+        tasks
             .into_par_iter()
-            .for_each(|p0| run(p0..(p0 + per).min(panels)));
+            .for_each(|(rows, panels)| run(rows, panels));
     } else {
-        run(0..panels);
+        run(0..rows, 0..panels);
     }
 }
 
-/// A pointer the threads of one product share; each writes only its own panels' columns.
+/// A pointer the threads of one product share; each writes only its own block of rows and panels.
 struct Shared(*mut f32);
 
-// SAFETY: the threads of a split product write disjoint columns through it.
+// SAFETY: the threads of a split product write disjoint blocks through it.
 unsafe impl Sync for Shared {}
 // SAFETY: as for `Sync`: the pointer is only used while the product's slices are borrowed.
 unsafe impl Send for Shared {}
 
-/// The panel product over `panels` (see [`product`]); with `wide`, whole pairs of panels go
-/// through the AVX-512 tile.
+/// The panel product over `rows` and `panels` (see [`product`]); with `wide`, whole pairs of
+/// panels go through the AVX-512 tile.
 ///
 /// # Safety
 ///
-/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows × depth` values, `out` (and
-/// the shortcut, if any) `rows × C_out`, the shift whole panels, `first + depth <= weight.depth`;
-/// no other thread writes the columns of `panels` meanwhile.
+/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows.end × depth` values, `out`
+/// (and the shortcut, if any) `rows.end × C_out`, the shift whole panels,
+/// `first + depth <= weight.depth`; no other thread writes the block of `rows` and `panels`
+/// meanwhile.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
@@ -258,7 +265,7 @@ unsafe fn product_avx2(
     depth: usize,
     weight: &Panels,
     first: usize,
-    rows: usize,
+    rows: Range<usize>,
     out: *mut f32,
     epilogue: &Epilogue<'_>,
     panels: Range<usize>,
@@ -272,8 +279,8 @@ unsafe fn product_avx2(
     }
     let mut packed = PACKED.take();
     packed.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-    for r0 in (0..rows).step_by(MC) {
-        let r1 = (r0 + MC).min(rows);
+    for r0 in rows.clone().step_by(MC) {
+        let r1 = (r0 + MC).min(rows.end);
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
             pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed);
@@ -511,7 +518,20 @@ mod tests {
                     residual,
                     relu,
                 };
+                // Split, also in a pool of 8 threads: blocks of rows as well as of panels.
+                let mut out8 = out.clone();
                 product_with(&a, depth, &panels, first, &mut out, epilogue, split, wide);
+                if split {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build();
+                    pool.unwrap().install(|| {
+                        product_with(&a, depth, &panels, first, &mut out8, epilogue, true, wide)
+                    });
+                    // SAFETY: both written in full (NaN before).
+                    let same = out.iter().zip(&out8).all(|(x, y)| unsafe {
+                        x.assume_init().to_bits() == y.assume_init().to_bits()
+                    });
+                    assert!(same, "{rows}x{depth}x{c_out}: 8 threads differ");
+                }
                 // SAFETY: initialized as NaN above (and every value overwritten).
                 let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
                 for r in 0..rows {
