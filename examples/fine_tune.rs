@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use resnet_transfer::data::{ImageFiles, ImageFolder, list_image_folder, share_split};
-use resnet_transfer::job::JobData;
+use resnet_transfer::job::{FineTuneJob, JobData};
 
 #[path = "shared/job_args.rs"]
 mod job_args;
@@ -51,8 +51,9 @@ struct Args {
     /// list is held and photos are decoded a batch at a time.
     #[arg(long, conflicts_with = "memory_budget")]
     cache_decoded: bool,
-    /// The memory the decoded photos may take before they are streamed from their files, in
-    /// bytes or with K, M, G (default: a quarter of this machine's memory).
+    /// The memory the decoded photos may take before they are streamed from their files, and
+    /// phase 1's cached features before they stay in the run folder's file and are read a batch
+    /// at a time; in bytes or with K, M, G (default: a quarter of this machine's memory).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     memory_budget: Option<u64>,
     /// Run folder: checkpoints, model, history, report.
@@ -94,17 +95,6 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// A size in bytes as a person reads it: bytes, KB, MB or GB (powers of 1000), three figures.
-fn in_words(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes} bytes"),
-        1_000..1_000_000 => format!("{:.1} KB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
-        _ => format!("{:.2} GB", b / 1e9),
-    }
-}
-
 /// Whether the photos are streamed from their files rather than held decoded, and why, in
 /// words: augmentation crops from each whole photo; otherwise the decoded size against the
 /// budget.
@@ -113,7 +103,7 @@ fn choose_streaming(args: &Args, photos: usize) -> resnet_transfer::Result<(bool
     let decoded = photos as u64 * 3 * side * side;
     let size = format!(
         "{photos} photo files, {} decoded at {side}x{side}",
-        in_words(decoded)
+        resnet_transfer::data::in_words(decoded)
     );
     if args.job.augment {
         if args.cache_decoded {
@@ -135,7 +125,7 @@ fn choose_streaming(args: &Args, photos: usize) -> resnet_transfer::Result<(bool
     let budget = args
         .memory_budget
         .unwrap_or_else(resnet_transfer::data::default_memory_budget);
-    let gib = in_words(budget);
+    let gib = resnet_transfer::data::in_words(budget);
     Ok(if decoded > budget {
         (
             true,
@@ -243,7 +233,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         notes,
         options,
     };
-    let outcome = args.job.job(args.out.clone(), args.input_size).run(&data)?;
+    let job = FineTuneJob {
+        memory_budget: args
+            .memory_budget
+            .unwrap_or_else(resnet_transfer::data::default_memory_budget),
+        ..args.job.job(args.out.clone(), args.input_size)
+    };
+    let outcome = job.run(&data)?;
     if !skipped.is_empty() {
         println!("skipped {} files that could not be read:", skipped.len());
         for (path, reason) in &skipped {

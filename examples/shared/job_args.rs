@@ -198,6 +198,7 @@ impl JobArgs {
             progress: !self.quiet,
             find_lr: self.find_lr.map(usize::from),
             suggested_lr: [self.phase1_lr, self.phase2_lr].map(|r| matches!(r, Rate::Suggested)),
+            memory_budget: resnet_transfer::data::default_memory_budget(),
         }
     }
 

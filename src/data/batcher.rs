@@ -204,6 +204,43 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     }
 }
 
+/// `consume` run on `items` made up to `ahead` items in advance on a thread of their own: the
+/// next batches of a streamed photo set are read and decoded while the model trains on this one,
+/// as PyTorch's `DataLoader` workers and `tf.data`'s `prefetch` do. The items come in their order;
+/// when `consume` returns early (an error), the thread stops at its next item. With `ahead` 0,
+/// `consume` takes `items` as they are, on this thread.
+///
+/// ```
+/// use resnet_transfer::data::prefetched;
+///
+/// let squares = prefetched((1..=4).map(|i| i * i), 2, |items| items.collect::<Vec<_>>());
+/// assert_eq!(squares, [1, 4, 9, 16]);
+/// ```
+pub fn prefetched<T: Send, R>(
+    items: impl Iterator<Item = T> + Send,
+    ahead: usize,
+    consume: impl FnOnce(&mut dyn Iterator<Item = T>) -> R,
+) -> R {
+    if ahead == 0 {
+        let mut items = items;
+        return consume(&mut items);
+    }
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(ahead);
+        scope.spawn(move || {
+            for item in items {
+                if sender.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let result = consume(&mut receiver.iter());
+        // The thread's next send fails, and it stops.
+        drop(receiver);
+        result
+    })
+}
+
 /// The order of one epoch over `len` images: shuffled by `seed`, or in order for `None`.
 /// [`epoch_batches`] and the learner's feature cache share it, so both paths see the same
 /// batches.

@@ -65,6 +65,22 @@ pub fn default_memory_budget() -> u64 {
     total.map_or(4 << 30, |bytes| bytes / 4)
 }
 
+/// A size in bytes as a person reads it: bytes, KB, MB or GB (powers of 1000), three figures.
+///
+/// ```
+/// assert_eq!(resnet_transfer::data::in_words(1_024), "1.0 KB");
+/// assert_eq!(resnet_transfer::data::in_words(6_300_000_000), "6.30 GB");
+/// ```
+pub fn in_words(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{:.1} KB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
 /// Reads photos in `root/<class>/...`: [`list_image_folder`], then every photo decoded
 /// ([`read_image`]: upright, resized and centre-cropped to `size` x `size`).
 ///

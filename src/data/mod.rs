@@ -25,10 +25,11 @@ mod sample;
 
 pub use batcher::{
     ImageBatch, ImageBatcher, ImageDataset, ImageItem, epoch_batches, epoch_order, item_seed,
+    prefetched,
 };
 pub use cifar10::{Cifar10, Downloader, Format};
 pub use folder::{
-    IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, default_memory_budget,
+    IMAGE_EXTENSIONS, ImageChunks, ImageFiles, ImageFolder, default_memory_budget, in_words,
     list_image_folder, read_image_folder,
 };
 pub use images::ImageSet;

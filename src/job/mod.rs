@@ -91,9 +91,9 @@ pub struct FineTuneJob {
     /// [`Error::RunFinished`]. A run folder without a checkpoint (a run killed before its first
     /// epoch ended) starts over exactly as a fresh run does.
     pub resume: bool,
-    /// Keep `checkpoint/` when the run ends well (by default it is removed, as Keras's
-    /// `BackupAndRestore` does: the model and report hold the result). A kept checkpoint lets
-    /// a finished run be resumed with more epochs.
+    /// Keep `checkpoint/` (and phase 1's `features/`) when the run ends well (by default they
+    /// are removed, as Keras's `BackupAndRestore` does: the model and report hold the result). A
+    /// kept checkpoint lets a finished run be resumed with more epochs.
     pub keep_checkpoints: bool,
     /// Download catalog weights that are not cached.
     pub download: bool,
@@ -107,6 +107,10 @@ pub struct FineTuneJob {
     /// of the recipe's; the sweep runs for it whether or not [`find_lr`](Self::find_lr) names
     /// it. A resumed run keeps the rate it was started with.
     pub suggested_lr: [bool; 2],
+    /// The bytes phase 1's cached features may take in memory; larger ones stay in the run
+    /// folder (`features/*.f32`) and are read a batch at a time
+    /// ([`TwoPhase::memory_budget`]). Not part of the recipe: it may change on resume.
+    pub memory_budget: u64,
 }
 
 /// What a finished job returns (and has written to its folder).
@@ -137,6 +141,7 @@ impl FineTuneJob {
             progress: true,
             find_lr: None,
             suggested_lr: [false; 2],
+            memory_budget: crate::data::default_memory_budget(),
         }
     }
 
@@ -239,6 +244,7 @@ impl FineTuneJob {
             },
             run_dir: Some(self.out.clone()),
             progress: self.progress,
+            memory_budget: self.memory_budget,
             devices: if devices.len() > 1 {
                 devices
             } else {

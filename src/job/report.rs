@@ -47,9 +47,11 @@ impl FineTuneJob {
         let report = (&saved.model, &saved.card);
         self.write_report(data, report, history, evaluation, &notes, started)?;
         write_json(&self.out.join("evaluation.json"), evaluation)?;
-        let checkpoint = self.out.join("checkpoint");
-        if !self.keep_checkpoints && checkpoint.is_dir() {
-            std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
+        // The checkpoint, and phase 1's feature files, which only a resume reads.
+        for dir in [self.out.join("checkpoint"), self.out.join("features")] {
+            if !self.keep_checkpoints && dir.is_dir() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
         }
         Ok(())
     }

@@ -10,18 +10,22 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order};
+use crate::data::{ImageBatcher, ImageSet, epoch_batches, epoch_order, prefetched};
 use crate::error::{Error, Result};
 use crate::folded::FoldedResNet;
 use crate::infer::InferenceModel;
 use crate::model::{Head, ResNet};
 use crate::train::config::TwoPhaseConfig;
+use crate::train::features::CachedFeatures;
 use crate::train::history::EpochRecord;
 use crate::train::learner::{Run, TwoPhase};
 use crate::train::loss::TrainingLoss;
 use crate::train::metrics::Tally;
 use crate::train::optim::PartRates;
 use crate::train::{Evaluation, evaluate};
+
+/// Batches of a streamed set decoded ahead of the one training.
+const PREFETCH: usize = 2;
 
 impl TwoPhase {
     /// One epoch of the run, then validation: the head alone on the cached features where
@@ -51,9 +55,10 @@ impl TwoPhase {
             if run.cache.is_none() {
                 self.say("computing the frozen backbone's features once (phase-1 feature cache)");
                 let valid_features = (!valid.is_empty())
-                    .then(|| self.features(&run.model, valid, device))
+                    .then(|| self.cached_features(&run.model, valid, "valid", device))
                     .transpose()?;
-                run.cache = Some((self.features(&run.model, train, device)?, valid_features));
+                let train_features = self.cached_features(&run.model, train, "train", device)?;
+                run.cache = Some((train_features, valid_features));
             }
             let (train_f, valid_f) = run.cache.as_ref().expect("just filled");
             let mut head = run.model.head.take().ok_or_else(no_head)?;
@@ -67,10 +72,11 @@ impl TwoPhase {
                 &rates,
                 epoch,
                 device,
-            );
+            )?;
             validation = valid_f
                 .as_ref()
-                .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device));
+                .map(|f| head_eval(&head, f, valid.labels(), config.batch_size, device))
+                .transpose()?;
             run.model.head = Some(head);
         } else {
             let frozen = phase1
@@ -134,6 +140,18 @@ impl TwoPhase {
     ///
     /// For a streamed set, a photo file that no longer reads.
     pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Result<Tensor<2>> {
+        self.features_of(model, set, 0..set.len(), device)
+    }
+
+    /// [`features`](Self::features) of images `range` of `set`: each device a contiguous share
+    /// of the range, in batches of the recipe's size from the share's start.
+    pub(super) fn features_of(
+        &self,
+        model: &ResNet,
+        set: &ImageSet,
+        range: std::ops::Range<usize>,
+        device: &Device,
+    ) -> Result<Tensor<2>> {
         let replicas = self
             .replicas(device)
             .unwrap_or_else(|_| vec![device.clone()]);
@@ -142,31 +160,30 @@ impl TwoPhase {
             ..self.batcher
         };
         let main = device.clone().inner();
-        let indices: Vec<usize> = if replicas.len() > 1 {
-            (0..set.len()).collect()
-        } else {
-            Vec::new()
-        };
+        let batch_size = self.config.batch_size.max(1);
         let chunks: Vec<Vec<Tensor<2>>> = (replicas.iter())
-            .zip(shares(set.len(), replicas.len()))
+            .zip(shares(range.len(), replicas.len()))
             .filter(|(_, share)| !share.is_empty())
             .map(|(replica, share)| {
                 let inner = replica.clone().inner();
                 let inference = InferenceModel::new(model, &inner);
-                // One device takes the set as it is; several, a copy of their share each.
-                let part = if share.len() == set.len() {
-                    std::borrow::Cow::Borrowed(set)
-                } else {
-                    std::borrow::Cow::Owned(set.select(&indices[share]))
-                };
+                let images: Vec<usize> =
+                    (range.start + share.start..range.start + share.end).collect();
                 crate::device::on_worker_for(&inner, || {
-                    epoch_batches(&part, &plain, self.config.batch_size, None, &inner)
-                        .map(|b| Ok(inference.features(b?.images).to_device(&main)))
+                    (images.chunks(batch_size))
+                        .map(|indices| {
+                            let batch = plain.batch_of(set, indices, 0, &inner)?;
+                            Ok(inference.features(batch.images).to_device(&main))
+                        })
                         .collect::<Result<Vec<_>>>()
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Tensor::cat(chunks.concat(), 0).autodiff())
+        let chunks = chunks.concat();
+        if chunks.is_empty() {
+            return Ok(Tensor::<2>::empty([0, 0], &main).autodiff());
+        }
+        Ok(Tensor::cat(chunks, 0).autodiff())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -191,38 +208,45 @@ impl TwoPhase {
         let batches = train.len().div_ceil(self.config.batch_size);
         let bar = self.bar(batches, epoch);
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
-        for (step, batch) in epoch_batches(
+        let batch_list = epoch_batches(
             train,
             &batcher,
             self.config.batch_size,
             Some(shuffle),
             device,
-        )
-        .enumerate()
-        {
-            let batch = batch?;
-            let n = batch.targets.dims()[0];
-            let (grads, batch_loss, batch_right) =
-                data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
-                    let images = batch.images.clone().narrow(0, share.start, share.len());
-                    let targets = batch.targets.clone().narrow(0, share.start, share.len());
-                    let (images, targets) = (images.to_device(on), targets.to_device(on));
-                    let logits = match (frozen_backbone, &replica.head) {
-                        (Some(backbone), Some(head)) => match backbone.features(images.clone()) {
-                            Ok(features) => head.forward(features),
-                            Err(_) => replica.forward(images),
-                        },
-                        _ => replica.forward(images),
-                    };
-                    (logits, targets)
-                });
-            right += batch_right;
-            loss_sum += batch_loss;
-            seen += n;
-            model = optim.step(rates.at(step, batches), model, grads);
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
-        }
+        );
+        // A streamed set's next batches are read and decoded while this one trains.
+        let ahead = if train.is_streamed() { PREFETCH } else { 0 };
+        model = prefetched(batch_list, ahead, |batch_list| -> Result<ResNet> {
+            let mut model = model;
+            for (step, batch) in batch_list.enumerate() {
+                let batch = batch?;
+                let n = batch.targets.dims()[0];
+                let (grads, batch_loss, batch_right) =
+                    data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
+                        let images = batch.images.clone().narrow(0, share.start, share.len());
+                        let targets = batch.targets.clone().narrow(0, share.start, share.len());
+                        let (images, targets) = (images.to_device(on), targets.to_device(on));
+                        let logits = match (frozen_backbone, &replica.head) {
+                            (Some(backbone), Some(head)) => {
+                                match backbone.features(images.clone()) {
+                                    Ok(features) => head.forward(features),
+                                    Err(_) => replica.forward(images),
+                                }
+                            }
+                            _ => replica.forward(images),
+                        };
+                        (logits, targets)
+                    });
+                right += batch_right;
+                loss_sum += batch_loss;
+                seen += n;
+                model = optim.step(rates.at(step, batches), model, grads);
+                bar.inc(1);
+                bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
+            }
+            Ok(model)
+        })?;
         bar.finish_and_clear();
         Ok((
             model,
@@ -236,13 +260,13 @@ impl TwoPhase {
         &self,
         mut head: Head,
         (optim, loss): (&mut ModuleOptimizer, &TrainingLoss),
-        features: &Tensor<2>,
+        features: &CachedFeatures,
         labels: &[usize],
         shuffle: u64,
         rates: &StepRates,
         epoch: usize,
         device: &Device,
-    ) -> (Head, f64, f64) {
+    ) -> Result<(Head, f64, f64)> {
         let replicas = &self
             .replicas(device)
             .unwrap_or_else(|_| vec![device.clone()]);
@@ -252,13 +276,12 @@ impl TwoPhase {
         let (mut loss_sum, mut right, mut seen) = (0.0, 0usize, 0usize);
         for (step, indices) in order.chunks(self.config.batch_size).enumerate() {
             let n = indices.len();
+            let batch = features.rows(indices, device)?;
             let (grads, batch_loss, batch_right) =
                 data_parallel(&head, loss, device, replicas, n, |replica, share, on| {
+                    let x = batch.clone().narrow(0, share.start, share.len());
+                    let x = x.to_device(on);
                     let indices = &indices[share];
-                    let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-                    let idx =
-                        Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), device);
-                    let x = features.clone().select(0, idx).to_device(on);
                     let targets = targets(indices.iter().map(|&i| labels[i]), on);
                     (replica.forward(x), targets)
                 });
@@ -269,11 +292,11 @@ impl TwoPhase {
             bar.inc(1);
         }
         bar.finish_and_clear();
-        (
+        Ok((
             head,
             loss_sum / seen.max(1) as f64,
             right as f64 / seen.max(1) as f64,
-        )
+        ))
     }
 }
 
@@ -429,23 +452,22 @@ fn correct(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> usize {
 
 fn head_eval(
     head: &Head,
-    features: &Tensor<2>,
+    features: &CachedFeatures,
     labels: &[usize],
     batch_size: usize,
     device: &Device,
-) -> Evaluation {
+) -> Result<Evaluation> {
     let head = head.valid();
     let inner = device.clone().inner();
     // Validation is plain cross-entropy, whatever the training loss (see train::loss).
     let mut tally = Tally::new(&inner);
-    let features = features.clone().inner();
     let order: Vec<usize> = (0..labels.len()).collect();
     for indices in order.chunks(batch_size) {
-        let x = features.clone().narrow(0, indices[0], indices.len());
+        let x = features.range(indices[0]..indices[0] + indices.len(), device)?;
         let t = targets(indices.iter().map(|&i| labels[i]), &inner);
-        tally.add(head.forward(x), t);
+        tally.add(head.forward(x.inner()), t);
     }
-    tally.finish(head.linear.weight.dims()[1])
+    Ok(tally.finish(head.linear.weight.dims()[1]))
 }
 
 #[cfg(test)]

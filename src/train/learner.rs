@@ -10,13 +10,14 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
 use crate::model::ResNet;
 use crate::train::checkpoint::{CheckpointState, Checkpoints, PhaseProgress, model_file};
 use crate::train::config::TwoPhaseConfig;
+use crate::train::features::CachedFeatures;
 use crate::train::history::{EpochRecord, History};
 use crate::train::loss::TrainingLoss;
 
@@ -35,6 +36,10 @@ pub struct TwoPhase {
     /// (it must be `fit`'s device). Empty, or one device, trains on `fit`'s device alone. See
     /// [`with_devices`](Self::with_devices).
     pub devices: Vec<Device>,
+    /// The bytes phase 1's cached features may take in memory; larger ones stay in the run
+    /// folder's file and are read a batch at a time (without a run folder they are held
+    /// whatever their size). Default [`default_memory_budget`](crate::data::default_memory_budget).
+    pub memory_budget: u64,
 }
 
 impl TwoPhase {
@@ -46,7 +51,15 @@ impl TwoPhase {
             run_dir: None,
             progress: true,
             devices: Vec::new(),
+            memory_budget: crate::data::default_memory_budget(),
         }
+    }
+
+    /// This learner, with phase 1's cached features held in memory up to `bytes` (see
+    /// [`memory_budget`](Self::memory_budget)).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
     }
 
     /// This learner, training data parallel on `devices` (autodiff devices; the first is the
@@ -266,6 +279,8 @@ impl TwoPhase {
     /// The unfreeze point: the backbone (or its last stages) released, with a fresh optimizer
     /// and a fresh watch on validation for phase 2.
     fn unfreeze(&self, mut run: Run) -> Result<Run> {
+        run.cache = None;
+        self.remove_feature_files();
         run.model = self.release(run.model, run.epoch)?;
         run.optim = self.optimizer(&run.model);
         run.unfrozen = true;
@@ -385,7 +400,7 @@ pub(super) struct Run {
     /// The best epoch's weights, kept in memory while early stopping may restore them.
     pub(super) best_model: Option<ResNet>,
     /// Phase 1's features of the training and validation images, computed once.
-    pub(super) cache: Option<(Tensor<2>, Option<Tensor<2>>)>,
+    pub(super) cache: Option<(CachedFeatures, Option<CachedFeatures>)>,
     /// What the steps minimize: from the recipe and the training set's labels.
     pub(super) loss: TrainingLoss,
 }

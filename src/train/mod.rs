@@ -4,6 +4,7 @@ mod adam;
 mod checkpoint;
 mod config;
 mod epoch;
+mod features;
 mod history;
 mod learner;
 mod loss;

@@ -461,11 +461,14 @@ fn fine_tune_streams_a_folder_over_its_budget_and_trains_as_held() {
         "{}",
         summary(&streamed)
     );
+    // Phase 1's features stayed in the run folder's file (over the budget too), and were
+    // removed at the unfreeze point.
     assert_eq!(
         figures(&held),
         figures(&streamed),
         "the same run, bit for bit"
     );
+    assert!(!streamed.join("features").exists());
 
     let err = run_err(&mut fine_tune(
         &tmp.path().join("refused"),
