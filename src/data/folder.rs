@@ -270,7 +270,11 @@ impl ImageFiles {
         let files = &self.files[range.clone()];
         // Decoding is most of the time; photos decode independently.
         let decoded: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| read_image(f, size)).collect();
-        let (mut pixels, mut labels, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        // The whole set's room at once, filled as each decoded photo is freed: grown by
+        // doubling instead, the buffer held up to twice the pixels, and three times while it
+        // moved.
+        let mut pixels = Vec::with_capacity(files.len() * 3 * size * size);
+        let (mut labels, mut kept) = (Vec::new(), Vec::new());
         let (mut skipped, mut skipped_labels) = (Vec::new(), Vec::new());
         for ((file, &label), result) in files.iter().zip(&self.labels[range]).zip(decoded) {
             match result {

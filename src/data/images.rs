@@ -188,6 +188,43 @@ impl ImageSet {
         }
     }
 
+    /// The images at `keep` and at `other` (each in that order), consuming this set: `other`'s
+    /// are copied out, then `keep`'s moved down in place where its indices rise (as
+    /// [`share_split`](crate::data::share_split)'s do), so a held set's memory peaks at itself
+    /// plus the `other` share, where two [`select`](Self::select)s would hold it twice over.
+    ///
+    /// ```
+    /// use resnet_transfer::data::ImageSet;
+    ///
+    /// let set = ImageSet::new((0..4 * 3).collect(), vec![0, 1, 0, 1], 1, 1)?;
+    /// let (train, valid) = set.into_split(&[0, 2, 3], &[1]);
+    /// assert_eq!(train.pixels(), [0, 1, 2, 6, 7, 8, 9, 10, 11]);
+    /// assert_eq!((train.labels(), valid.pixels()), (&[0, 0, 1][..], &[3, 4, 5][..]));
+    /// # Ok::<(), resnet_transfer::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If an index is out of range, as [`select`](Self::select).
+    pub fn into_split(mut self, keep: &[usize], other: &[usize]) -> (ImageSet, ImageSet) {
+        let other = self.select(other);
+        if self.streamed || !keep.windows(2).all(|w| w[0] < w[1]) {
+            return (self.select(keep), other);
+        }
+        let n = self.image_len();
+        for (slot, &i) in keep.iter().enumerate() {
+            // `slot <= i`: the indices rise, so image `i` has not been overwritten yet.
+            self.pixels.copy_within(i * n..(i + 1) * n, slot * n);
+        }
+        self.pixels.truncate(keep.len() * n);
+        self.pixels.shrink_to_fit();
+        self.labels = keep.iter().map(|&i| self.labels[i]).collect();
+        if !self.files.is_empty() {
+            self.files = keep.iter().map(|&i| self.files[i].clone()).collect();
+        }
+        (self, other)
+    }
+
     /// Appends another set of the same image size.
     pub fn extend(&mut self, other: ImageSet) -> Result<()> {
         if self.is_empty() && self.height == 0 {
@@ -265,6 +302,28 @@ mod tests {
     fn two_images() -> ImageSet {
         let pixels: Vec<u8> = (0..24).collect(); // two 2x2 images
         ImageSet::new(pixels, vec![1, 0], 2, 2).unwrap()
+    }
+
+    /// Splitting in place gives what two selects give, for rising and for any order of indices,
+    /// with the files following their images.
+    #[test]
+    fn into_split_is_two_selects() {
+        let n = 9;
+        let pixels: Vec<u8> = (0..n * 3).map(|v| v as u8).collect();
+        let files: Vec<PathBuf> = (0..n).map(|i| format!("p{i}.jpg").into()).collect();
+        let set = ImageSet::new(pixels, (0..n).map(|i| i % 4).collect(), 1, 1)
+            .unwrap()
+            .with_files(files)
+            .unwrap();
+        for (keep, other) in [
+            (vec![0, 2, 3, 5, 8], vec![1, 4, 6, 7]),
+            (vec![5, 0, 8, 3], vec![7, 1]),
+            (vec![], vec![2]),
+        ] {
+            let (a, b) = set.clone().into_split(&keep, &other);
+            assert_eq!(a, set.select(&keep), "{keep:?}");
+            assert_eq!(b, set.select(&other), "{other:?}");
+        }
     }
 
     #[test]
