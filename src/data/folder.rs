@@ -268,18 +268,32 @@ impl ImageFiles {
         skip_bad: bool,
     ) -> Result<(ImageFolder, Vec<usize>)> {
         let files = &self.files[range.clone()];
-        // Decoding is most of the time; photos decode independently.
-        let decoded: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| read_image(f, size)).collect();
-        // The whole set's room at once, filled as each decoded photo is freed: grown by
-        // doubling instead, the buffer held up to twice the pixels, and three times while it
-        // moved.
-        let mut pixels = Vec::with_capacity(files.len() * 3 * size * size);
+        // Decoding is most of the time; photos decode independently, each straight into its
+        // place in the set's buffer (reserved whole, its pages touched as photos land): holding
+        // every decoded photo first, and growing the buffer by doubling, had the set peak at
+        // three times its pixels.
+        let per = 3 * size * size;
+        let mut pixels = vec![0u8; files.len() * per];
+        let decoded: Vec<Result<()>> = (pixels.par_chunks_mut(per))
+            .zip(files.par_iter())
+            .map(|(slot, file)| {
+                slot.copy_from_slice(&read_image(file, size)?);
+                Ok(())
+            })
+            .collect();
         let (mut labels, mut kept) = (Vec::new(), Vec::new());
         let (mut skipped, mut skipped_labels) = (Vec::new(), Vec::new());
-        for ((file, &label), result) in files.iter().zip(&self.labels[range]).zip(decoded) {
+        for (i, ((file, &label), result)) in (files.iter().zip(&self.labels[range]))
+            .zip(decoded)
+            .enumerate()
+        {
             match result {
-                Ok(rgb) => {
-                    pixels.extend(rgb);
+                Ok(()) => {
+                    // Photos after a skipped one move down to close the gap.
+                    let slot = kept.len();
+                    if slot != i {
+                        pixels.copy_within(i * per..(i + 1) * per, slot * per);
+                    }
                     labels.push(label);
                     kept.push(file.clone());
                 }
@@ -292,6 +306,7 @@ impl ImageFiles {
                 },
             }
         }
+        pixels.truncate(kept.len() * per);
         let folder = ImageFolder {
             images: ImageSet::new(pixels, labels, size, size)?.with_files(kept.clone())?,
             class_names: self.class_names.clone(),
