@@ -268,6 +268,25 @@ pub enum Error {
         map_width: usize,
     },
 
+    /// Training diverged: an epoch's loss is not a finite number (too high a learning rate, or
+    /// inputs with NaN in them). The run stops before that epoch is checkpointed, as Keras's
+    /// `TerminateOnNaN` stops it, so a checkpoint never holds the broken weights.
+    #[error(
+        "training diverged: the {which} loss of epoch {epoch} (phase {phase}, learning rate          {lr:e}) is {value}; the run stops before checkpointing it. Train again with a lower          rate (the option --phase{phase}-lr), or look for NaN in the inputs"
+    )]
+    Diverged {
+        /// The epoch, from 1.
+        epoch: usize,
+        /// Its phase, 1 or 2.
+        phase: u8,
+        /// Its learning rate.
+        lr: f64,
+        /// `training` or `validation`.
+        which: &'static str,
+        /// The loss: NaN or infinite.
+        value: f64,
+    },
+
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -418,7 +418,7 @@ impl FineTuneJob {
         }
         if self.resume {
             self.say(&format!(
-                "{} holds no checkpoint yet: starting from the beginning",
+                "{} holds no checkpoint yet: training starts at the first epoch (a feature pass it began goes on)",
                 self.out.display()
             ));
         }

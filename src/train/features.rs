@@ -2,13 +2,15 @@
 //! and reused by every phase-1 epoch, in memory or in a file of the run folder.
 //!
 //! With a run folder the pass writes its features to `features/<set>.f32` there as it goes (raw
-//! little-endian `f32`, one row of `dim` values per image, in the set's order), a few hundred
-//! images at a time, each write made durable before `features/<set>.json` records it.
+//! little-endian `f32`, one row of `dim` values per image, in the set's order), 64 images (or a
+//! batch, if larger) at a time, each write made durable before `features/<set>.json` records it
+//! with a checksum of its bytes.
 //! So a run killed during the pass (an hour for 50,000 photos at 224 on a CPU) resumes it where
 //! the last write ended, and a run resumed in a later phase-1 epoch reads its features back
-//! rather than computing them again. Before an earlier pass's rows are used, the first batch is
-//! computed again and compared with them: a file from other photos or other weights is never
-//! silently reused, but computed afresh (and said so).
+//! rather than computing them again. Before an earlier pass's rows are used, each write's bytes
+//! are checked against their checksum (rows changed on disk are computed again from there), and
+//! the first batch is computed again and compared with them: a file from other photos or other
+//! weights is never silently reused, but computed afresh, and the reason said.
 //!
 //! Features larger than the learner's memory budget ([`TwoPhase::memory_budget`]) stay in the
 //! file, and each batch's rows are read from it as the head trains; smaller ones are held in
@@ -31,7 +33,7 @@ use crate::model::ResNet;
 use crate::train::TwoPhase;
 
 /// Images per durable write of the pass (at least a few batches).
-const SEGMENT: usize = 256;
+const SEGMENT: usize = 64;
 
 /// One set's cached features: held in memory, or read from the run folder's file a batch at a
 /// time.
@@ -111,6 +113,26 @@ struct Progress {
     done: usize,
     /// SHA-256 of the set's labels, in order.
     labels: String,
+    /// Each write: its images and the start of the SHA-256 of its bytes, so that a resume
+    /// reuses only rows that are as they were written.
+    #[serde(default)]
+    writes: Vec<WriteRecord>,
+}
+
+/// One durable write of the pass.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct WriteRecord {
+    /// Its images, `[start, end)`.
+    images: [usize; 2],
+    /// The start of the SHA-256 of its bytes, in hex.
+    sha256: String,
+}
+
+fn bytes_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn labels_digest(labels: &[usize]) -> String {
@@ -155,6 +177,7 @@ impl TwoPhase {
             .map_err(|e| Error::io(&data, e))?;
         let mut dim = progress.as_ref().map(|p| p.dim);
         let mut done = progress.as_ref().map_or(0, |p| p.done);
+        let mut writes = progress.as_ref().map_or(Vec::new(), |p| p.writes.clone());
         // Rows past the last recorded write are a killed write's: cut off.
         file.set_len((done * dim.unwrap_or(0) * 4) as u64)
             .and_then(|_| file.seek(SeekFrom::End(0)))
@@ -166,8 +189,13 @@ impl TwoPhase {
                 set.len(),
                 data.display()
             ));
+        } else if done > 0 {
+            self.say(&format!(
+                "reading the features back from {}",
+                data.display()
+            ));
         }
-        let segment = SEGMENT.max(self.config.batch_size * 4);
+        let segment = SEGMENT.max(self.config.batch_size);
         while done < set.len() {
             let end = (done + segment).min(set.len());
             let features = self.features_of(model, set, done..end, device)?;
@@ -182,12 +210,17 @@ impl TwoPhase {
                 .and_then(|_| file.sync_data())
                 .map_err(|e| Error::io(&data, e))?;
             debug_assert_eq!(rows, end - done);
+            writes.push(WriteRecord {
+                images: [done, end],
+                sha256: bytes_digest(&bytes),
+            });
             (dim, done) = (Some(d), end);
             let record = Progress {
                 images: set.len(),
                 dim: d,
                 done,
                 labels: labels.clone(),
+                writes: writes.clone(),
             };
             let json = serde_json::to_vec(&record).expect("progress serializes");
             write_atomic(&meta, &json)?;
@@ -237,9 +270,11 @@ impl TwoPhase {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// What an earlier pass of this run left for `set`, if it may be reused: the same images
-    /// and labels, and its first batch's rows the features this model computes now. Anything
-    /// else is removed, and the pass starts over.
+    /// What an earlier pass of this run left for `set`, if it may be reused: a record of the
+    /// same images and labels, the writes whose bytes still match their checksums (the pass
+    /// goes on from the first that does not), and the first batch's rows the features this
+    /// model computes now. Anything else is removed, with the reason said, and the pass starts
+    /// over.
     fn earlier_pass(
         &self,
         model: &ResNet,
@@ -252,45 +287,100 @@ impl TwoPhase {
         let Ok(text) = std::fs::read(meta) else {
             return Ok(None);
         };
-        let progress: Option<Progress> = serde_json::from_slice(&text).ok();
-        let on_disk = std::fs::metadata(data).map_or(0, |m| m.len());
-        let usable = progress.filter(|p| {
-            p.images == set.len()
-                && p.labels == labels
-                && p.done <= p.images
-                && p.dim > 0
-                && on_disk >= (p.done * p.dim * 4) as u64
-        });
-        let same = match &usable {
-            Some(p) if p.done > 0 => {
-                let check = 0..p.done.min(self.config.batch_size.max(1));
-                let now = self.features_of(model, set, check.clone(), device)?;
-                let file = File::open(data).map_err(|e| Error::io(data, e))?;
-                let saved = FeatureFile {
-                    path: data.to_path_buf(),
-                    file: Mutex::new(file),
-                    dim: p.dim,
-                };
-                let saved = saved.rows(&check.collect::<Vec<_>>(), device)?;
-                now.dims() == saved.dims() && {
-                    let scale = now.clone().abs().max().into_scalar::<f32>().max(1e-12);
-                    let gap = (now - saved).abs().max().into_scalar::<f32>();
-                    gap <= SAME_FEATURES * scale
-                }
+        let verdict = match serde_json::from_slice::<Progress>(&text) {
+            Err(_) => Err("its record cannot be read".to_string()),
+            Ok(p) if p.images != set.len() || p.labels != labels || p.dim == 0 => {
+                Err("it was made for other images".to_string())
             }
-            Some(_) => true,
-            None => false,
+            Ok(p) => self.checked_writes(p, data).and_then(|p| match p.done {
+                0 => Ok(p),
+                _ => match self.same_first_batch(model, set, data, p.dim, device) {
+                    Ok(true) => Ok(p),
+                    Ok(false) => Err("it was made from other images or weights".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            }),
         };
-        if same {
-            return Ok(usable);
+        match verdict {
+            Ok(progress) => Ok(Some(progress)),
+            Err(reason) => {
+                self.say(&format!(
+                    "{}: {reason}; the feature pass starts over",
+                    data.display()
+                ));
+                let _ = std::fs::remove_file(meta);
+                let _ = std::fs::remove_file(data);
+                Ok(None)
+            }
         }
-        self.say(&format!(
-            "{} is from other images or weights: the feature pass starts over",
-            data.display()
-        ));
-        let _ = std::fs::remove_file(meta);
-        let _ = std::fs::remove_file(data);
-        Ok(None)
+    }
+
+    /// `progress` cut back to its writes whose bytes match their checksums, in order (said, if
+    /// any is cut); an error naming what is wrong when nothing can be kept of a pass that had
+    /// rows.
+    fn checked_writes(
+        &self,
+        mut progress: Progress,
+        data: &Path,
+    ) -> std::result::Result<Progress, String> {
+        let row = progress.dim * 4;
+        let mut file = File::open(data).map_err(|e| format!("it cannot be read ({e})"))?;
+        let (mut good, mut bytes) = (0, Vec::new());
+        // A write at a time: the file may be larger than memory.
+        for write in &progress.writes {
+            let [start, end] = write.images;
+            bytes.resize((end.saturating_sub(start)) * row, 0);
+            let read = file
+                .seek(SeekFrom::Start((start * row) as u64))
+                .and_then(|_| file.read_exact(&mut bytes));
+            if start != good || read.is_err() || bytes_digest(&bytes) != write.sha256 {
+                break;
+            }
+            good = end;
+        }
+        if good < progress.done {
+            if good == 0 {
+                return Err(format!(
+                    "its first {} images' rows are not as they were written (shorter, or changed)",
+                    progress
+                        .done
+                        .min(progress.writes.first().map_or(0, |w| w.images[1]))
+                ));
+            }
+            self.say(&format!(
+                "{}: the rows from image {} on are not as they were written; computed again from                  there",
+                data.display(),
+                good + 1
+            ));
+            progress.writes.retain(|w| w.images[1] <= good);
+            progress.done = good;
+        }
+        Ok(progress)
+    }
+
+    /// Whether the first batch's rows in `data` are the features `model` computes now.
+    fn same_first_batch(
+        &self,
+        model: &ResNet,
+        set: &ImageSet,
+        data: &Path,
+        dim: usize,
+        device: &Device,
+    ) -> Result<bool> {
+        let check = 0..set.len().min(self.config.batch_size.max(1));
+        let now = self.features_of(model, set, check.clone(), device)?;
+        let file = File::open(data).map_err(|e| Error::io(data, e))?;
+        let saved = FeatureFile {
+            path: data.to_path_buf(),
+            file: Mutex::new(file),
+            dim,
+        };
+        let saved = saved.rows(&check.collect::<Vec<_>>(), device)?;
+        Ok(now.dims() == saved.dims() && {
+            let scale = now.clone().abs().max().into_scalar::<f32>().max(1e-12);
+            let gap = (now - saved).abs().max().into_scalar::<f32>();
+            gap <= SAME_FEATURES * scale
+        })
     }
 }
 
@@ -346,9 +436,27 @@ mod tests {
         f.write_all(&value.to_le_bytes()).unwrap();
     }
 
-    /// A pass killed after its first write (its record says 256 images; a torn write trails
-    /// them) resumes there: the rows before are read back, not computed again (a marked row
-    /// keeps its mark), the rest computed, the torn bytes cut off.
+    /// The record's checksums made to match the file as it is now (as if the pass had written
+    /// these rows).
+    fn reseal(meta: &Path, data: &Path) {
+        let mut progress: Progress = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+        let bytes = std::fs::read(data).unwrap();
+        let row = progress.dim * 4;
+        for write in &mut progress.writes {
+            let [a, b] = write.images;
+            write.sha256 = bytes_digest(&bytes[a * row..b * row]);
+        }
+        std::fs::write(meta, serde_json::to_vec(&progress).unwrap()).unwrap();
+    }
+
+    fn paths(dir: &tempfile::TempDir) -> (PathBuf, PathBuf) {
+        let features = dir.path().join("features");
+        (features.join("train.f32"), features.join("train.json"))
+    }
+
+    /// A pass killed after its fourth write (its record says 256 images; a torn write trails
+    /// them) resumes there: the rows before are read back, not computed again (a row marked,
+    /// with its checksum to match, keeps its mark), the rest computed, the torn bytes cut off.
     #[test]
     fn a_killed_pass_resumes_where_its_last_write_ended() {
         let (learner, model, set, device, dir) = setup();
@@ -366,18 +474,20 @@ mod tests {
         assert_eq!(values(&cached, n, &device), fresh);
         drop(cached);
 
-        let features = dir.path().join("features");
-        let (data, meta) = (features.join("train.f32"), features.join("train.json"));
+        let (data, meta) = paths(&dir);
         assert_eq!(
             std::fs::metadata(&data).unwrap().len(),
             (n * dim * 4) as u64
         );
         let mut progress: Progress =
             serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        assert_eq!(progress.writes.len(), n.div_ceil(64));
         progress.done = 256;
+        progress.writes.truncate(4);
         std::fs::write(&meta, serde_json::to_vec(&progress).unwrap()).unwrap();
         poke(&data, dim, 100, 7.0);
         poke(&data, dim, 400, 7.0);
+        reseal(&meta, &data);
 
         let resumed = learner
             .cached_features(&model, &set, "train", &device)
@@ -398,11 +508,61 @@ mod tests {
             (n * dim * 4) as u64
         );
         let progress: Progress = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-        assert_eq!(progress.done, n);
+        assert_eq!((progress.done, progress.writes.len()), (n, n.div_ceil(64)));
+    }
+
+    /// Rows changed on disk after they were written do not match their write's checksum: the
+    /// pass goes on from that write, and what was before it is kept.
+    #[test]
+    fn rows_changed_on_disk_are_computed_again_from_their_write() {
+        let (learner, model, set, device, dir) = setup();
+        let n = set.len();
+        let fresh = values(
+            &learner
+                .cached_features(&model, &set, "train", &device)
+                .unwrap(),
+            n,
+            &device,
+        );
+        let dim = fresh.len() / n;
+        let (data, meta) = paths(&dir);
+        poke(&data, dim, 100, 7.0);
+        reseal(&meta, &data);
+        poke(&data, dim, 300, 1.5e3);
+        let got = values(
+            &learner
+                .cached_features(&model, &set, "train", &device)
+                .unwrap(),
+            n,
+            &device,
+        );
+        assert_eq!(
+            got[100 * dim],
+            7.0,
+            "the rows before the changed write are kept"
+        );
+        assert_eq!(
+            got[256 * dim..],
+            fresh[256 * dim..],
+            "the changed write is computed again"
+        );
+        // A file cut short keeps the writes it still holds whole.
+        let file = OpenOptions::new().write(true).open(&data).unwrap();
+        file.set_len((130 * dim * 4) as u64).unwrap();
+        drop(file);
+        let got = values(
+            &learner
+                .cached_features(&model, &set, "train", &device)
+                .unwrap(),
+            n,
+            &device,
+        );
+        assert_eq!(got[100 * dim], 7.0);
+        assert_eq!(got[128 * dim..], fresh[128 * dim..]);
     }
 
     /// An earlier pass whose first batch is not what the model computes now (other weights or
-    /// photos) is not reused: the pass starts over.
+    /// photos), even with checksums that match, is not reused: the pass starts over.
     #[test]
     fn a_pass_of_other_weights_is_computed_afresh() {
         let (learner, model, set, device, dir) = setup();
@@ -413,9 +573,10 @@ mod tests {
         let fresh = values(&first, n, &device);
         let dim = fresh.len() / n;
         drop(first);
-        let data = dir.path().join("features/train.f32");
+        let (data, meta) = paths(&dir);
         poke(&data, dim, 3, 1e3);
         poke(&data, dim, 500, 1e3);
+        reseal(&meta, &data);
         let again = learner
             .cached_features(&model, &set, "train", &device)
             .unwrap();
@@ -423,6 +584,7 @@ mod tests {
         // Other labels (a reordered set) are not reused either.
         drop(again);
         poke(&data, dim, 500, 1e3);
+        reseal(&meta, &data);
         let mut labels = set.labels().to_vec();
         labels.rotate_left(1);
         let reordered = ImageSet::new(set.pixels().to_vec(), labels, 8, 8).unwrap();
@@ -430,6 +592,13 @@ mod tests {
             .cached_features(&model, &reordered, "train", &device)
             .unwrap();
         assert_eq!(values(&other, n, &device)[500 * dim], fresh[500 * dim]);
+        // Nor is a record that cannot be read.
+        poke(&data, dim, 500, 1e3);
+        std::fs::write(&meta, b"{ not json").unwrap();
+        let unread = learner
+            .cached_features(&model, &reordered, "train", &device)
+            .unwrap();
+        assert_eq!(values(&unread, n, &device)[500 * dim], fresh[500 * dim]);
     }
 
     /// Over the memory budget, the features stay in the file and batches read their rows.

@@ -206,6 +206,7 @@ impl TwoPhase {
             let record;
             (run, record) = self.epoch(run, train, valid, device)?;
             self.report(&record);
+            diverged(&record)?;
             run.history.epochs.push(record);
             run.epoch += 1;
             self.watch_validation(&mut run)?;
@@ -403,6 +404,27 @@ pub(super) struct Run {
     pub(super) cache: Option<(CachedFeatures, Option<CachedFeatures>)>,
     /// What the steps minimize: from the recipe and the training set's labels.
     pub(super) loss: TrainingLoss,
+}
+
+/// [`Error::Diverged`] if the epoch's training or validation loss is not finite.
+fn diverged(record: &EpochRecord) -> Result<()> {
+    let losses = [
+        ("training", Some(record.train_loss)),
+        ("validation", record.valid_loss),
+    ];
+    match losses
+        .into_iter()
+        .find(|(_, l)| l.is_some_and(|l| !l.is_finite()))
+    {
+        Some((which, Some(value))) => Err(Error::Diverged {
+            epoch: record.epoch,
+            phase: record.phase,
+            lr: record.lr,
+            which,
+            value,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The number of the last finished epoch (from 1), 0 before any.

@@ -539,3 +539,31 @@ fn a_seed_gives_the_same_head_on_every_backend() {
     }
     assert_ne!(head(BackendKind::Flex, 4), first);
 }
+
+/// A rate far too high drives the loss to NaN: the run stops with `Diverged`, naming the epoch,
+/// before checkpointing it, so the run folder's checkpoint still reads (a resume gives the same
+/// error, not a broken checkpoint).
+#[test]
+fn a_diverging_run_stops_before_its_checkpoint() {
+    let _rng = rng_lock();
+    let (train, valid) = (colours(8, 1), colours(4, 2));
+    let tmp = tempfile::tempdir().unwrap();
+    let config = TwoPhaseConfig::new()
+        .with_phase1_epochs(4)
+        .with_phase2_epochs(0)
+        .with_phase1_lr(1e38)
+        .with_feature_cache(false);
+    let mut run = learner(config);
+    run.run_dir = Some(tmp.path().to_path_buf());
+    let err = run.fit(model(0.0), &train, &valid, &device()).unwrap_err();
+    let resnet_transfer::Error::Diverged { epoch, phase, .. } = err else {
+        panic!("{err}");
+    };
+    assert_eq!(phase, 1);
+    assert!(err.to_string().contains("--phase1-lr"), "{err}");
+    let again = run.fit(model(0.0), &train, &valid, &device()).unwrap_err();
+    assert!(
+        matches!(again, resnet_transfer::Error::Diverged { epoch: e, .. } if e == epoch),
+        "{again}"
+    );
+}
