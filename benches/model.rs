@@ -44,7 +44,7 @@ fn backends() -> Vec<BackendKind> {
             .collect(),
         Err(_) => BackendKind::compiled()
             .into_iter()
-            .filter(|b| !matches!(b, BackendKind::Wgpu | BackendKind::Cuda))
+            .filter(|b| b.is_host())
             .collect(),
     }
 }

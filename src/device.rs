@@ -27,8 +27,16 @@ pub enum BackendKind {
     NdArray,
     /// `burn-flex`: Burn's newer pure-Rust CPU backend, much faster on convolutions (feature `flex`).
     Flex,
-    /// `burn-wgpu`: GPUs through wgpu, or CPUs through a software Vulkan driver (feature `wgpu`).
+    /// `burn-wgpu`: GPUs through wgpu, or CPUs through a software Vulkan driver (feature `wgpu`):
+    /// the graphics API the machine offers (Vulkan, else DX12 or OpenGL; Metal on macOS), its
+    /// kernels in WGSL, or in SPIR-V on Vulkan when the build has the `vulkan` feature.
     Wgpu,
+    /// `burn-wgpu` pinned to Vulkan, its kernels compiled to SPIR-V by CubeCL, with cooperative
+    /// matrices where the GPU has them (feature `vulkan`; NVIDIA and AMD GPUs). A machine without a
+    /// Vulkan driver fails here rather than falling back to another graphics API. Not yet tested:
+    /// Debian 12's software Vulkan driver crashes on the SPIR-V of Burn 0.22.1's matrix products
+    /// (docs/LIBRARY.md, Backends).
+    Vulkan,
     /// `burn-cuda`: NVIDIA GPUs through CUDA (feature `cuda`; its build downloads an LLVM bundle,
     /// see docs/LIBRARY.md, Backends).
     Cuda,
@@ -36,7 +44,13 @@ pub enum BackendKind {
 
 // Every backend this crate knows, compiled in or not; an unknown name is its own error, which
 // lists the backends this build has.
-named_enum!(BackendKind { NdArray => "ndarray", Flex => "flex", Wgpu => "wgpu", Cuda => "cuda" });
+named_enum!(BackendKind {
+    NdArray => "ndarray",
+    Flex => "flex",
+    Wgpu => "wgpu",
+    Vulkan => "vulkan",
+    Cuda => "cuda",
+});
 
 impl BackendKind {
     /// Whether this build compiles the backend in.
@@ -45,8 +59,23 @@ impl BackendKind {
             BackendKind::NdArray => cfg!(feature = "ndarray"),
             BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Vulkan => cfg!(feature = "vulkan"),
             BackendKind::Cuda => cfg!(feature = "cuda"),
         }
+    }
+
+    /// Whether the backend computes on this machine's CPU with its own kernels (ndarray, flex),
+    /// as [`is_host()`](crate::device::is_host) says of a device. The GPU backends are not, even
+    /// when a software Vulkan driver runs them on the CPU.
+    ///
+    /// ```
+    /// use resnet_transfer::BackendKind;
+    ///
+    /// assert!(BackendKind::Flex.is_host());
+    /// assert!(!BackendKind::Vulkan.is_host());
+    /// ```
+    pub fn is_host(self) -> bool {
+        matches!(self, BackendKind::NdArray | BackendKind::Flex)
     }
 
     /// The backends this build compiles in, in the order of [`BackendKind::ALL`].
@@ -80,6 +109,8 @@ impl BackendKind {
             }
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            #[cfg(feature = "vulkan")]
+            BackendKind::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DefaultDevice),
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => Device::cuda(0),
             #[allow(unreachable_patterns)]
@@ -114,7 +145,7 @@ impl std::str::FromStr for BackendKind {
 fn available_list() -> String {
     let names: Vec<&str> = BackendKind::compiled().iter().map(|b| b.name()).collect();
     if names.is_empty() {
-        "no backend (enable one of the features ndarray, flex, wgpu, cuda)".to_string()
+        "no backend (enable one of the features ndarray, flex, wgpu, vulkan, cuda)".to_string()
     } else {
         names.join(", ")
     }
@@ -139,7 +170,8 @@ pub fn default_device() -> Result<Device> {
     BackendKind::default().device()
 }
 
-/// The inference device for a backend name (`"ndarray"`, `"flex"` or `"wgpu"`).
+/// The inference device for a backend name (`"ndarray"`, `"flex"`, `"wgpu"`, `"vulkan"` or
+/// `"cuda"`).
 ///
 /// An unknown name, or one whose cargo feature this build lacks, is a typed error that lists the
 /// backends this build has.
@@ -153,10 +185,10 @@ pub fn training_device(name: &str) -> Result<Device> {
 }
 
 /// The training devices (autodiff) for data-parallel training on backend `name`, one per index:
-/// GPU `i` for wgpu (its `i`-th discrete GPU) and for CUDA, in Burn's numbering. The CPU backends have
-/// one device, so every index is that device: replicas that take turns on it, which computes the
-/// same as one device and is how the data-parallel path is checked without GPUs. An empty list is
-/// the backend's default device alone.
+/// GPU `i` for wgpu and Vulkan (the `i`-th discrete GPU) and for CUDA, in Burn's numbering. The
+/// CPU backends have one device, so every index is that device: replicas that take turns on it,
+/// which computes the same as one device and is how the data-parallel path is checked without
+/// GPUs. An empty list is the backend's default device alone.
 ///
 /// ```
 /// use resnet_transfer::device::{self, BackendKind};
@@ -201,6 +233,7 @@ pub fn training_devices(name: &str, indices: &[usize]) -> Result<Vec<Device>> {
 ///
 /// assert_eq!(BackendKind::Cuda.slot(1), DeviceSlot::Cuda(1));
 /// assert_eq!(BackendKind::Wgpu.slot(1), DeviceSlot::DiscreteGpu(1));
+/// assert_eq!(BackendKind::Vulkan.slot(1), DeviceSlot::VulkanGpu(1));
 /// assert_eq!(BackendKind::Flex.slot(1), DeviceSlot::Host);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,6 +242,8 @@ pub enum DeviceSlot {
     Host,
     /// wgpu's `i`-th discrete GPU (Burn's `DeviceKind::DiscreteGpu(i)`).
     DiscreteGpu(usize),
+    /// The `i`-th discrete GPU on Vulkan (Burn's `Device::vulkan(DeviceKind::DiscreteGpu(i))`).
+    VulkanGpu(usize),
     /// CUDA device `i` (Burn's `Device::cuda(i)`).
     Cuda(usize),
 }
@@ -219,6 +254,7 @@ impl BackendKind {
         match self {
             BackendKind::NdArray | BackendKind::Flex => DeviceSlot::Host,
             BackendKind::Wgpu => DeviceSlot::DiscreteGpu(index),
+            BackendKind::Vulkan => DeviceSlot::VulkanGpu(index),
             BackendKind::Cuda => DeviceSlot::Cuda(index),
         }
     }
@@ -232,6 +268,8 @@ impl DeviceSlot {
             DeviceSlot::Host => host.clone(),
             #[cfg(feature = "wgpu")]
             DeviceSlot::DiscreteGpu(i) => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+            #[cfg(feature = "vulkan")]
+            DeviceSlot::VulkanGpu(i) => Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)),
             #[cfg(feature = "cuda")]
             DeviceSlot::Cuda(i) => Device::cuda(i),
             // A slot of a backend this build lacks: `BackendKind::device` refused it already.
@@ -335,6 +373,7 @@ mod tests {
         for i in [0, 1, 3] {
             assert_eq!(BackendKind::Cuda.slot(i), DeviceSlot::Cuda(i));
             assert_eq!(BackendKind::Wgpu.slot(i), DeviceSlot::DiscreteGpu(i));
+            assert_eq!(BackendKind::Vulkan.slot(i), DeviceSlot::VulkanGpu(i));
             assert_eq!(BackendKind::Flex.slot(i), DeviceSlot::Host);
             assert_eq!(BackendKind::NdArray.slot(i), DeviceSlot::Host);
         }
@@ -351,7 +390,7 @@ mod tests {
     fn host_backends_are_the_cpu_ones() {
         for kind in BackendKind::compiled() {
             let device = kind.device().unwrap();
-            let host = kind != BackendKind::Wgpu;
+            let host = kind.is_host();
             assert_eq!(is_host(&device), host, "{kind}");
             assert_eq!(is_host(&device.autodiff()), host, "{kind} with autodiff");
         }

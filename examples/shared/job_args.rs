@@ -20,7 +20,8 @@ pub struct JobArgs {
     #[arg(long, default_value_t = resnet_transfer::BackendKind::default().to_string(), value_parser = clap::builder::PossibleValuesParser::new(resnet_transfer::BackendKind::ALL.map(resnet_transfer::BackendKind::name)), ignore_case = true)]
     pub backend: String,
     /// Data parallel: train on these devices of the backend, every batch split between them
-    /// (wgpu: GPU indices, e.g. 0,1; the CPU backends have one device, which then takes turns).
+    /// (wgpu, vulkan: GPU indices, e.g. 0,1; the CPU backends have one device, which then takes
+    /// turns).
     #[arg(long, value_delimiter = ',', value_name = "INDICES")]
     pub devices: Vec<usize>,
     /// Epochs with the backbone frozen (phase 1).

@@ -7,15 +7,14 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use resnet_transfer::{BackendKind, BatchNormMode, ResNet, ResNetConfig};
 
-/// Every compiled backend but the reference. wgpu is compiled in only on request
-/// (`--features wgpu`) and then always tested: on a GPU, or on a CPU through a software Vulkan
-/// driver (`mesa-vulkan-drivers`), as CI does. `RESNET_TEST_SKIP_WGPU=1` skips it on a machine
-/// with neither.
+/// Every compiled backend but the reference. wgpu and vulkan are compiled in only on request
+/// (`--features wgpu`, `--features wgpu,vulkan`) and then always tested: on a GPU, or on a CPU
+/// through a software Vulkan driver (`mesa-vulkan-drivers`), as CI does for wgpu.
+/// `RESNET_TEST_SKIP_WGPU=1` skips them on a machine with neither.
 fn others() -> Vec<BackendKind> {
-    let skip_wgpu = std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some();
     BackendKind::compiled()
         .into_iter()
-        .filter(|b| *b != BackendKind::NdArray && !(*b == BackendKind::Wgpu && skip_wgpu))
+        .filter(|b| *b != BackendKind::NdArray && !crate::common::skips(*b))
         .collect()
 }
 

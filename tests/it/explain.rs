@@ -175,11 +175,10 @@ fn the_map_peaks_on_the_class_patch_not_the_decoy() {
     );
 }
 
-/// Every compiled backend gives ndarray's maps for the same weights and photos (wgpu too, on a
-/// GPU or on a software Vulkan driver; `RESNET_TEST_SKIP_WGPU=1` skips it).
+/// Every compiled backend gives ndarray's maps for the same weights and photos (wgpu and vulkan
+/// too, on a GPU or on a software Vulkan driver; `RESNET_TEST_SKIP_WGPU=1` skips them).
 #[test]
 fn every_backend_gives_the_same_maps() {
-    let skip_wgpu = std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some();
     let reference = BackendKind::NdArray.device().unwrap();
     // Held throughout: the lock also keeps this test's wgpu work apart from the other tests'.
     let _rng = rng_lock();
@@ -190,7 +189,7 @@ fn every_backend_gives_the_same_maps() {
     };
     let want = maps(&model, &test.set, &reference);
     for kind in BackendKind::compiled() {
-        if kind == BackendKind::NdArray || (kind == BackendKind::Wgpu && skip_wgpu) {
+        if kind == BackendKind::NdArray || crate::common::skips(kind) {
             continue;
         }
         let device = kind.device().unwrap();

@@ -514,10 +514,9 @@ fn a_seed_gives_the_same_head_on_every_backend() {
     use resnet_transfer::BackendKind;
     use resnet_transfer::train::with_new_head;
     let _rng = rng_lock();
-    let mut kinds = vec![BackendKind::NdArray, BackendKind::Flex];
-    if std::env::var_os("RESNET_TEST_SKIP_WGPU").is_none() {
-        kinds.push(BackendKind::Wgpu);
-    }
+    let kinds = BackendKind::compiled()
+        .into_iter()
+        .filter(|kind| !crate::common::skips(*kind));
     let head = |kind: BackendKind, seed: u64| {
         let device = kind.device().unwrap();
         let backbone = ResNetConfig::resnet18(1000)

@@ -55,6 +55,15 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Whether the tests leave `kind` out: the backends that need a GPU or a software Vulkan driver
+/// (wgpu, vulkan) when `RESNET_TEST_SKIP_WGPU` is set, on a machine with neither. CI never sets it:
+/// there wgpu runs on the software Vulkan driver.
+pub fn skips(kind: resnet_transfer::BackendKind) -> bool {
+    use resnet_transfer::BackendKind;
+    matches!(kind, BackendKind::Wgpu | BackendKind::Vulkan)
+        && std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some()
+}
+
 /// A stand-in for ImageNet weights that learns colour classes quickly: a seeded ResNet18 of width
 /// 8, saved as a model (`NAME.bpk` + `NAME.json`) in `dir`; `--weights` takes its path.
 pub fn learnable_weights(dir: &Path) -> PathBuf {

@@ -1,5 +1,5 @@
 //! The main job as a user runs it: killed and resumed, on two replicas, with its defaults, without
-//! validation, after early stopping, and on wgpu.
+//! validation, after early stopping, and on wgpu and Vulkan.
 
 use super::*;
 
@@ -305,13 +305,62 @@ fn after_early_stopping_in_phase_one_the_curves_and_the_jump_follow_the_history(
     }
 }
 
+/// The short recipe the GPU backends' main jobs run: both phases of one epoch, kept checkpoints,
+/// and no dropout, whose masks each backend draws its own way, so that a run's epochs agree with
+/// flex's to float rounding.
+const SHORT: [(&str, &str); 9] = [
+    ("--train-samples", "20"),
+    ("--valid-samples", "10"),
+    ("--test-samples", "10"),
+    ("--phase1-epochs", "1"),
+    ("--phase2-epochs", "1"),
+    ("--phase2-lr", "1e-3"),
+    ("--schedule", "constant"),
+    ("--dropout", "0"),
+    ("--keep-checkpoints", ""),
+];
+
+/// [`SHORT`] on `backend`, in the data folder `tmp`, writing to `out`.
+fn short_job(tmp: &Path, out: &Path, backend: &str) -> Command {
+    let mut options = SHORT.to_vec();
+    options.push(("--backend", backend));
+    main_job_with(tmp, out, &options)
+}
+
+/// Runs [`SHORT`] on flex beside the run in `run` and asserts the same history.
+fn assert_trains_as_on_flex(tmp: &Path, run: &Path) {
+    let on_flex = tmp.join("flex");
+    run_ok(&mut short_job(tmp, &on_flex, "flex"));
+    let (gpu_epochs, _) = history_of(run);
+    let (flex_epochs, _) = history_of(&on_flex);
+    assert_same_history(&gpu_epochs, &flex_epochs);
+}
+
+/// Turns on CubeCL's compilation log for the GPU runs started in `dir` (a `cubecl.toml` there,
+/// which CubeCL reads from the working folder): each kernel, its source and the language it was
+/// compiled to, in the file returned.
+fn log_kernels(dir: &Path) -> PathBuf {
+    let log = dir.join("kernels.log");
+    let config = format!("[compilation.logger]\nlevel = \"full\"\nfile = {log:?}\n");
+    std::fs::write(dir.join("cubecl.toml"), config).unwrap();
+    log
+}
+
+/// How many kernels [`log_kernels`]' log shows compiled to SPIR-V and to WGSL.
+fn kernel_languages(log: &Path) -> (usize, usize) {
+    let kernels = std::fs::read_to_string(log).unwrap();
+    let count = |tag: &str| kernels.matches(&format!("source:\n```{tag}\n")).count();
+    (count("spirv"), count("wgsl"))
+}
+
 /// The main job on wgpu (a GPU, or in CI the software Vulkan driver) as a user runs it: both
 /// phases, a kept checkpoint resumed with one more epoch, the report and an ONNX export, every
 /// file where the CPU run puts it. (The learner's numbers are held to the CPU's in
-/// `train::the_learner_on_wgpu_trains_as_on_the_cpu`.)
+/// `tests/wgpu.rs`.) On Linux its automatic device comes up on Vulkan, where the `vulkan`
+/// feature turns CubeCL's SPIR-V compiler on for it too: WGSL only in a build without it.
 #[test]
 fn the_main_job_runs_on_wgpu_resumes_and_exports() {
-    if std::env::var_os("RESNET_TEST_SKIP_WGPU").is_some() {
+    if crate::common::skips(resnet_transfer::BackendKind::Wgpu) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -319,28 +368,21 @@ fn the_main_job_runs_on_wgpu_resumes_and_exports() {
     learnable_weights(tmp.path());
     let out = tmp.path().join("wgpu");
     let onnx = tmp.path().join("wgpu.onnx");
-    let short = [
-        ("--backend", "wgpu"),
-        ("--train-samples", "20"),
-        ("--valid-samples", "10"),
-        ("--test-samples", "10"),
-        ("--phase1-epochs", "1"),
-        ("--phase2-epochs", "1"),
-        ("--phase2-lr", "1e-3"),
-        ("--schedule", "constant"),
-        ("--dropout", "0"),
-        ("--keep-checkpoints", ""),
-    ];
-    run_ok(&mut main_job_with(tmp.path(), &out, &short));
-    // The same recipe on flex: without dropout, whose masks each backend draws its own way,
-    // the two runs' epochs agree to float rounding.
-    let on_flex = tmp.path().join("flex");
-    let mut flex = short.to_vec();
-    flex.push(("--backend", "flex"));
-    run_ok(&mut main_job_with(tmp.path(), &on_flex, &flex));
-    let (wgpu_epochs, _) = history_of(&out);
-    let (flex_epochs, _) = history_of(&on_flex);
-    assert_same_history(&wgpu_epochs, &flex_epochs);
+    let mut short = SHORT.to_vec();
+    short.push(("--backend", "wgpu"));
+    let log = log_kernels(tmp.path());
+    run_ok(main_job_with(tmp.path(), &out, &short).current_dir(tmp.path()));
+    let (spirv, wgsl) = kernel_languages(&log);
+    eprintln!("wgpu: {spirv} kernels compiled to SPIR-V, {wgsl} to WGSL");
+    if cfg!(target_os = "linux") {
+        let vulkan = cfg!(feature = "vulkan");
+        assert_eq!(
+            (spirv > 0, wgsl > 0),
+            (vulkan, !vulkan),
+            "SPIR-V {spirv}, WGSL {wgsl}"
+        );
+    }
+    assert_trains_as_on_flex(tmp.path(), &out);
     let mut more = short.to_vec();
     more.extend([
         ("--phase2-epochs", "2"),
@@ -378,4 +420,27 @@ fn the_main_job_runs_on_wgpu_resumes_and_exports() {
     let summary = std::fs::read_to_string(tuned.join("summary.md")).unwrap();
     assert!(summary.contains("streamed from their files"), "{summary}");
     assert_eq!(history_of(&tuned).0.len(), 2);
+}
+
+/// The main job on Vulkan (a GPU, or in CI the software Vulkan driver) as a user runs it, its
+/// kernels compiled to SPIR-V, not WGSL: CubeCL's compilation log, which a `cubecl.toml` in the
+/// working folder turns on, names each kernel's language. Its epochs are flex's.
+#[cfg(feature = "vulkan")]
+#[test]
+fn the_main_job_on_vulkan_compiles_spirv_and_trains_as_on_flex() {
+    if crate::common::skips(resnet_transfer::BackendKind::Vulkan) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_cifar(tmp.path(), 10);
+    learnable_weights(tmp.path());
+    let log = log_kernels(tmp.path());
+    let out = tmp.path().join("vulkan");
+    run_ok(short_job(tmp.path(), &out, "vulkan").current_dir(tmp.path()));
+    let (spirv, wgsl) = kernel_languages(&log);
+    assert!(
+        spirv > 0 && wgsl == 0,
+        "{spirv} kernels compiled to SPIR-V, {wgsl} to WGSL"
+    );
+    assert_trains_as_on_flex(tmp.path(), &out);
 }
