@@ -167,7 +167,7 @@ impl TwoPhase {
         let meta = dir.join(format!("{name}.json"));
         let labels = labels_digest(set.labels());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut progress = self.earlier_pass(model, set, &data, &meta, &labels, device)?;
+        let progress = self.earlier_pass(model, set, &data, &meta, &labels, device)?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -224,10 +224,8 @@ impl TwoPhase {
             };
             let json = serde_json::to_vec(&record).expect("progress serializes");
             write_atomic(&meta, &json)?;
-            progress = Some(record);
         }
         let dim = dim.unwrap_or(0);
-        drop(progress);
         let bytes = (set.len() * dim * 4) as u64;
         if bytes > self.memory_budget {
             self.say(&format!(
