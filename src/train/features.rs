@@ -427,6 +427,14 @@ mod tests {
             .unwrap()
     }
 
+    /// Every value of a pass of `learner` over `set` (through its run folder's file).
+    fn pass(learner: &TwoPhase, model: &ResNet, set: &ImageSet, device: &Device) -> Vec<f32> {
+        let features = learner
+            .cached_features(model, set, "train", device)
+            .unwrap();
+        values(&features, set.len(), device)
+    }
+
     /// Row `row`'s first value in the feature file set to `value`.
     fn poke(file: &Path, dim: usize, row: usize, value: f32) {
         let mut f = OpenOptions::new().write(true).open(file).unwrap();
@@ -515,25 +523,13 @@ mod tests {
     fn rows_changed_on_disk_are_computed_again_from_their_write() {
         let (learner, model, set, device, dir) = setup();
         let n = set.len();
-        let fresh = values(
-            &learner
-                .cached_features(&model, &set, "train", &device)
-                .unwrap(),
-            n,
-            &device,
-        );
+        let fresh = pass(&learner, &model, &set, &device);
         let dim = fresh.len() / n;
         let (data, meta) = paths(&dir);
         poke(&data, dim, 100, 7.0);
         reseal(&meta, &data);
         poke(&data, dim, 300, 1.5e3);
-        let got = values(
-            &learner
-                .cached_features(&model, &set, "train", &device)
-                .unwrap(),
-            n,
-            &device,
-        );
+        let got = pass(&learner, &model, &set, &device);
         assert_eq!(
             got[100 * dim],
             7.0,
@@ -548,13 +544,7 @@ mod tests {
         let file = OpenOptions::new().write(true).open(&data).unwrap();
         file.set_len((130 * dim * 4) as u64).unwrap();
         drop(file);
-        let got = values(
-            &learner
-                .cached_features(&model, &set, "train", &device)
-                .unwrap(),
-            n,
-            &device,
-        );
+        let got = pass(&learner, &model, &set, &device);
         assert_eq!(got[100 * dim], 7.0);
         assert_eq!(got[128 * dim..], fresh[128 * dim..]);
     }
