@@ -272,7 +272,10 @@ pub enum Error {
     /// inputs with NaN in them). The run stops before that epoch is checkpointed, as Keras's
     /// `TerminateOnNaN` stops it, so a checkpoint never holds the broken weights.
     #[error(
-        "training diverged: the {which} loss of epoch {epoch} (phase {phase}, learning rate          {lr:e}) is {value}; the run stops before checkpointing it. Train again with a lower          rate (the option --phase{phase}-lr), or look for NaN in the inputs"
+        "training diverged: the {which} loss of epoch {epoch} (phase {phase}, learning rate \
+         {lr:e}) is {value}; the run stops before checkpointing it. Train again with a lower \
+         rate (the option --phase{phase}-lr) in a new --out (a resume keeps the run's rates), or \
+         look for NaN in the inputs"
     )]
     Diverged {
         /// The epoch, from 1.

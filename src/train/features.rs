@@ -283,6 +283,14 @@ impl TwoPhase {
         device: &Device,
     ) -> Result<Option<Progress>> {
         let Ok(text) = std::fs::read(meta) else {
+            if data.exists() {
+                self.say(&format!(
+                    "{}: it has no record ({} is missing); the feature pass starts over",
+                    data.display(),
+                    meta.display()
+                ));
+                let _ = std::fs::remove_file(data);
+            }
             return Ok(None);
         };
         let verdict = match serde_json::from_slice::<Progress>(&text) {
@@ -346,7 +354,8 @@ impl TwoPhase {
                 ));
             }
             self.say(&format!(
-                "{}: the rows from image {} on are not as they were written; computed again from                  there",
+                "{}: the rows from image {} on are not as they were written; computed again from \
+                 there",
                 data.display(),
                 good + 1
             ));

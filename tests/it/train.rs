@@ -560,6 +560,8 @@ fn a_diverging_run_stops_before_its_checkpoint() {
     };
     assert_eq!(phase, 1);
     assert!(err.to_string().contains("--phase1-lr"), "{err}");
+    assert!(err.to_string().contains("in a new --out"), "{err}");
+    assert!(!err.to_string().contains("  "), "no runs of spaces: {err}");
     let again = run.fit(model(0.0), &train, &valid, &device()).unwrap_err();
     assert!(
         matches!(again, resnet_transfer::Error::Diverged { epoch: e, .. } if e == epoch),
