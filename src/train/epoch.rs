@@ -53,7 +53,12 @@ impl TwoPhase {
         let (train_loss, train_accuracy, validation);
         if use_cache {
             if run.cache.is_none() {
-                self.say("computing the frozen backbone's features once (phase-1 feature cache)");
+                // Computed once; with a run folder, perhaps read back or resumed (said there).
+                if self.run_dir.is_none() {
+                    self.say(
+                        "computing the frozen backbone's features once (phase-1 feature cache)",
+                    );
+                }
                 let valid_features = (!valid.is_empty())
                     .then(|| self.cached_features(&run.model, valid, "valid", device))
                     .transpose()?;

@@ -194,6 +194,11 @@ impl TwoPhase {
                 "reading the features back from {}",
                 data.display()
             ));
+        } else {
+            self.say(&format!(
+                "computing the frozen backbone's features of the {name} images once, into {}",
+                data.display()
+            ));
         }
         let segment = SEGMENT.max(self.config.batch_size);
         while done < set.len() {
