@@ -145,50 +145,7 @@ impl TwoPhase {
     ///
     /// For a streamed set, a photo file that no longer reads.
     pub fn features(&self, model: &ResNet, set: &ImageSet, device: &Device) -> Result<Tensor<2>> {
-        self.features_of(model, set, 0..set.len(), device)
-    }
-
-    /// [`features`](Self::features) of images `range` of `set`: each device a contiguous share
-    /// of the range, in batches of the recipe's size from the share's start.
-    pub(super) fn features_of(
-        &self,
-        model: &ResNet,
-        set: &ImageSet,
-        range: std::ops::Range<usize>,
-        device: &Device,
-    ) -> Result<Tensor<2>> {
-        let replicas = self
-            .replicas(device)
-            .unwrap_or_else(|_| vec![device.clone()]);
-        let plain = ImageBatcher {
-            augment: None,
-            ..self.batcher
-        };
-        let main = device.clone().inner();
-        let batch_size = self.config.batch_size.max(1);
-        let chunks: Vec<Vec<Tensor<2>>> = (replicas.iter())
-            .zip(shares(range.len(), replicas.len()))
-            .filter(|(_, share)| !share.is_empty())
-            .map(|(replica, share)| {
-                let inner = replica.clone().inner();
-                let inference = InferenceModel::new(model, &inner);
-                let images: Vec<usize> =
-                    (range.start + share.start..range.start + share.end).collect();
-                crate::device::on_worker_for(&inner, || {
-                    (images.chunks(batch_size))
-                        .map(|indices| {
-                            let batch = plain.batch_of(set, indices, 0, &inner)?;
-                            Ok(inference.features(batch.images).to_device(&main))
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect::<Result<_>>()?;
-        let chunks = chunks.concat();
-        if chunks.is_empty() {
-            return Ok(Tensor::<2>::empty([0, 0], &main).autodiff());
-        }
-        Ok(Tensor::cat(chunks, 0).autodiff())
+        FeaturePass::new(self, model, device).of(set, 0..set.len())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -302,6 +259,67 @@ impl TwoPhase {
             loss_sum / seen.max(1) as f64,
             right as f64 / seen.max(1) as f64,
         ))
+    }
+}
+
+/// The frozen backbone's feature pass, made ready once (each replica's model folded or moved to
+/// its device) for any number of ranges of images: [`TwoPhase::features`], and the run folder's
+/// feature file, which computes a few dozen images at a time.
+pub(super) struct FeaturePass {
+    replicas: Vec<(Device, InferenceModel)>,
+    main: Device,
+    batcher: ImageBatcher,
+    batch_size: usize,
+}
+
+impl FeaturePass {
+    pub(super) fn new(learner: &TwoPhase, model: &ResNet, device: &Device) -> Self {
+        let replicas = learner
+            .replicas(device)
+            .unwrap_or_else(|_| vec![device.clone()]);
+        Self {
+            replicas: (replicas.into_iter())
+                .map(|replica| {
+                    let inner = replica.inner();
+                    let inference = InferenceModel::new(model, &inner);
+                    (inner, inference)
+                })
+                .collect(),
+            main: device.clone().inner(),
+            batcher: ImageBatcher {
+                augment: None,
+                ..learner.batcher
+            },
+            batch_size: learner.config.batch_size.max(1),
+        }
+    }
+
+    /// The features of images `range` of `set`, in order, on the main device (with autodiff):
+    /// each device a contiguous share of the range, in batches of the recipe's size from the
+    /// share's start.
+    pub(super) fn of(&self, set: &ImageSet, range: std::ops::Range<usize>) -> Result<Tensor<2>> {
+        let main = &self.main;
+        let chunks: Vec<Vec<Tensor<2>>> = (self.replicas.iter())
+            .zip(shares(range.len(), self.replicas.len()))
+            .filter(|(_, share)| !share.is_empty())
+            .map(|((inner, inference), share)| {
+                let images: Vec<usize> =
+                    (range.start + share.start..range.start + share.end).collect();
+                crate::device::on_worker_for(inner, || {
+                    (images.chunks(self.batch_size))
+                        .map(|indices| {
+                            let batch = self.batcher.batch_of(set, indices, 0, inner)?;
+                            Ok(inference.features(batch.images).to_device(main))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect::<Result<_>>()?;
+        let chunks = chunks.concat();
+        if chunks.is_empty() {
+            return Ok(Tensor::<2>::empty([0, 0], main).autodiff());
+        }
+        Ok(Tensor::cat(chunks, 0).autodiff())
     }
 }
 

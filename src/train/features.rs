@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::ResNet;
 use crate::train::TwoPhase;
+use crate::train::epoch::FeaturePass;
 
 /// Images per durable write of the pass (at least a few batches).
 const SEGMENT: usize = 64;
@@ -167,7 +168,9 @@ impl TwoPhase {
         let meta = dir.join(format!("{name}.json"));
         let labels = labels_digest(set.labels());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let progress = self.earlier_pass(model, set, &data, &meta, &labels, device)?;
+        // Folded once for the whole pass, however many writes it takes.
+        let pass = FeaturePass::new(self, model, device);
+        let progress = self.earlier_pass(&pass, set, &data, &meta, &labels, device)?;
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -203,7 +206,7 @@ impl TwoPhase {
         let segment = SEGMENT.max(self.config.batch_size);
         while done < set.len() {
             let end = (done + segment).min(set.len());
-            let features = self.features_of(model, set, done..end, device)?;
+            let features = pass.of(set, done..end)?;
             let [rows, d] = features.dims();
             let values = features.into_data().convert::<f32>();
             let values = values.as_slice::<f32>().map_err(|e| Error::BadTensor {
@@ -280,7 +283,7 @@ impl TwoPhase {
     /// over.
     fn earlier_pass(
         &self,
-        model: &ResNet,
+        pass: &FeaturePass,
         set: &ImageSet,
         data: &Path,
         meta: &Path,
@@ -305,7 +308,7 @@ impl TwoPhase {
             }
             Ok(p) => self.checked_writes(p, data).and_then(|p| match p.done {
                 0 => Ok(p),
-                _ => match self.same_first_batch(model, set, data, p.dim, device) {
+                _ => match self.same_first_batch(pass, set, data, p.dim, device) {
                     Ok(true) => Ok(p),
                     Ok(false) => Err("it was made from other images or weights".to_string()),
                     Err(e) => Err(e.to_string()),
@@ -373,14 +376,14 @@ impl TwoPhase {
     /// Whether the first batch's rows in `data` are the features `model` computes now.
     fn same_first_batch(
         &self,
-        model: &ResNet,
+        pass: &FeaturePass,
         set: &ImageSet,
         data: &Path,
         dim: usize,
         device: &Device,
     ) -> Result<bool> {
         let check = 0..set.len().min(self.config.batch_size.max(1));
-        let now = self.features_of(model, set, check.clone(), device)?;
+        let now = pass.of(set, check.clone())?;
         let file = File::open(data).map_err(|e| Error::io(data, e))?;
         let saved = FeatureFile {
             path: data.to_path_buf(),
