@@ -58,7 +58,10 @@ pub(crate) fn even_runs(count: usize, parts: usize) -> Vec<Range<usize>> {
 /// groups of whole `unit`s (2 where pairs of panels run through one wide tile), one group per
 /// thread where there are enough; where there are fewer groups than threads, the rows are split
 /// too, in multiples of `row_unit`, so that every thread has a block. Each task reads its panels'
-/// part of the weight once, and packs its rows of the left operand.
+/// part of the weight once, and packs its rows of the left operand. With `by_rows` (for a left
+/// operand larger than the weight: the caller's choice) the rows alone are split, wherever
+/// there are `row_unit`s enough for every thread: each thread then packs only its own rows, where
+/// split by panels both would pack all of them.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn product_tasks(
     rows: usize,
@@ -66,9 +69,16 @@ pub(crate) fn product_tasks(
     threads: usize,
     unit: usize,
     row_unit: usize,
+    by_rows: bool,
 ) -> Vec<(Range<usize>, Range<usize>)> {
     let unit = unit.max(1);
     let row_unit = row_unit.max(1);
+    if by_rows && rows.div_ceil(row_unit) >= threads {
+        return even_runs(rows.div_ceil(row_unit), threads)
+            .into_iter()
+            .map(|r| (r.start * row_unit..(r.end * row_unit).min(rows), 0..panels))
+            .collect();
+    }
     let groups = even_runs(panels.div_ceil(unit), threads);
     let row_parts = threads.div_ceil(groups.len().max(1));
     let rows = even_runs(rows.div_ceil(row_unit), row_parts)
@@ -137,8 +147,10 @@ mod tests {
             (5, 1, 8, 1),
             (100, 4, 1, 2),
         ];
-        for (rows, panels, threads, unit) in cases {
-            let tasks = product_tasks(rows, panels, threads, unit, 12);
+        for ((rows, panels, threads, unit), by_rows) in
+            cases.into_iter().flat_map(|c| [(c, false), (c, true)])
+        {
+            let tasks = product_tasks(rows, panels, threads, unit, 12, by_rows);
             let mut seen = vec![0u8; rows * panels];
             for (r, p) in &tasks {
                 assert!(!r.is_empty() && !p.is_empty());
@@ -152,14 +164,24 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&s| s == 1), "{rows}x{panels} on {threads}");
+            // By rows, where there are enough: one task per thread, each with every panel.
+            if by_rows && rows.div_ceil(12) >= threads {
+                assert_eq!(tasks.len(), threads);
+                assert!(tasks.iter().all(|(_, p)| *p == (0..panels)));
+            }
             // As many tasks as threads wherever the product has that many row blocks.
             let blocks = rows.div_ceil(12) * panels.div_ceil(unit);
             assert!(tasks.len() >= threads.min(blocks), "{tasks:?}");
         }
         // On two threads, 4 panels are two groups of 2, the rows whole (as before this plan).
         assert_eq!(
-            product_tasks(1000, 4, 2, 1, 12),
+            product_tasks(1000, 4, 2, 1, 12, false),
             vec![(0..1000, 0..2), (0..1000, 2..4)]
+        );
+        // By rows: two runs of whole 12-row tiles.
+        assert_eq!(
+            product_tasks(1000, 4, 2, 1, 12, true),
+            vec![(0..504, 0..4), (504..1000, 0..4)]
         );
     }
 }

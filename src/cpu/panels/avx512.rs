@@ -20,109 +20,91 @@ pub(super) struct WideTile {
     pub(super) shift: *const f32,
     /// The shortcut's values at the tile's place, or null.
     pub(super) residual: *const f32,
+    /// Two streams of 16-value rows (cache lines) to fetch into cache, `prefetch_rows` each: a
+    /// share of the weight the next pair of panels multiplies.
+    pub(super) prefetch: [*const f32; 2],
+    pub(super) prefetch_rows: usize,
 }
 
 impl WideTile {
-    /// Multiplies, accumulates and stores the tile.
+    /// Multiplies, accumulates and stores the tile's first `M` rows (1 to 12): the full tile,
+    /// or the rows a block has left over, which stay on the wide tile rather than falling to
+    /// the AVX2 one (at batch 1, 4 to 11 rows of most products, and every product of a
+    /// Winograd convolution at stage 4).
     ///
     /// # Safety
     ///
-    /// The CPU has AVX-512F; `a` holds two packed tiles of `pass.kc` depths, `b` two panel
-    /// blocks of `pass.kc` rows, `shift` 32 values, and `c` (and `residual`, unless null) 12
-    /// rows `pass.ldc` apart with 32 writable values each.
+    /// The CPU has AVX-512F; `1 <= M <= 12`; `a` holds the packed tiles of the first `M` rows
+    /// (`a[1]` is read only where `M > 6`) of `pass.kc` depths, `b` two panel blocks of
+    /// `pass.kc` rows, `shift` 32 values, and `c` (and `residual`, unless null) `M` rows
+    /// `pass.ldc` apart with 32 writable values each.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub(super) unsafe fn run(&self, pass: &Pass) {
-        // SAFETY: the caller keeps every row, depth and column offset inside its slices.
+    pub(super) unsafe fn run<const M: usize>(&self, pass: &Pass) {
+        // Each row's two multiply-adds are written out once per row by the macro below and
+        // kept or dropped by `M`, a constant: straight-line code per `M`. Written as a loop
+        // over the rows, LLVM split the depth loop into one per panel, each broadcasting every
+        // value again.
+        const ROWS: usize = 2 * MR;
+        // SAFETY: the caller keeps every row, depth and column offset inside its slices, and
+        // only rows below `M` are read or written.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; 2 * MR];
+            let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
             if !pass.first {
-                for (i, acc) in acc.iter_mut().enumerate() {
+                for (i, acc) in acc.iter_mut().enumerate().take(M) {
                     let row = self.c.add(i * pass.ldc);
                     *acc = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(NR))];
                 }
             }
-            // Spelled out, as in the AVX2 tile: written as loops over the rows, LLVM split the
-            // depth loop into one per panel, each broadcasting every value again.
-            let [
-                [mut c0l, mut c0h],
-                [mut c1l, mut c1h],
-                [mut c2l, mut c2h],
-                [mut c3l, mut c3h],
-                [mut c4l, mut c4h],
-                [mut c5l, mut c5h],
-                [mut c6l, mut c6h],
-                [mut c7l, mut c7h],
-                [mut c8l, mut c8h],
-                [mut c9l, mut c9h],
-                [mut c10l, mut c10h],
-                [mut c11l, mut c11h],
-            ] = acc;
             let [mut a0, mut a1] = self.a;
             let [mut b0, mut b1] = self.b;
-            for _ in 0..pass.kc {
+            let [mut f0, mut f1] = self.prefetch;
+            for k in 0..pass.kc {
+                if k < self.prefetch_rows {
+                    _mm_prefetch::<_MM_HINT_T0>(f0.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(f1.cast());
+                    (f0, f1) = (f0.wrapping_add(NR), f1.wrapping_add(NR));
+                }
                 let w0 = _mm512_loadu_ps(b0);
                 let w1 = _mm512_loadu_ps(b1);
-                let x = _mm512_set1_ps(*a0.add(0));
-                c0l = _mm512_fmadd_ps(x, w0, c0l);
-                c0h = _mm512_fmadd_ps(x, w1, c0h);
-                let x = _mm512_set1_ps(*a0.add(1));
-                c1l = _mm512_fmadd_ps(x, w0, c1l);
-                c1h = _mm512_fmadd_ps(x, w1, c1h);
-                let x = _mm512_set1_ps(*a0.add(2));
-                c2l = _mm512_fmadd_ps(x, w0, c2l);
-                c2h = _mm512_fmadd_ps(x, w1, c2h);
-                let x = _mm512_set1_ps(*a0.add(3));
-                c3l = _mm512_fmadd_ps(x, w0, c3l);
-                c3h = _mm512_fmadd_ps(x, w1, c3h);
-                let x = _mm512_set1_ps(*a0.add(4));
-                c4l = _mm512_fmadd_ps(x, w0, c4l);
-                c4h = _mm512_fmadd_ps(x, w1, c4h);
-                let x = _mm512_set1_ps(*a0.add(5));
-                c5l = _mm512_fmadd_ps(x, w0, c5l);
-                c5h = _mm512_fmadd_ps(x, w1, c5h);
-                let x = _mm512_set1_ps(*a1.add(0));
-                c6l = _mm512_fmadd_ps(x, w0, c6l);
-                c6h = _mm512_fmadd_ps(x, w1, c6h);
-                let x = _mm512_set1_ps(*a1.add(1));
-                c7l = _mm512_fmadd_ps(x, w0, c7l);
-                c7h = _mm512_fmadd_ps(x, w1, c7h);
-                let x = _mm512_set1_ps(*a1.add(2));
-                c8l = _mm512_fmadd_ps(x, w0, c8l);
-                c8h = _mm512_fmadd_ps(x, w1, c8h);
-                let x = _mm512_set1_ps(*a1.add(3));
-                c9l = _mm512_fmadd_ps(x, w0, c9l);
-                c9h = _mm512_fmadd_ps(x, w1, c9h);
-                let x = _mm512_set1_ps(*a1.add(4));
-                c10l = _mm512_fmadd_ps(x, w0, c10l);
-                c10h = _mm512_fmadd_ps(x, w1, c10h);
-                let x = _mm512_set1_ps(*a1.add(5));
-                c11l = _mm512_fmadd_ps(x, w0, c11l);
-                c11h = _mm512_fmadd_ps(x, w1, c11h);
-                (a0, a1) = (a0.add(MR), a1.add(MR));
+                macro_rules! row {
+                    ($i:literal) => {
+                        if $i < M {
+                            let x = if $i < MR {
+                                _mm512_set1_ps(*a0.add($i % MR))
+                            } else {
+                                _mm512_set1_ps(*a1.add($i % MR))
+                            };
+                            acc[$i][0] = _mm512_fmadd_ps(x, w0, acc[$i][0]);
+                            acc[$i][1] = _mm512_fmadd_ps(x, w1, acc[$i][1]);
+                        }
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                row!(6);
+                row!(7);
+                row!(8);
+                row!(9);
+                row!(10);
+                row!(11);
+                a0 = a0.add(MR);
+                if M > MR {
+                    a1 = a1.add(MR);
+                }
                 (b0, b1) = (b0.add(NR), b1.add(NR));
             }
-            let mut acc = [
-                [c0l, c0h],
-                [c1l, c1h],
-                [c2l, c2h],
-                [c3l, c3h],
-                [c4l, c4h],
-                [c5l, c5h],
-                [c6l, c6h],
-                [c7l, c7h],
-                [c8l, c8h],
-                [c9l, c9h],
-                [c10l, c10h],
-                [c11l, c11h],
-            ];
             if pass.last {
                 let shift = [
                     _mm512_loadu_ps(self.shift),
                     _mm512_loadu_ps(self.shift.add(NR)),
                 ];
                 let zero = _mm512_setzero_ps();
-                for (i, acc) in acc.iter_mut().enumerate() {
+                for (i, acc) in acc.iter_mut().enumerate().take(M) {
                     for (h, v) in acc.iter_mut().enumerate() {
                         *v = _mm512_add_ps(*v, shift[h]);
                         if !self.residual.is_null() {
@@ -135,10 +117,80 @@ impl WideTile {
                     }
                 }
             }
-            for (i, acc) in acc.iter().enumerate() {
+            for (i, acc) in acc.iter().enumerate().take(M) {
                 let row = self.c.add(i * pass.ldc);
                 _mm512_storeu_ps(row, acc[0]);
                 _mm512_storeu_ps(row.add(NR), acc[1]);
+            }
+        }
+    }
+}
+
+/// Where each value of the three registers [`pack_six`] stores comes from, for 8 depths of 6
+/// rows held as rows 0-1, 2-3 and 4-5 side by side: `(first, second, from_third)`. Value `f`
+/// of the 48 is depth `f / 6` of row `f % 6`.
+const fn six_by_eight() -> [([i32; 16], [i32; 16], u16); 3] {
+    let mut out = [([0; 16], [0; 16], 0); 3];
+    let mut o = 0;
+    while o < 3 {
+        let mut j = 0;
+        while j < 16 {
+            let f = 16 * o + j;
+            let (k, i) = ((f / 6) as i32, f % 6);
+            let lane = (i % 2) as i32 * 8 + k;
+            if i < 4 {
+                out[o].0[j] = if i < 2 { lane } else { 16 + lane };
+            } else {
+                out[o].1[j] = lane;
+                out[o].2 |= 1 << j;
+            }
+            j += 1;
+        }
+        o += 1;
+    }
+    out
+}
+
+/// Packs 6 rows, `len` values each from `rows`, into `dst` depth by depth (the 6 rows' values
+/// of one depth side by side), as the tiles read them: 8 depths at a time by three pairs of
+/// permutes, where a value at a time took two instructions each.
+///
+/// # Safety
+///
+/// The CPU has AVX-512F; each of `rows` points at `len` readable values and `dst` at `6 · len`
+/// writable ones.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_six(rows: [*const f32; 6], len: usize, dst: *mut f32) {
+    const MOVES: [([i32; 16], [i32; 16], u16); 3] = six_by_eight();
+    // SAFETY: every read is inside a row's `len` values, every write inside `dst`'s `6 · len`.
+    unsafe {
+        let pair = |i: usize, k: usize| {
+            let low = _mm256_loadu_ps(rows[i].add(k));
+            let high = _mm256_loadu_ps(rows[i + 1].add(k));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castps_pd(_mm512_castps256_ps512(low)),
+                _mm256_castps_pd(high),
+            ))
+        };
+        let mut k = 0;
+        while k + 8 <= len {
+            let [z01, z23, z45] = [pair(0, k), pair(2, k), pair(4, k)];
+            for (o, (first, second, third)) in MOVES.iter().enumerate() {
+                let two =
+                    _mm512_permutex2var_ps(z01, _mm512_loadu_si512(first.as_ptr().cast()), z23);
+                let all = _mm512_mask_permutexvar_ps(
+                    two,
+                    *third,
+                    _mm512_loadu_si512(second.as_ptr().cast()),
+                    z45,
+                );
+                _mm512_storeu_ps(dst.add(6 * k + 16 * o), all);
+            }
+            k += 8;
+        }
+        for k in k..len {
+            for (i, row) in rows.iter().enumerate() {
+                *dst.add(6 * k + i) = *row.add(k);
             }
         }
     }

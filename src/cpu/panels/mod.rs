@@ -98,6 +98,11 @@ impl Panels {
         weight
     }
 
+    /// Where panel `p`'s row `row` starts (a pointer for prefetching, never read through).
+    fn block(&self, p: usize, row: usize) -> *const f32 {
+        self.data.as_ptr().wrapping_add((p * self.depth + row) * NR)
+    }
+
     /// Output channels rounded up to whole panels: the length the shift must have.
     pub(crate) fn padded_channels(c_out: usize) -> usize {
         c_out.div_ceil(NR) * NR
@@ -124,46 +129,87 @@ pub(crate) fn product_vec(
     out
 }
 
-/// [`product_vec`] on one thread for a left operand made a block of rows at a time:
-/// `gather(rows, buffer)` writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole,
-/// every value), and each block is multiplied while it is still in cache. A block is the rows of
-/// about 256 KiB, in whole multiples of the product's own row block.
+/// [`product_vec`] for a left operand made a block of rows at a time: `gather(rows, buffer)`
+/// writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole, every value), and each
+/// block is multiplied while it is still in cache. A block is the rows of about 256 KiB, in whole
+/// multiples of the product's own row block. With `split`, where every thread gets at least one
+/// row block, the rows are shared out between the pool's threads, each gathering and
+/// multiplying its own; otherwise one thread runs them all.
 pub(crate) fn product_blocks(
     rows: usize,
     depth: usize,
-    gather: impl Fn(Range<usize>, &mut [f32]),
+    gather: impl Fn(Range<usize>, &mut [f32]) + Sync,
     weight: &Panels,
     first: usize,
     epilogue: Epilogue<'_>,
+    split: bool,
 ) -> Vec<f32> {
     let c_out = weight.c_out;
-    let block = ((256 << 10) / (4 * depth.max(1))).max(1).div_ceil(MC) * MC;
     let len = rows * c_out;
     let mut out = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
+    let threads = rayon::current_num_threads();
+    if split && threads > 1 && row_block_each(rows) {
+        let mut tasks = Vec::with_capacity(threads);
+        let mut rest = spare;
+        for run in super::split::even_runs(rows.div_ceil(2 * MR), threads) {
+            let run = run.start * 2 * MR..(run.end * 2 * MR).min(rows);
+            let (this, tail) = std::mem::take(&mut rest).split_at_mut(run.len() * c_out);
+            rest = tail;
+            tasks.push((run, this));
+        }
+        tasks.into_par_iter().for_each(|(run, out)| {
+            let epilogue = epilogue.rows(run.clone(), c_out);
+            product_blocks_into(run, depth, &gather, weight, first, epilogue, out);
+        });
+    } else {
+        product_blocks_into(0..rows, depth, &gather, weight, first, epilogue, spare);
+    }
+    // SAFETY: the runs' `product_blocks_into` wrote every value of their parts of `spare`,
+    // which together are the first `len` values of `out`'s capacity.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Whether `rows` rows give every thread of the pool at least one row block of the product: where
+/// they do, a split product shares out rows rather than panels.
+pub(crate) fn row_block_each(rows: usize) -> bool {
+    rows >= rayon::current_num_threads() * MC
+}
+
+/// [`product_blocks`] on one thread, for rows `rows` of the product into `out` (their
+/// `rows.len() · C_out` values, every one written); `epilogue` is already cut to these rows.
+fn product_blocks_into(
+    rows: Range<usize>,
+    depth: usize,
+    gather: &impl Fn(Range<usize>, &mut [f32]),
+    weight: &Panels,
+    first: usize,
+    epilogue: Epilogue<'_>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let c_out = weight.c_out;
+    let block = ((256 << 10) / (4 * depth.max(1))).max(1).div_ceil(MC) * MC;
     thread_local! {
         static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let mut buffer = BLOCK.take();
-    for r0 in (0..rows).step_by(block) {
-        let r1 = (r0 + block).min(rows);
+    for r0 in (rows.start..rows.end).step_by(block) {
+        let r1 = (r0 + block).min(rows.end);
         buffer.resize((r1 - r0) * depth, 0.0);
         gather(r0..r1, &mut buffer);
+        let local = r0 - rows.start..r1 - rows.start;
         product(
             &buffer,
             depth,
             weight,
             first,
-            &mut spare[r0 * c_out..r1 * c_out],
-            epilogue.rows(r0..r1, c_out),
+            &mut out[local.start * c_out..local.end * c_out],
+            epilogue.rows(local, c_out),
             false,
         );
     }
     BLOCK.set(buffer);
-    // SAFETY: every block's `product` wrote its rows of `spare`, which together are the first
-    // `len` values of `out`'s capacity.
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// `out = relu?(a · weight[first..first + depth] + shift [+ residual])` (the [`Epilogue`]) for
@@ -232,7 +278,10 @@ fn product_with(
     let threads = rayon::current_num_threads();
     if split && threads > 1 {
         let unit = if wide { 2 } else { 1 };
-        let tasks = super::split::product_tasks(rows, panels, threads, unit, 2 * MR);
+        // By rows where the left operand is the larger (c_out <= rows) and every thread gets
+        // whole row blocks: the weight is read by each thread, but no row is packed twice.
+        let by_rows = c_out <= rows && row_block_each(rows);
+        let tasks = super::split::product_tasks(rows, panels, threads, unit, 2 * MR, by_rows);
         tasks
             .into_par_iter()
             .for_each(|(rows, panels)| run(rows, panels));
@@ -283,7 +332,7 @@ unsafe fn product_avx2(
         let r1 = (r0 + MC).min(rows.end);
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
-            pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed);
+            pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed, wide);
             let block = DepthBlock {
                 packed: &packed,
                 weight,
@@ -300,17 +349,33 @@ unsafe fn product_avx2(
                     relu: epilogue.relu,
                 },
             };
+            let is_pair = |p: usize| wide && p + 1 < panels.end && (p + 2) * NR <= weight.c_out;
             let mut p = panels.start;
             while p < panels.end {
                 // Two whole panels side by side, on a CPU with AVX-512: 12-row tiles over both,
-                // then the rows left over (fewer than 12) panel by panel.
-                let pair = wide && p + 1 < panels.end && (p + 2) * NR <= weight.c_out;
+                // then the rows left over by the same tile cut to them; else panel by panel.
+                let pair = is_pair(p);
                 // SAFETY: the caller vouches for the CPU (AVX-512F where `wide`, so where
                 // `pair`), the operands' sizes and `panels`, which `p` and `p + 1` lie in.
                 unsafe {
-                    let rest = if pair { block.pair(p) } else { r0 };
-                    for p in if pair { p..p + 2 } else { p..p + 1 } {
-                        block.panel(p, rest);
+                    if pair {
+                        // The pair after this one (or the first of the next depth block):
+                        // its weight is fetched into cache while this pair's tiles run.
+                        let next_depths = KC.min(depth - (k0 + kc));
+                        let next = if is_pair(p + 2) {
+                            Some((p + 2, first + k0, kc))
+                        } else if next_depths > 0 && is_pair(panels.start) {
+                            Some((panels.start, first + k0 + kc, next_depths))
+                        } else {
+                            None
+                        };
+                        let next = next.map(|(q, row, count)| Prefetch {
+                            panels: [weight.block(q, row), weight.block(q + 1, row)],
+                            rows: count,
+                        });
+                        block.pair(p, next);
+                    } else {
+                        block.panel(p);
                     }
                 }
                 p += if pair { 2 } else { 1 };
@@ -321,23 +386,37 @@ unsafe fn product_avx2(
 }
 
 /// Packs rows `rows` of `a` (`depth` values each), depths `depths`, tile by tile into `packed`:
-/// for each depth the tile's 6 rows side by side.
+/// for each depth the tile's 6 rows side by side. With `wide` (the CPU has AVX-512F), whole
+/// tiles are packed 8 depths at a time ([`pack_six`](avx512::pack_six)).
 fn pack_block(
     a: &[f32],
     depth: usize,
     rows: Range<usize>,
     depths: Range<usize>,
     packed: &mut [f32],
+    wide: bool,
 ) {
     for (t, tile) in packed.chunks_exact_mut(MR * KC).enumerate() {
         let first_row = rows.start + t * MR;
         if first_row >= rows.end {
             break;
         }
-        for i in 0..MR.min(rows.end - first_row) {
-            let start = (first_row + i) * depth;
-            let row = &a[start + depths.start..start + depths.end];
-            for (k, &v) in row.iter().enumerate() {
+        let row = |i: usize| &a[(first_row + i) * depth..][depths.clone()];
+        let count = MR.min(rows.end - first_row);
+        if wide && count == MR {
+            // SAFETY: the CPU has AVX-512F (the caller's `wide`); each of the 6 rows holds
+            // `depths.len()` values and the tile `MR · KC >= 6 · depths.len()`.
+            unsafe {
+                avx512::pack_six(
+                    std::array::from_fn(|i| row(i).as_ptr()),
+                    depths.len(),
+                    tile.as_mut_ptr(),
+                )
+            };
+            continue;
+        }
+        for i in 0..count {
+            for (k, &v) in row(i).iter().enumerate() {
                 tile[k * MR + i] = v;
             }
         }
@@ -392,49 +471,75 @@ impl DepthBlock<'_> {
         }
     }
 
-    /// Panels `p` and `p + 1` by the AVX-512 tile, 12 rows at a time; returns the first row
-    /// left over (fewer than 12 remain).
+    /// Panels `p` and `p + 1` by the AVX-512 tile: 12 rows at a time, then the rows left over
+    /// (fewer than 12) by the same tile cut to them. The tiles share out the prefetch of `next`.
     ///
     /// # Safety
     ///
-    /// The CPU has AVX-512F; panels `p` and `p + 1` are whole panels of the weight.
+    /// The CPU has AVX-512F; panels `p` and `p + 1` are whole panels of the weight; `next`'s
+    /// blocks lie inside the weight.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pair(&self, p: usize) -> usize {
+    unsafe fn pair(&self, p: usize, next: Option<Prefetch>) {
         let c_out = self.weight.c_out;
+        let tiles = self.rows.len().div_ceil(2 * MR);
         let mut r = self.rows.start;
-        while r + 2 * MR <= self.rows.end {
+        while r < self.rows.end {
+            let m = (2 * MR).min(self.rows.end - r);
+            let t = (r - self.rows.start) / (2 * MR);
+            let (prefetch, prefetch_rows) = match &next {
+                Some(next) => {
+                    let share = next.rows * t / tiles..next.rows * (t + 1) / tiles;
+                    let at = |b: *const f32| b.wrapping_add(share.start * NR);
+                    ([at(next.panels[0]), at(next.panels[1])], share.len())
+                }
+                None => ([std::ptr::null(); 2], 0),
+            };
             let offset = r * c_out + p * NR;
             let a = self.packed_tile(r);
-            // SAFETY: rows `r..r + 12` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
-            // the two packed tiles of those rows lie inside `packed`; panels `p` and `p + 1`
-            // and their shift exist; the caller checked AVX-512F.
+            // SAFETY: rows `r..r + m` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
+            // the packed tiles of those rows lie inside `packed` (the second is only formed,
+            // not read, where `m <= 6`); panels `p` and `p + 1` and their shift exist; the
+            // caller checked AVX-512F.
             unsafe {
                 let b = self.panel_block(p);
                 let tile = WideTile {
-                    a: [a, a.add(MR * KC)],
+                    a: [a, a.wrapping_add(MR * KC)],
                     b: [b, b.add(self.weight.depth * NR)],
                     c: self.out.add(offset),
                     shift: self.shift.as_ptr().add(p * NR),
                     residual: self.residual_at(offset),
+                    prefetch,
+                    prefetch_rows,
                 };
-                tile.run(&self.pass);
+                match m {
+                    12 => tile.run::<12>(&self.pass),
+                    11 => tile.run::<11>(&self.pass),
+                    10 => tile.run::<10>(&self.pass),
+                    9 => tile.run::<9>(&self.pass),
+                    8 => tile.run::<8>(&self.pass),
+                    7 => tile.run::<7>(&self.pass),
+                    6 => tile.run::<6>(&self.pass),
+                    5 => tile.run::<5>(&self.pass),
+                    4 => tile.run::<4>(&self.pass),
+                    3 => tile.run::<3>(&self.pass),
+                    2 => tile.run::<2>(&self.pass),
+                    _ => tile.run::<1>(&self.pass),
+                }
             }
-            r += 2 * MR;
+            r += m;
         }
-        r
     }
 
-    /// Panel `p` by the AVX2 tile, from row `from` to the block's end, 6 rows at a time.
+    /// Panel `p` by the AVX2 tile, 6 rows at a time.
     ///
     /// # Safety
     ///
-    /// The CPU has AVX2 and FMA; `p` is one of the weight's panels; `from` is the block's first
-    /// row or a multiple of 6 past it.
+    /// The CPU has AVX2 and FMA; `p` is one of the weight's panels.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn panel(&self, p: usize, from: usize) {
+    unsafe fn panel(&self, p: usize) {
         let c_out = self.weight.c_out;
         let cols = NR.min(c_out - p * NR);
-        let mut r = from;
+        let mut r = self.rows.start;
         while r < self.rows.end {
             let m = MR.min(self.rows.end - r);
             let offset = r * c_out + p * NR;
@@ -464,6 +569,13 @@ impl DepthBlock<'_> {
     }
 }
 
+/// The weight blocks the tiles of a pair fetch into cache for the pair after them: `rows` rows
+/// (of 16 values, one cache line each) of each of two panels.
+struct Prefetch {
+    panels: [*const f32; 2],
+    rows: usize,
+}
+
 /// What every tile of one depth block shares.
 struct Pass {
     kc: usize,
@@ -483,7 +595,7 @@ mod tests {
     /// panels, several depth blocks and row blocks, a weight row offset, with and without the
     /// shortcut and the ReLU; with the AVX2 tile alone and, where the CPU has AVX-512, with the
     /// wide tile for pairs of whole panels (the 200-row, 64-channel case has 12-row tiles over
-    /// two pairs, and rows left over).
+    /// two pairs, and rows left over; 5 and 11 rows run on the wide tile cut to them).
     #[test]
     fn panel_product_matches_the_definition() {
         if !available() {
@@ -496,6 +608,8 @@ mod tests {
             (7, 300, 37, 5),
             (200, 600, 64, 0),
             (30, 40, 80, 2),
+            (5, 20, 64, 1),
+            (11, 9, 32, 0),
         ] {
             let total = first + depth + 3;
             let a: Vec<f32> = (0..rows * depth).map(|i| value(i, 1)).collect();
