@@ -44,6 +44,10 @@ enum Weight {
 pub(super) struct Maps {
     pub(super) data: Vec<f32>,
     pub(super) dims: [usize; 4],
+    /// The images of the whole forward these maps are a share of: Winograd's tile size is
+    /// chosen by it, so that every share of a batch takes the same path and the numbers do not
+    /// depend on how many threads share the batch out.
+    pub(super) batch: usize,
 }
 
 /// A tensor's values as `f32` on the host; `name` is the tensor's path in errors.
@@ -137,19 +141,43 @@ impl FoldedConv {
     }
 
     fn forward_with(&self, x: &Maps, epilogue: Epilogue<'_>, parallel: bool) -> Maps {
-        let [n, h, w, _] = x.dims;
+        let start = crate::cpu::tuning::layer_trace().then(std::time::Instant::now);
+        let [n, h, w, c] = x.dims;
         let out = output_size([h, w], self.kernel, self.stride, self.padding);
         let dims = [n, out[0], out[1], self.channels[1]];
         #[cfg(target_arch = "x86_64")]
-        if let Some(data) = self.winograd_forward(x, out, epilogue, parallel) {
-            return Maps { data, dims };
+        let winograd = self.winograd_forward(x, out, epilogue, parallel);
+        #[cfg(not(target_arch = "x86_64"))]
+        let winograd: Option<(Vec<f32>, usize)> = None;
+        let (data, method) = match winograd {
+            Some((data, tile)) => (data, format!("winograd F({tile}x{tile}, 3x3)")),
+            None => {
+                let data = self.product_forward(x, out, epilogue, parallel);
+                (data, "direct".to_string())
+            }
+        };
+        if let Some(start) = start {
+            let [kh, kw] = self.kernel;
+            eprintln!(
+                "resnet_transfer layer: conv {kh}x{kw}/{} {n}x{h}x{w}x{c} -> {}x{}x{} {method}{} {:.3} ms",
+                self.stride[0],
+                out[0],
+                out[1],
+                dims[3],
+                if parallel { " split" } else { "" },
+                start.elapsed().as_secs_f64() * 1e3
+            );
         }
-        let data = self.product_forward(x, out, epilogue, parallel);
-        Maps { data, dims }
+        Maps {
+            data,
+            dims,
+            batch: x.batch,
+        }
     }
 
     /// By Winograd's transforms, where this convolution has them and its output map is large
     /// enough for a tile size to pay; the transforms are made the first time a size is chosen.
+    /// Returns the output and the tile's output side.
     #[cfg(target_arch = "x86_64")]
     fn winograd_forward(
         &self,
@@ -157,21 +185,22 @@ impl FoldedConv {
         out: [usize; 2],
         epilogue: Epilogue<'_>,
         parallel: bool,
-    ) -> Option<Vec<f32>> {
+    ) -> Option<(Vec<f32>, usize)> {
         use crate::cpu::winograd::{Winograd, choose};
         let (Weight::Panels(panels), Some(transforms)) = (&self.weight, &self.winograd) else {
             return None;
         };
-        let size = choose(self.kernel, self.stride, out)?;
+        let size = choose(self.kernel, self.stride, out, x.batch)?;
         let [c, c_out] = [x.dims[3], self.channels[1]];
         let winograd = transforms[size.index()]
             .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
-        Some(winograd.forward(&x.data, x.dims, self.padding, epilogue, parallel))
+        let data = winograd.forward(&x.data, x.dims, self.padding, epilogue, parallel);
+        Some((data, size.output()))
     }
 
-    /// By the im2col product: on one thread a block of rows at a time, gathered while the
-    /// product runs; split between threads, the whole matrix (or the maps themselves, for a 1x1
-    /// convolution of stride 1) at once.
+    /// By the im2col product: a block of rows at a time, gathered while the product runs, on one
+    /// thread or each thread its share of the rows; where there are too few rows for that, the
+    /// whole matrix at once (or the maps themselves, for a 1x1 convolution of stride 1).
     fn product_forward(
         &self,
         x: &Maps,
@@ -200,10 +229,14 @@ impl FoldedConv {
                 buffer,
             )
         };
+        // Gathered a block at a time, on one thread or split by rows; a product with too few
+        // rows for that (stage 4 of one photo) is gathered whole and split by panels below.
         #[cfg(target_arch = "x86_64")]
-        if let (Weight::Panels(panels), false, false) = (&self.weight, direct, parallel) {
-            use crate::cpu::panels::product_blocks;
-            return product_blocks(rows, depth, gather, panels, first, epilogue);
+        if let (Weight::Panels(panels), false) = (&self.weight, direct) {
+            use crate::cpu::panels::{product_blocks, row_block_each};
+            if !parallel || row_block_each(rows) {
+                return product_blocks(rows, depth, gather, panels, first, epilogue, parallel);
+            }
         }
         let columns = if direct {
             Cow::Borrowed(&x.data[..])

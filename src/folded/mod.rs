@@ -203,6 +203,7 @@ impl FoldedResNet {
             let mut x = Maps {
                 data: vec![0.0; nchw.len()],
                 dims: [images.len(), h, w, c],
+                batch: n,
             };
             // Channels last, a row of an image at a time.
             for_each_image(parallel, &mut x.data, w * c, |row, nhwc| {
@@ -278,6 +279,7 @@ impl MaxPool {
         Maps {
             data: out,
             dims: [n, ho, wo, c],
+            batch: x.batch,
         }
     }
 }

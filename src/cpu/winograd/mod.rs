@@ -33,8 +33,9 @@
 //! docs/PERFORMANCE.md); the tests here
 //! keep both tile sizes within 1e-4 of a direct convolution in `f64`.
 //!
-//! Where the maps are too small for a tile to pay (1x1, as stage 4 at 32x32 pixels, where the direct product multiplies only the centre tap), the
-//! direct product runs. The training step's convolutions (forward, and the input's gradient,
+//! Where the maps hold too few tiles for a tile size to pay (fewer than 32 in the batch:
+//! [`choose`]), or are 1x1 (stage 4 at 32x32 pixels, where the direct product multiplies only the
+//! centre tap), the direct product runs. The training step's convolutions (forward, and the input's gradient,
 //! itself a 3x3 convolution of the output's gradient by the flipped kernel) go through it too
 //! where the batch holds enough tiles ([`choose_for_training`]), their weights transformed anew
 //! on every step. The weight's gradient stays an im2col product. `RESNET_TRANSFER_WINOGRAD=off` turns it off (to compare), `2` or `4` forces one
@@ -130,20 +131,43 @@ pub(crate) fn enabled() -> bool {
     panels::available() && setting() != Setting::Off
 }
 
-/// The tile size for a convolution of `kernel` and `stride` whose output is `out` pixels, or
-/// `None` where the direct product should run: only 3x3 kernels of stride 1; F(4x4, 3x3) where
-/// both sides are at least 4 pixels, F(2x2, 3x3) at 2 and 3, none at 1 (where the direct product
-/// multiplies only the taps that see the map).
-pub(crate) fn choose(kernel: [usize; 2], stride: [usize; 2], out: [usize; 2]) -> Option<TileSize> {
+/// Tiles a product must have for its tile size to pay: with fewer, each of the `α²`
+/// transformed weights (`α²/9` times the weight's size) is read for a handful of rows, and the
+/// weights' traffic outweighs the multiply-adds saved. Measured at 224 pixels, one thread:
+/// batch 1's stage 3 (16 tiles of F(4x4, 3x3), 49 of F(2x2, 3x3)) took 8.9 ms by F(4x4), 6.8 by
+/// F(2x2), 10.0 direct; its stage 4 (4 and 16 tiles) 7.7, 5.4 and 4.7 ms; at batch 4 stage 4 (16
+/// and 64 tiles) 13.2, 12.9 and 16.8 ms (docs/PERFORMANCE.md, 2026-12-07).
+const MIN_PRODUCT_TILES: usize = 32;
+
+/// The tile size for a convolution of `kernel` and `stride` over `images` images whose output
+/// is `out` pixels, or `None` where the direct product should run: only 3x3 kernels of stride 1;
+/// F(4x4, 3x3) where both sides are at least 4 pixels and the images hold at least 32 of its
+/// tiles, else F(2x2, 3x3) where they hold 32 of its tiles, else none (also on 1-pixel maps,
+/// where the direct product multiplies only the taps that see the map).
+/// `RESNET_TRANSFER_WINOGRAD=2` or `4` forces one size wherever a tile fits.
+pub(crate) fn choose(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    out: [usize; 2],
+    images: usize,
+) -> Option<TileSize> {
     if kernel != [3, 3] || stride != [1, 1] || !enabled() {
         return None;
     }
     let side = out[0].min(out[1]);
+    let tiles = |size: TileSize| {
+        let per_image: usize = out.iter().map(|s| s.div_ceil(size.output())).product();
+        images * per_image
+    };
     match setting() {
         Setting::Off => None,
         Setting::Only(size) => (side >= 2).then_some(size),
-        Setting::Auto if side >= 4 => Some(TileSize::F4),
-        Setting::Auto if side >= 2 => Some(TileSize::F2),
+        Setting::Auto if side >= 4 && tiles(TileSize::F4) >= MIN_PRODUCT_TILES => {
+            Some(TileSize::F4)
+        }
+        Setting::Auto if side >= 2 && tiles(TileSize::F2) >= MIN_PRODUCT_TILES => {
+            Some(TileSize::F2)
+        }
         Setting::Auto => None,
     }
 }
@@ -162,7 +186,7 @@ pub(crate) fn choose_for_training(
     out: [usize; 2],
     images: usize,
 ) -> Option<TileSize> {
-    let size = choose(kernel, stride, out)?;
+    let size = choose(kernel, stride, out, images)?;
     let tiles = images
         * out
             .map(|side| side.div_ceil(size.output()))
@@ -285,7 +309,7 @@ impl Winograd {
         let mut block = (BLOCK_BYTES / per_row).max(MIN_TILES.div_ceil(tw)).max(1);
         let threads = rayon::current_num_threads();
         if parallel && threads > 1 {
-            block = block.min(rows.div_ceil(2 * threads)).max(1);
+            block = block.min(rows.div_ceil(threads)).max(1);
         }
         let mut out = Vec::with_capacity(len);
         let mut rest = &mut out.spare_capacity_mut()[..len];

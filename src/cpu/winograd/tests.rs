@@ -121,18 +121,27 @@ fn both_tile_sizes_match_a_direct_convolution() {
     }
 }
 
-/// The rule: 3x3 kernels of stride 1 only, no tile on a 1-pixel map; in training, enough
-/// tiles in the batch.
+/// The rule: 3x3 kernels of stride 1 only, no tile on a 1-pixel map, a tile size only where
+/// the images hold enough of its tiles; in training, enough tiles in the batch.
 #[test]
 fn only_3x3_convolutions_of_stride_1_on_maps_of_2_or_more() {
     if !enabled() {
         return;
     }
-    assert_eq!(choose([1, 1], [1, 1], [8, 8]), None);
-    assert_eq!(choose([3, 3], [2, 2], [8, 8]), None);
-    assert_eq!(choose([3, 3], [1, 1], [1, 8]), None);
-    assert!(choose([3, 3], [1, 1], [2, 2]).is_some());
-    assert!(choose([3, 3], [1, 1], [56, 56]).is_some());
+    assert_eq!(choose([1, 1], [1, 1], [8, 8], 8), None);
+    assert_eq!(choose([3, 3], [2, 2], [8, 8], 8), None);
+    assert_eq!(choose([3, 3], [1, 1], [1, 8], 8), None);
+    assert!(choose([3, 3], [1, 1], [2, 2], 32).is_some());
+    assert!(choose([3, 3], [1, 1], [56, 56], 1).is_some());
+    if setting() == Setting::Auto {
+        // One photo at 224: stage 2 (28x28, 49 tiles of 4x4) by F(4x4), stage 3 (14x14: 16
+        // of 4x4, 49 of 2x2) by F(2x2), stage 4 (7x7: 4 and 16) direct; 4 photos' stage 4 (64
+        // tiles of 2x2) by F(2x2).
+        assert_eq!(choose([3, 3], [1, 1], [28, 28], 1), Some(TileSize::F4));
+        assert_eq!(choose([3, 3], [1, 1], [14, 14], 1), Some(TileSize::F2));
+        assert_eq!(choose([3, 3], [1, 1], [7, 7], 1), None);
+        assert_eq!(choose([3, 3], [1, 1], [7, 7], 4), Some(TileSize::F2));
+    }
     // Training: 8 images of 28x28 (392 tiles of 4x4) yes, of 14x14 (128) no.
     assert_eq!(
         choose_for_training([3, 3], [1, 1], [28, 28], 8),
