@@ -350,35 +350,49 @@ unsafe fn product_avx2(
                 },
             };
             let is_pair = |p: usize| wide && p + 1 < panels.end && (p + 2) * NR <= weight.c_out;
+            // What runs after panel `p`'s step: the next step of this depth block, or the first
+            // of the next depth block; its weight is fetched into cache while this step's tiles
+            // run (at batch 1, stage 3 and 4 weights come from L3, read once).
+            let next_depths = KC.min(depth - (k0 + kc));
+            let next = |p: usize| {
+                let (q, row, rows) = if p < panels.end {
+                    (p, first + k0, kc)
+                } else if next_depths > 0 {
+                    (panels.start, first + k0 + kc, next_depths)
+                } else {
+                    return None;
+                };
+                Some(if is_pair(q) {
+                    Prefetch {
+                        streams: [weight.block(q, row), weight.block(q + 1, row)],
+                        rows,
+                    }
+                } else {
+                    // One panel: its two halves as the two streams.
+                    let half = rows.div_ceil(2);
+                    let start = weight.block(q, row);
+                    Prefetch {
+                        streams: [start, start.wrapping_add(half * NR)],
+                        rows: half,
+                    }
+                })
+            };
             let mut p = panels.start;
             while p < panels.end {
                 // Two whole panels side by side, on a CPU with AVX-512: 12-row tiles over both,
                 // then the rows left over by the same tile cut to them; else panel by panel.
                 let pair = is_pair(p);
+                let step = if pair { 2 } else { 1 };
                 // SAFETY: the caller vouches for the CPU (AVX-512F where `wide`, so where
                 // `pair`), the operands' sizes and `panels`, which `p` and `p + 1` lie in.
                 unsafe {
                     if pair {
-                        // The pair after this one (or the first of the next depth block):
-                        // its weight is fetched into cache while this pair's tiles run.
-                        let next_depths = KC.min(depth - (k0 + kc));
-                        let next = if is_pair(p + 2) {
-                            Some((p + 2, first + k0, kc))
-                        } else if next_depths > 0 && is_pair(panels.start) {
-                            Some((panels.start, first + k0 + kc, next_depths))
-                        } else {
-                            None
-                        };
-                        let next = next.map(|(q, row, count)| Prefetch {
-                            panels: [weight.block(q, row), weight.block(q + 1, row)],
-                            rows: count,
-                        });
-                        block.pair(p, next);
+                        block.pair(p, next(p + step));
                     } else {
-                        block.panel(p);
+                        block.panel(p, next(p + step));
                     }
                 }
-                p += if pair { 2 } else { 1 };
+                p += step;
             }
         }
     }
@@ -386,8 +400,8 @@ unsafe fn product_avx2(
 }
 
 /// Packs rows `rows` of `a` (`depth` values each), depths `depths`, tile by tile into `packed`:
-/// for each depth the tile's 6 rows side by side. With `wide` (the CPU has AVX-512F), whole
-/// tiles are packed 8 depths at a time ([`pack_six`](avx512::pack_six)).
+/// for each depth the tile's 6 rows side by side. Whole tiles are packed 8 depths at a time by
+/// shuffles ([`avx2::pack_six`], or [`avx512::pack_six`] where `wide`: the CPU has AVX-512F).
 fn pack_block(
     a: &[f32],
     depth: usize,
@@ -403,16 +417,18 @@ fn pack_block(
         }
         let row = |i: usize| &a[(first_row + i) * depth..][depths.clone()];
         let count = MR.min(rows.end - first_row);
-        if wide && count == MR {
-            // SAFETY: the CPU has AVX-512F (the caller's `wide`); each of the 6 rows holds
-            // `depths.len()` values and the tile `MR · KC >= 6 · depths.len()`.
+        if count == MR {
+            let rows = std::array::from_fn(|i| row(i).as_ptr());
+            // SAFETY: the CPU has AVX2 (the product's callers checked) and AVX-512F where
+            // `wide`; each of the 6 rows holds `depths.len()` values and the tile
+            // `MR · KC >= 6 · depths.len()`.
             unsafe {
-                avx512::pack_six(
-                    std::array::from_fn(|i| row(i).as_ptr()),
-                    depths.len(),
-                    tile.as_mut_ptr(),
-                )
-            };
+                if wide {
+                    avx512::pack_six(rows, depths.len(), tile.as_mut_ptr());
+                } else {
+                    avx2::pack_six(rows, depths.len(), tile.as_mut_ptr());
+                }
+            }
             continue;
         }
         for i in 0..count {
@@ -486,14 +502,7 @@ impl DepthBlock<'_> {
         while r < self.rows.end {
             let m = (2 * MR).min(self.rows.end - r);
             let t = (r - self.rows.start) / (2 * MR);
-            let (prefetch, prefetch_rows) = match &next {
-                Some(next) => {
-                    let share = next.rows * t / tiles..next.rows * (t + 1) / tiles;
-                    let at = |b: *const f32| b.wrapping_add(share.start * NR);
-                    ([at(next.panels[0]), at(next.panels[1])], share.len())
-                }
-                None => ([std::ptr::null(); 2], 0),
-            };
+            let (prefetch, prefetch_rows) = Prefetch::share(next.as_ref(), t, tiles);
             let offset = r * c_out + p * NR;
             let a = self.packed_tile(r);
             // SAFETY: rows `r..r + m` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
@@ -530,18 +539,22 @@ impl DepthBlock<'_> {
         }
     }
 
-    /// Panel `p` by the AVX2 tile, 6 rows at a time.
+    /// Panel `p` by the AVX2 tile, 6 rows at a time. The tiles share out the prefetch of
+    /// `next`.
     ///
     /// # Safety
     ///
     /// The CPU has AVX2 and FMA; `p` is one of the weight's panels.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn panel(&self, p: usize) {
+    unsafe fn panel(&self, p: usize, next: Option<Prefetch>) {
         let c_out = self.weight.c_out;
         let cols = NR.min(c_out - p * NR);
+        let tiles = self.rows.len().div_ceil(MR);
         let mut r = self.rows.start;
         while r < self.rows.end {
             let m = MR.min(self.rows.end - r);
+            let t = (r - self.rows.start) / MR;
+            let (prefetch, prefetch_rows) = Prefetch::share(next.as_ref(), t, tiles);
             let offset = r * c_out + p * NR;
             // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
             // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
@@ -554,6 +567,8 @@ impl DepthBlock<'_> {
                     shift: self.shift.as_ptr().add(p * NR),
                     residual: self.residual_at(offset),
                     cols,
+                    prefetch,
+                    prefetch_rows,
                 };
                 match m {
                     6 => tile.run::<6>(&self.pass),
@@ -569,11 +584,27 @@ impl DepthBlock<'_> {
     }
 }
 
-/// The weight blocks the tiles of a pair fetch into cache for the pair after them: `rows` rows
-/// (of 16 values, one cache line each) of each of two panels.
+/// What the tiles of one step (a pair of panels, or one) fetch into cache for the step after
+/// them: two streams of `rows` rows of 16 values (a cache line each), from the next step's two
+/// panels, or from the two halves of its one panel.
 struct Prefetch {
-    panels: [*const f32; 2],
+    streams: [*const f32; 2],
     rows: usize,
+}
+
+impl Prefetch {
+    /// Tile `t`'s share of `next` (of `tiles` tiles): its streams' starts and rows (none, if
+    /// there is no next step).
+    fn share(next: Option<&Prefetch>, t: usize, tiles: usize) -> ([*const f32; 2], usize) {
+        match next {
+            Some(next) => {
+                let share = next.rows * t / tiles..next.rows * (t + 1) / tiles;
+                let at = |b: *const f32| b.wrapping_add(share.start * NR);
+                ([at(next.streams[0]), at(next.streams[1])], share.len())
+            }
+            None => ([std::ptr::null(); 2], 0),
+        }
+    }
 }
 
 /// What every tile of one depth block shares.
