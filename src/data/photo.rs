@@ -37,12 +37,43 @@ pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>> {
     }
     let img = open_upright(path)?;
     let side = size as u32;
-    let img = if (img.width(), img.height()) == (side, side) {
+    let ([width, height], [left, top]) = resize_and_crop(img.width(), img.height(), side);
+    let img = if (img.width(), img.height()) == (width, height) {
         img
     } else {
-        img.resize_to_fill(side, side, FilterType::Triangle)
+        img.resize_exact(width, height, FilterType::Triangle)
+    };
+    let img = if (width, height) == (side, side) {
+        img
+    } else {
+        img.crop_imm(left, top, side, side)
     };
     Ok(from_interleaved(img.to_rgb8().as_raw(), size * size))
+}
+
+/// torchvision's `Resize(size)` + `CenterCrop(size)` geometry for a `width` x `height` photo: the
+/// size it is resized to (the short side `size`, the long side `size · long / short` rounded
+/// down, as torchvision's `int(...)`), and the crop's left and top offsets there (half the
+/// excess, rounded half to even, as torchvision's `int(round(...))`: 7 spare pixels give an
+/// offset of 4, not 3).
+fn resize_and_crop(width: u32, height: u32, size: u32) -> ([u32; 2], [u32; 2]) {
+    let scaled = |long: u32, short: u32| {
+        (u64::from(size) * u64::from(long) / u64::from(short.max(1))) as u32
+    };
+    let resized = if width <= height {
+        [size, scaled(height, width)]
+    } else {
+        [scaled(width, height), size]
+    };
+    let offset = |excess: u32| {
+        let half = excess / 2;
+        if excess % 2 == 1 && half % 2 == 1 {
+            half + 1
+        } else {
+            half
+        }
+    };
+    (resized, resized.map(|side| offset(side - size)))
 }
 
 /// Reads one photo file augmented for training ([`PhotoAugment`]): decoded and turned upright
@@ -209,6 +240,49 @@ fn jpeg_reaches_its_end(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The resize and the crop offsets are torchvision 0.29's: each row's expected figures were
+    /// read off `transforms.functional._compute_resized_output_size` and `center_crop` applied
+    /// to an image of its own pixel coordinates (odd excesses round half to even: 7 spare rows
+    /// give 4, 15 give 8, 1 gives 0).
+    #[test]
+    fn resize_and_crop_follow_torchvision() {
+        let torchvision = [
+            ([56, 63, 56], [56, 63], [0, 4]),
+            ([65, 80, 65], [65, 80], [0, 8]),
+            ([2000, 1500, 224], [298, 224], [37, 0]),
+            ([480, 640, 224], [224, 298], [0, 37]),
+            ([300, 224, 224], [300, 224], [38, 0]),
+            ([224, 401, 224], [224, 401], [0, 88]),
+            ([16, 12, 224], [298, 224], [37, 0]),
+            ([97, 61, 32], [50, 32], [9, 0]),
+            ([225, 224, 224], [225, 224], [0, 0]),
+            ([1001, 999, 224], [224, 224], [0, 0]),
+            ([63, 56, 56], [63, 56], [4, 0]),
+            ([4032, 3024, 224], [298, 224], [37, 0]),
+            ([12, 16, 7], [7, 9], [0, 1]),
+        ];
+        for ([w, h, size], resized, offsets) in torchvision {
+            assert_eq!(
+                resize_and_crop(w, h, size),
+                (resized, offsets),
+                "{w}x{h} to {size}"
+            );
+        }
+    }
+
+    /// A photo whose short side is already the size is only cropped, at torchvision's offset:
+    /// each row of a 56x63 photo holds its own row number, and the crop's first row is 4.
+    #[test]
+    fn an_odd_excess_is_cropped_as_torchvision_crops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tall.png");
+        image::RgbImage::from_fn(56, 63, |_, y| image::Rgb([y as u8, 0, 0]))
+            .save(&path)
+            .unwrap();
+        let rgb = read_image(&path, 56).unwrap();
+        assert_eq!((rgb[0], rgb[55 * 56]), (4, 59));
+    }
 
     /// A wide photo whose left and right quarters are red and whose middle half is blue: the
     /// centre crop keeps only blue, a squash would keep red at the edges.
