@@ -229,6 +229,30 @@ fn broken_external_data_is_a_typed_error_naming_the_file() {
     std::fs::copy(fixture("torch-dynamo-d18.onnx"), &alone).unwrap();
     let message = import_onnx(&alone, &device).unwrap_err().to_string();
     assert!(message.contains("torch-dynamo-d18.onnx.data"), "{message}");
+
+    // A data file whose weights were overwritten with NaN (a damaged copy; a training that
+    // diverged writes such files too) is refused, naming a tensor: the folded path's ReLU
+    // would turn the NaN into zeros and normal-looking answers. Infinity too.
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut data = std::fs::read(fixture("torch-dynamo-d18.onnx.data")).unwrap();
+        let middle = data.len() / 2 / 4 * 4;
+        for word in data[middle..middle + 256].chunks_exact_mut(4) {
+            word.copy_from_slice(&bad.to_le_bytes());
+        }
+        std::fs::write(tmp.path().join("torch-dynamo-d18.onnx.data"), &data).unwrap();
+        let err = import_onnx(&alone, &device).unwrap_err();
+        let Error::BadTensor { tensor, reason } = &err else {
+            panic!("{bad}: expected a bad-tensor error, got {err}");
+        };
+        assert!(
+            tensor.contains("ONNX node") || tensor.starts_with("head"),
+            "{err}"
+        );
+        assert!(
+            reason.contains("64 of its") && reason.contains("not finite"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

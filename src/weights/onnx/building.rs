@@ -5,7 +5,7 @@ use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::matching::{Block, Head, Matcher, Norm, Unit};
-use super::{Imported, InputLayout, dims_of, floats, transpose};
+use super::{Imported, InputLayout, check_finite, dims_of, floats, transpose};
 use crate::data::Preprocess;
 use crate::error::{Error, Result};
 use crate::model::{BlockKind, ConvBn, ResNet, ResNetConfig, StridePlacement, depth_of};
@@ -35,6 +35,8 @@ impl Matcher<'_> {
         let mut model = found.config.init(device)?;
         self.load_units(&mut model, &found, stem, blocks, device)?;
         let head_layer = model.head.as_mut().expect("configured with classes");
+        check_finite(&head.weight, || "head.linear.weight".to_string())?;
+        check_finite(&head.bias, || "head.linear.bias".to_string())?;
         // Burn's Linear keeps its weight as [features, classes].
         let w = transpose(&head.weight, head.classes, head.features);
         head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
@@ -200,7 +202,10 @@ impl Matcher<'_> {
             });
         }
         let channels = expected[0];
+        let described = |what: &str| format!("{name}.{what} (ONNX node `{}`)", unit.node);
+        check_finite(&floats(&unit.weight), || described("conv.weight"))?;
         let tensor = |data: Vec<f32>, what: &str| -> Result<Tensor<1>> {
+            check_finite(&data, || described(what))?;
             if data.len() != channels {
                 return Err(Error::ShapeMismatch {
                     tensor: format!("{name}.{what} (ONNX node `{}`)", unit.node),

@@ -150,6 +150,26 @@ pub(super) fn floats(data: &TensorData) -> Vec<f32> {
     data.try_to_vec_as::<f32>().unwrap_or_default()
 }
 
+/// Refuses weights that are not all finite: a NaN or infinity in a file (a diverged training, a
+/// damaged `.onnx.data`) would otherwise reach the predictions, and the folded path's ReLU turns
+/// NaN into 0, where onnxruntime gives NaN: normal-looking answers from a broken model.
+/// `tensor` names it in the error.
+pub(super) fn check_finite(values: &[f32], tensor: impl FnOnce() -> String) -> Result<()> {
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(first) => Err(Error::BadTensor {
+            tensor: tensor(),
+            reason: format!(
+                "{bad} of its {} values are not finite (NaN or infinite), the first at index \
+                 {first} ({}): the file's weights are damaged or come from a training that diverged",
+                values.len(),
+                values[first]
+            ),
+        }),
+    }
+}
+
 /// Where an import came from, for messages.
 pub fn describe(imported: &Imported, path: &Path) -> String {
     let c = &imported.config;
