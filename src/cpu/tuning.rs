@@ -2,13 +2,17 @@
 //! products, and how glibc keeps freed memory. Each changes process-wide state, so each is an
 //! explicit call (re-exported from [`crate::device`]), never a side effect of building a model.
 
-/// Whether `RESNET_TRANSFER_TRACE_LAYERS` is set (read once): then every convolution of the
-/// folded inference path prints a line to stderr with its shapes, its method (direct or
-/// Winograd's tile size, split between threads or not) and its milliseconds, as oneDNN's
-/// `ONEDNN_VERBOSE` does. `benches/layer_profile.py` sums those lines per layer shape.
+/// Whether `RESNET_TRANSFER_TRACE_LAYERS` is set to anything but empty, `0`, `off` or `false`
+/// (read once): then every convolution of the folded inference path prints a line to stderr
+/// with its shapes, its method (direct or Winograd's tile size, split between threads or not),
+/// the pool thread that ran it and its milliseconds, as oneDNN's `ONEDNN_VERBOSE` does.
+/// `benches/layer_profile.py` sums those lines per thread and layer shape.
 pub(crate) fn layer_trace() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TRACE.get_or_init(|| std::env::var_os("RESNET_TRANSFER_TRACE_LAYERS").is_some())
+    *TRACE.get_or_init(|| {
+        std::env::var("RESNET_TRANSFER_TRACE_LAYERS")
+            .is_ok_and(|v| !matches!(v.trim(), "" | "0" | "off" | "false"))
+    })
 }
 
 /// Makes the `gemm` crate, which flex multiplies with, pack the left operand of skinny products.

@@ -158,8 +158,11 @@ impl FoldedConv {
         };
         if let Some(start) = start {
             let [kh, kw] = self.kernel;
+            // `n` is the images this call ran: a thread's share of the batch, or the images
+            // left over, split between the threads (" split").
+            let thread = rayon::current_thread_index().map_or("-".to_string(), |i| i.to_string());
             eprintln!(
-                "resnet_transfer layer: conv {kh}x{kw}/{} {n}x{h}x{w}x{c} -> {}x{}x{} {method}{} {:.3} ms",
+                "resnet_transfer layer: conv {kh}x{kw}/{} {n}x{h}x{w}x{c} -> {}x{}x{} {method}{} thread {thread} {:.3} ms",
                 self.stride[0],
                 out[0],
                 out[1],
