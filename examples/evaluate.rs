@@ -48,6 +48,13 @@ struct Args {
 }
 
 fn main() {
+    // Piped into `head` or `less`, stop quietly when the reader goes away, as Unix tools do,
+    // rather than panicking on the broken pipe (Rust ignores SIGPIPE).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores SIGPIPE's default action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     resnet_transfer::device::tune_host_allocator();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");

@@ -36,7 +36,8 @@ struct Args {
     #[arg(long)]
     input_size: Option<usize>,
     /// Class names: imagenet, cifar10, or a file with one name per line; as many as the
-    /// model has classes.
+    /// model has classes. Without it, the names in the model's card or ONNX metadata; where
+    /// there are none, ImageNet's for 1,000 classes, CIFAR-10's for 10, and `class N` otherwise.
     #[arg(long)]
     classes: Option<String>,
     /// How many classes to show per image.
@@ -70,6 +71,13 @@ struct Args {
 }
 
 fn main() {
+    // Piped into `head` or `less`, stop quietly when the reader goes away, as Unix tools do,
+    // rather than panicking on the broken pipe (Rust ignores SIGPIPE).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: restores SIGPIPE's default action before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     resnet_transfer::device::tune_host_allocator();
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
