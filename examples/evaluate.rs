@@ -149,6 +149,9 @@ fn print_json(eval: &Evaluation, count: usize, names: &[String]) {
     println!("{out}");
 }
 
+/// Classes up to which the report prints every class's row and the confusion matrix.
+const MANY_CLASSES: usize = 20;
+
 /// The evaluation as a person reads it: accuracy, per class, the confusion matrix and the most
 /// confused pair.
 fn print_report(eval: &Evaluation, count: usize, names: &[String]) {
@@ -162,30 +165,57 @@ fn print_report(eval: &Evaluation, count: usize, names: &[String]) {
         println!("top-5 accuracy: {:.2}%", 100.0 * top5);
     }
     let percent = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    // With many classes (ImageNet's 1,000), the rows of classes the set neither holds nor was
+    // predicted as are left out, and the confusion matrix is left to --json: printed, they were
+    // megabytes of zeros.
+    let many = names.len() > MANY_CLASSES;
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 32);
     println!(
-        "  {:<12} {:>7} {:>9} {:>9} {:>6}",
+        "  {:<width$} {:>7} {:>9} {:>9} {:>6}",
         "class", "images", "recall", "precision", "F1"
     );
+    let mut left_out = 0;
     for (name, c) in names.iter().zip(eval.class_scores()) {
+        if many && c.images == 0 && c.precision.is_none() {
+            left_out += 1;
+            continue;
+        }
         let f1 = c.f1.map_or("-".to_string(), |f| format!("{f:.3}"));
         let (recall, precision) = (percent(c.recall), percent(c.precision));
         println!(
-            "  {name:<12} {:>7} {recall:>9} {precision:>9} {f1:>6}",
+            "  {name:<width$} {:>7} {recall:>9} {precision:>9} {f1:>6}",
             c.images
         );
     }
-    println!("\nconfusion matrix (rows: true, columns: predicted)");
-    print!("{:>12}", "");
-    for name in names {
-        print!(" {:>6}", name.chars().take(6).collect::<String>());
+    if left_out > 0 {
+        println!(
+            "  ({left_out} classes with no images and no predictions left out; --json has every class)"
+        );
     }
-    println!();
-    for (name, row) in names.iter().zip(&eval.confusion) {
-        print!("{name:>12}");
-        for count in row {
-            print!(" {count:>6}");
+    if many {
+        println!(
+            "\nconfusion matrix: {0} x {0}, in --json (printed only for {MANY_CLASSES} classes or fewer)",
+            names.len()
+        );
+    } else {
+        println!("\nconfusion matrix (rows: true, columns: predicted)");
+        print!("{:>12}", "");
+        for name in names {
+            print!(" {:>6}", name.chars().take(6).collect::<String>());
         }
         println!();
+        for (name, row) in names.iter().zip(&eval.confusion) {
+            print!("{name:>12}");
+            for count in row {
+                print!(" {count:>6}");
+            }
+            println!();
+        }
     }
     if let Some((t, p, c)) = eval.most_confused() {
         println!(
