@@ -35,8 +35,9 @@ impl Matcher<'_> {
         let mut model = found.config.init(device)?;
         self.load_units(&mut model, &found, stem, blocks, device)?;
         let head_layer = model.head.as_mut().expect("configured with classes");
-        check_finite(&head.weight, || "head.linear.weight".to_string())?;
-        check_finite(&head.bias, || "head.linear.bias".to_string())?;
+        let described = |what: &str| format!("head.linear.{what} (of {})", self.path.display());
+        check_finite(&head.weight, || described("weight"))?;
+        check_finite(&head.bias, || described("bias"))?;
         // Burn's Linear keeps its weight as [features, classes].
         let w = transpose(&head.weight, head.classes, head.features);
         head_layer.linear.weight = Param::from_tensor(Tensor::from_data(
@@ -194,21 +195,28 @@ impl Matcher<'_> {
     ) -> Result<()> {
         let expected = target.conv.dims_oihw().to_vec();
         let found = dims_of(&unit.weight);
+        // The crate's own path for the tensor, the file's node and the file.
+        let described = |what: &str| {
+            format!(
+                "{name}.{what} (ONNX node `{}` of {})",
+                unit.node,
+                self.path.display()
+            )
+        };
         if expected != found {
             return Err(Error::ShapeMismatch {
-                tensor: format!("{name}.conv.weight (ONNX node `{}`)", unit.node),
+                tensor: described("conv.weight"),
                 expected,
                 found,
             });
         }
         let channels = expected[0];
-        let described = |what: &str| format!("{name}.{what} (ONNX node `{}`)", unit.node);
         check_finite(&floats(&unit.weight), || described("conv.weight"))?;
         let tensor = |data: Vec<f32>, what: &str| -> Result<Tensor<1>> {
             check_finite(&data, || described(what))?;
             if data.len() != channels {
                 return Err(Error::ShapeMismatch {
-                    tensor: format!("{name}.{what} (ONNX node `{}`)", unit.node),
+                    tensor: described(what),
                     expected: vec![channels],
                     found: vec![data.len()],
                 });

@@ -276,10 +276,21 @@ impl<'a> Matcher<'a> {
         } else {
             pad_of(&c.padding, explicit)
         };
+        if c.groups != 1 {
+            return Err(self.fail(
+                node,
+                format!(
+                    "a grouped convolution ({} groups): the file is a ResNeXt or another \
+                     variant with grouped convolutions, which this crate does not build (it \
+                     builds ResNets: torchvision's resnet18 to resnet152, Keras's ResNet50 to \
+                     ResNet152)",
+                    c.groups
+                ),
+            ));
+        }
         if c.kernel_size != [kernel, kernel]
             || c.stride[0] != c.stride[1]
             || c.dilation != [1, 1]
-            || c.groups != 1
             || pad != Some(padding)
         {
             return Err(self.fail(
