@@ -332,7 +332,8 @@ unsafe fn product_avx2(
         let r1 = (r0 + MC).min(rows.end);
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
-            pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed, wide);
+            // SAFETY: the caller vouches for AVX2, and AVX-512F where `wide`.
+            unsafe { pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed, wide) };
             let block = DepthBlock {
                 packed: &packed,
                 weight,
@@ -401,8 +402,12 @@ unsafe fn product_avx2(
 
 /// Packs rows `rows` of `a` (`depth` values each), depths `depths`, tile by tile into `packed`:
 /// for each depth the tile's 6 rows side by side. Whole tiles are packed 8 depths at a time by
-/// shuffles ([`avx2::pack_six`], or [`avx512::pack_six`] where `wide`: the CPU has AVX-512F).
-fn pack_block(
+/// shuffles ([`avx2::pack_six`], or [`avx512::pack_six`] where `wide`).
+///
+/// # Safety
+///
+/// The CPU has AVX2, and AVX-512F where `wide`.
+unsafe fn pack_block(
     a: &[f32],
     depth: usize,
     rows: Range<usize>,
@@ -419,9 +424,8 @@ fn pack_block(
         let count = MR.min(rows.end - first_row);
         if count == MR {
             let rows = std::array::from_fn(|i| row(i).as_ptr());
-            // SAFETY: the CPU has AVX2 (the product's callers checked) and AVX-512F where
-            // `wide`; each of the 6 rows holds `depths.len()` values and the tile
-            // `MR · KC >= 6 · depths.len()`.
+            // SAFETY: the caller vouches for AVX2, and AVX-512F where `wide`; each of the 6
+            // rows holds `depths.len()` values and the tile `MR · KC >= 6 · depths.len()`.
             unsafe {
                 if wide {
                     avx512::pack_six(rows, depths.len(), tile.as_mut_ptr());
