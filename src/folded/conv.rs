@@ -149,15 +149,15 @@ impl FoldedConv {
         let winograd = self.winograd_forward(x, out, epilogue, parallel);
         #[cfg(not(target_arch = "x86_64"))]
         let winograd: Option<(Vec<f32>, usize)> = None;
-        let (data, method) = match winograd {
-            Some((data, tile)) => (data, format!("winograd F({tile}x{tile}, 3x3)")),
-            None => {
-                let data = self.product_forward(x, out, epilogue, parallel);
-                (data, "direct".to_string())
-            }
+        let (data, tile) = match winograd {
+            Some((data, tile)) => (data, Some(tile)),
+            None => (self.product_forward(x, out, epilogue, parallel), None),
         };
         if let Some(start) = start {
             let [kh, kw] = self.kernel;
+            let method = tile.map_or("direct".to_string(), |t| {
+                format!("winograd F({t}x{t}, 3x3)")
+            });
             // `n` is the images this call ran: a thread's share of the batch, or the images
             // left over, split between the threads (" split").
             let thread = rayon::current_thread_index().map_or("-".to_string(), |i| i.to_string());
