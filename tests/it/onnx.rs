@@ -252,6 +252,55 @@ fn broken_external_data_is_a_typed_error_naming_the_file() {
     }
 }
 
+/// A BatchNorm whose running variance is at or below minus its epsilon (a damaged file) is
+/// refused, naming the tensor, the channel and the file: onnxruntime gives NaN logits for it,
+/// and the folded path would have given normal-looking ones. The file is torchvision's export
+/// with BatchNorm nodes, one variance overwritten by the `onnx` package as a user would.
+#[test]
+fn a_negative_batch_norm_variance_is_refused() {
+    let Some(python) = crate::common::onnxruntime_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let damaged = tmp.path().join("negative-var.onnx");
+    let script = r#"
+import sys, onnx, numpy as np
+from onnx import numpy_helper
+model = onnx.load(sys.argv[1])
+inits = {i.name: i for i in model.graph.initializer}
+bn = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+var = inits[bn.input[4]]
+values = numpy_helper.to_array(var).copy()
+values[2] = -3.0
+var.CopyFrom(numpy_helper.from_array(values, var.name))
+onnx.save(model, sys.argv[2])
+"#;
+    let made = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(fixture("torch-bn-d18.onnx"))
+        .arg(&damaged)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let err = import_onnx(&damaged, &device).unwrap_err();
+    let Error::BadTensor { tensor, reason } = &err else {
+        panic!("expected a bad-tensor error, got {err}");
+    };
+    assert!(
+        tensor.contains("bn.running_var") && tensor.contains("negative-var.onnx"),
+        "{err}"
+    );
+    assert!(
+        reason.contains("-3") && reason.contains("channel 2"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unsupported_and_corrupt_files_give_typed_errors() {
     let device = resnet_transfer::device::device("ndarray").unwrap();

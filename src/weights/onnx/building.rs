@@ -259,6 +259,20 @@ impl Matcher<'_> {
         target.bn.gamma = Param::from_tensor(tensor(gamma, "bn.gamma")?);
         target.bn.beta = Param::from_tensor(tensor(beta, "bn.beta")?);
         target.bn.running_mean = RunningState::new(tensor(mean, "bn.running_mean")?);
+        // A variance at or below -epsilon makes BatchNorm's scale NaN or infinite, which
+        // onnxruntime passes on as NaN logits and the folded path would hide.
+        if let Some((i, v)) =
+            (var.iter().enumerate()).find(|(_, v)| f64::from(**v) + epsilon <= 0.0)
+        {
+            return Err(Error::BadTensor {
+                tensor: described("bn.running_var"),
+                reason: format!(
+                    "holds a variance of {v} at channel {i}, at or below minus the epsilon \
+                     ({epsilon}): BatchNorm would divide by the square root of a number that is \
+                     not positive (the file is damaged)"
+                ),
+            });
+        }
         target.bn.running_var = RunningState::new(tensor(var, "bn.running_var")?);
         Ok(())
     }
