@@ -2,21 +2,22 @@
 """Where a folded forward's time goes, layer shape by layer shape.
 
 Reads the lines that RESNET_TRANSFER_TRACE_LAYERS=1 makes the folded inference path print to
-stderr (one per convolution call) and prints, per convolution shape, its calls per forward, its
-method, its median milliseconds per forward, and its rate in multiply-adds of the direct
-convolution per second (so that Winograd's saving shows as a rate above the core's peak):
+stderr (one when a forward starts, one per convolution call) and prints, per convolution shape,
+its calls per forward, its method, its median milliseconds per forward, and its rate in
+multiply-adds of the direct convolution per second (so that Winograd's saving shows as a rate
+above the core's peak):
 
     RESNET_TRANSFER_TRACE_LAYERS=1 RAYON_NUM_THREADS=1 \\
         cargo run --release --example profile_step -- --infer --fused --batch 1 --size 224 \\
         --steps 10 2>&1 >/dev/null | python3 benches/layer_profile.py
 
-Each line names the pool thread that ran the convolution. A batch at least as large as the pool
-runs one share of whole images per thread (each line's first dimension is the share, not the
-batch), and the images left over run with each layer split between the threads (" split",
-traced by the thread that started the layer). So the lines are summed per thread, and each
-thread gets a table of its own: its forwards, its calls per forward, its milliseconds. Threads
-run side by side, so their tables' totals are not to be added. The warm-up forward is counted
-like the others; medians keep it out of the figures.
+Each convolution line names the pool thread that ran it. A batch at least as large as the pool
+runs one share of whole images per thread (a line's first dimension is the images that call ran,
+not the batch), and the images left over run with each layer split between the threads (" split",
+traced by the thread that started the layer; its rate is that of all the threads together). So
+the calls are summed per thread, one table per thread; threads run side by side, so their totals
+are not to be added. The first forward also makes Winograd's transformed weights (once per
+model and tile size): the medians leave it out from three forwards on.
 """
 
 import re
@@ -24,20 +25,31 @@ import statistics
 import sys
 from collections import defaultdict
 
-LINE = re.compile(
+CONV = re.compile(
     r"resnet_transfer layer: conv (\d+)x(\d+)/(\d+) (\d+)x(\d+)x(\d+)x(\d+) -> "
     r"(\d+)x(\d+)x(\d+) (.+?)(?: thread (\S+))? ([0-9.]+) ms$"
 )
+FORWARD = re.compile(r"resnet_transfer forward: ")
 
 
-def table(calls):
-    """Prints one thread's calls, per layer shape; the forwards start at the first call's shape."""
-    first = calls[0][:10]
+def read(lines):
+    """The forwards, each a list of calls, split at the forward lines."""
     forwards = []
-    for call in calls:
-        if call[:10] == first or not forwards:
+    for line in lines:
+        line = line.strip()
+        if FORWARD.search(line):
             forwards.append([])
-        forwards[-1].append(call)
+            continue
+        match = CONV.search(line)
+        if match:
+            if not forwards:
+                forwards.append([])
+            forwards[-1].append(match.groups())
+    return [f for f in forwards if f]
+
+
+def table(forwards):
+    """Prints one thread's calls of each forward, per layer shape."""
     per_shape = defaultdict(list)
     order = []
     for forward in forwards:
@@ -51,7 +63,6 @@ def table(calls):
                 order.append(key)
         for key in totals:
             per_shape[key].append((totals[key], counts[key]))
-    print(f"{len(forwards)} forwards")
     print(f"{'convolution':44} {'calls':>5} {'method':34} {'ms':>7} {'GMAC/s':>7}")
     total = 0.0
     for key in order:
@@ -67,28 +78,31 @@ def table(calls):
 
 
 def main() -> int:
-    threads = defaultdict(list)
-    for line in sys.stdin:
-        match = LINE.search(line.strip())
-        if match:
-            groups = match.groups()
-            threads[groups[11] or "-"].append(groups)
-    if not threads:
+    forwards = read(sys.stdin)
+    if not forwards:
         print(
             "no trace lines: was RESNET_TRANSFER_TRACE_LAYERS=1 set, stderr piped here, and the "
             "model run folded on a CPU backend (profile_step needs --infer --fused)?"
         )
         return 1
+    threads = sorted(
+        {call[11] or "-" for forward in forwards for call in forward},
+        key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0),
+    )
+    print(f"{len(forwards)} forwards")
+    if len(forwards) < 3:
+        print("(fewer than 3: the first, which makes Winograd's transformed weights, weighs in)")
     if len(threads) > 1:
         print(
             f"{len(threads)} threads ran shares of the batch side by side: one table per thread "
-            "(RAYON_NUM_THREADS=1 gives a single one)\n"
+            "(RAYON_NUM_THREADS=1 gives a single one)"
         )
-    for thread in sorted(threads, key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0)):
-        if len(threads) > 1:
-            print(f"thread {thread}: ", end="")
-        table(threads[thread])
+    for thread in threads:
         print()
+        if len(threads) > 1:
+            print(f"thread {thread}:")
+        mine = [[c for c in forward if (c[11] or "-") == thread] for forward in forwards]
+        table([calls for calls in mine if calls])
     return 0
 
 

@@ -197,6 +197,12 @@ impl FoldedResNet {
         // (all of them for a single photo), run after the shares with every layer split between
         // the threads, so that none idles (`cpu::split`).
         let plan = plan_batch(n, rayon::current_num_threads());
+        if crate::cpu::tuning::layer_trace() {
+            eprintln!(
+                "resnet_transfer forward: {n} images of {h}x{w} on {} threads",
+                rayon::current_num_threads()
+            );
+        }
         let image = c * h * w;
         let run = |images: Range<usize>, parallel: bool| {
             let nchw = &nchw[images.start * image..images.end * image];
