@@ -130,13 +130,15 @@ fn open_upright(path: &Path) -> Result<DynamicImage> {
     // path, the one that gives the orientation, does not, and a corrupt header claiming 100 GB
     // aborted the process.
     let (width, height) = decoder.dimensions();
-    image::Limits::default()
-        .reserve(decoder.total_bytes())
-        .map_err(|e| {
-            bad(format!(
-                "its header claims a {width}x{height} picture, more than a photo may take ({e})"
-            ))
-        })?;
+    let bytes = decoder.total_bytes();
+    image::Limits::default().reserve(bytes).map_err(|_| {
+        bad(format!(
+            "its header claims a {width}x{height} picture, {} MiB decoded, more than the \
+             {} MiB a photo may take: downscale it first (or it is damaged)",
+            bytes.div_ceil(1 << 20),
+            image::Limits::default().max_alloc.unwrap_or(0) >> 20
+        ))
+    })?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decoding)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -363,7 +365,8 @@ mod tests {
         std::fs::write(&path, &bmp).unwrap();
         let err = read_image(&path, 8).unwrap_err();
         assert!(
-            matches!(&err, Error::Image { reason, .. } if reason.contains("64x520093648")),
+            matches!(&err, Error::Image { reason, .. } if reason.contains("64x520093648")
+                && reason.contains("512 MiB a photo may take: downscale it")),
             "{err}"
         );
     }
