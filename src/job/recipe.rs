@@ -81,12 +81,22 @@ fn sgd_only(c: &TwoPhaseConfig, value: String) -> String {
     }
 }
 
+/// A rate or factor as a user reads it: plain (`0.001`), or in exponent form outside 1e-4 to
+/// 1e6 (`1e38`, where plain printing wrote 39 digits).
+fn number(v: f64) -> String {
+    if v != 0.0 && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 /// Every field of a [`TwoPhaseConfig`] but the epochs, by name, as a user reads it.
 fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
     let or_none = |v: Option<usize>| v.map_or("none".to_string(), |v| v.to_string());
     vec![
-        ("phase1_lr", c.phase1_lr.to_string()),
-        ("phase2_lr", c.phase2_lr.to_string()),
+        ("phase1_lr", number(c.phase1_lr)),
+        ("phase2_lr", number(c.phase2_lr)),
         (
             "unfreeze",
             match c.unfreeze {
@@ -95,24 +105,24 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
                 Unfreeze::Gradual(n) => format!("gradually, a stage every {n} epochs"),
             },
         ),
-        ("stage_lr_decay", c.stage_lr_decay.to_string()),
+        ("stage_lr_decay", number(c.stage_lr_decay)),
         ("optimizer", c.optimizer.name().to_string()),
         // Momentum is SGD's alone: with another optimizer its value decides nothing.
-        ("momentum", sgd_only(c, c.momentum.to_string())),
+        ("momentum", sgd_only(c, number(c.momentum))),
         ("nesterov", sgd_only(c, c.nesterov.to_string())),
         ("batch_size", c.batch_size.to_string()),
         ("seed", c.seed.to_string()),
-        ("dropout", c.dropout.to_string()),
+        ("dropout", number(c.dropout)),
         ("batch_norm", c.batch_norm.to_string()),
         ("augment", c.augment.to_string()),
         ("schedule", c.schedule.name().to_string()),
         ("warmup_epochs", c.warmup_epochs.to_string()),
-        ("weight_decay", c.weight_decay.to_string()),
-        ("label_smoothing", c.label_smoothing.to_string()),
+        ("weight_decay", number(c.weight_decay)),
+        ("label_smoothing", number(c.label_smoothing)),
         ("class_weights", c.class_weights.name().to_string()),
         ("patience", or_none(c.patience)),
         ("restore_best_weights", c.restore_best_weights.to_string()),
-        ("plateau_factor", c.plateau_factor.to_string()),
+        ("plateau_factor", number(c.plateau_factor)),
         ("plateau_patience", c.plateau_patience.to_string()),
         ("feature_cache", c.feature_cache.to_string()),
     ]
@@ -417,6 +427,20 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// Rates read as a user wrote them: `1e38`, not 39 digits; small ones in exponent form.
+    #[test]
+    fn extreme_rates_are_named_in_exponent_form() {
+        let saved = TwoPhaseConfig::new().with_phase1_lr(1e38);
+        let given = TwoPhaseConfig::new().with_phase1_lr(1e-5);
+        let found = changes(&saved, None, [5, 5], &given, &job(), Progress::default());
+        let named: Vec<(&str, &str, &str)> = found
+            .iter()
+            .map(|c| (c.option.as_str(), c.saved.as_str(), c.given.as_str()))
+            .collect();
+        assert_eq!(named, [("phase1_lr", "1e38", "1e-5")]);
+        assert_eq!(number(0.001), "0.001");
     }
 
     #[test]

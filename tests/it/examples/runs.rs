@@ -74,7 +74,7 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         "`seed` saved 42, given 7".into(),
         "`phase1_epochs` saved 3, given 2".into(),
         "`phase1_lr` saved 0.01, given 0.001".into(),
-        format!("`phase2_lr` saved {}, given 0.0001", 1e-30),
+        "`phase2_lr` saved 1e-30, given 0.0001".into(),
         "`unfreeze` saved the whole backbone, given from stage 3".into(),
         "`batch_norm` saved inference, given training".into(),
         "`schedule` saved plateau, given cosine".into(),
