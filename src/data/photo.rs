@@ -144,8 +144,18 @@ fn open_upright(path: &Path) -> Result<DynamicImage> {
     Ok(img)
 }
 
-/// The I/O error of reading `path`, saying so when it is a link to nothing.
+/// The I/O error of reading `path`, saying so when it is a link to nothing or a folder.
 fn unreadable(path: &Path, e: std::io::Error) -> Error {
+    if path.is_dir() {
+        return Error::io(
+            path,
+            std::io::Error::new(
+                e.kind(),
+                "a folder, not a photo file: name the photos (DIR/*.jpg), or evaluate a \
+                 folder of class folders with evaluate --images",
+            ),
+        );
+    }
     let target = std::fs::read_link(path).ok();
     match target {
         Some(target) if e.kind() == std::io::ErrorKind::NotFound => Error::io(
@@ -367,6 +377,17 @@ mod tests {
         assert!(
             matches!(&err, Error::Image { reason, .. } if reason.contains("64x520093648")
                 && reason.contains("512 MiB a photo may take: downscale it")),
+            "{err}"
+        );
+    }
+
+    /// A folder given where a photo is expected says so, not only "Is a directory".
+    #[test]
+    fn a_folder_given_as_a_photo_says_it_is_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_image(dir.path(), 8).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { .. }) && err.to_string().contains("a folder, not a photo"),
             "{err}"
         );
     }
