@@ -479,3 +479,65 @@ fn fine_tune_streams_a_folder_over_its_budget_and_trains_as_held() {
     run_ok(&mut fine_tune(&augmented, &["--augment"]));
     assert!(summary(&augmented).contains("--augment crops each whole photo"));
 }
+
+/// `evaluate --images` on a model of many classes (30 here; ImageNet's 1,000 printed 7 MB)
+/// prints only the classes the set holds or was predicted as, and leaves the confusion matrix to
+/// `--json`, which keeps every class.
+#[test]
+fn evaluate_on_many_classes_prints_the_classes_at_hand() {
+    use resnet_transfer::data::Preprocess;
+    use resnet_transfer::weights::{ModelCard, SavedModel};
+
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let config = resnet_transfer::ResNetConfig::resnet18(30).with_width(4);
+    let names: Vec<String> = (0..30).map(|i| format!("class{i:02}")).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    SavedModel {
+        model: config.init(&device).unwrap(),
+        card: ModelCard {
+            config,
+            preprocess: Preprocess::Torch,
+            input_size: 32,
+            class_names: names.clone(),
+            source: "random".into(),
+        },
+    }
+    .save(&model)
+    .unwrap();
+    let photos = tmp.path().join("photos");
+    for (class, shade) in [("class03", 40u8), ("class17", 200)] {
+        std::fs::create_dir_all(photos.join(class)).unwrap();
+        for i in 0..3u8 {
+            image::RgbImage::from_fn(40, 36, |x, y| {
+                image::Rgb([shade, (x as u8).wrapping_mul(i + 1), y as u8])
+            })
+            .save(photos.join(class).join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    let evaluate = || {
+        let mut cmd = Command::new(example("evaluate"));
+        cmd.arg("--model").arg(&model).arg("--images").arg(&photos);
+        cmd
+    };
+    let text = run_ok(&mut evaluate());
+    assert!(
+        text.contains("class03") && text.contains("class17"),
+        "{text}"
+    );
+    assert!(
+        text.contains("classes with no images and no predictions left out"),
+        "{text}"
+    );
+    assert!(
+        text.contains("confusion matrix: 30 x 30, in --json"),
+        "{text}"
+    );
+    // The two classes, at most two more predicted, and the lines around them.
+    assert!(text.lines().count() < 16, "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(run_ok(evaluate().arg("--json")).trim()).unwrap();
+    assert_eq!(json["per_class"].as_array().unwrap().len(), 30);
+    assert_eq!(json["confusion"].as_array().unwrap().len(), 30);
+}
