@@ -15,16 +15,15 @@ pub(crate) mod im2col;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod panels;
 pub(crate) mod split;
+pub(crate) mod team;
 pub(crate) mod tuning;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod winograd;
 
-use rayon::prelude::*;
-
 pub(crate) use epilogue::Epilogue;
 
 /// `f(i, chunk)` for each `len`-long chunk `i` of `data` (an image, or a run of rows), on the
-/// pool's threads when `parallel`.
+/// pool's threads when `parallel` (by the [`team`] the calling thread leads, if any).
 pub(crate) fn for_each_image<T: Send>(
     parallel: bool,
     data: &mut [T],
@@ -32,9 +31,7 @@ pub(crate) fn for_each_image<T: Send>(
     f: impl Fn(usize, &mut [T]) + Send + Sync,
 ) {
     if parallel {
-        data.par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        team::for_each(data.chunks_mut(len).enumerate().collect(), |(i, c)| f(i, c));
     } else {
         data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
     }

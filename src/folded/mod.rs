@@ -230,7 +230,8 @@ impl FoldedResNet {
             .map(|share| run(share, false))
             .collect();
         if !plan.rest.is_empty() {
-            pooled.push(run(plan.rest, true));
+            // Split step by step, with the pool's other workers spinning between steps.
+            pooled.push(crate::cpu::team::with_team(|| run(plan.rest, true)));
         }
         let pooled = pooled.concat();
         let channels = pooled.len() / n;

@@ -16,8 +16,6 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::Epilogue;
 
 mod avx2;
@@ -158,7 +156,7 @@ pub(crate) fn product_blocks(
             rest = tail;
             tasks.push((run, this));
         }
-        tasks.into_par_iter().for_each(|(run, out)| {
+        super::team::for_each(tasks, |(run, out)| {
             let epilogue = epilogue.rows(run.clone(), c_out);
             product_blocks_into(run, depth, &gather, weight, first, epilogue, out);
         });
@@ -282,9 +280,7 @@ fn product_with(
         // whole row blocks: the weight is read by each thread, but no row is packed twice.
         let by_rows = c_out <= rows && row_block_each(rows);
         let tasks = super::split::product_tasks(rows, panels, threads, unit, 2 * MR, by_rows);
-        tasks
-            .into_par_iter()
-            .for_each(|(rows, panels)| run(rows, panels));
+        super::team::for_each(tasks, |(rows, panels)| run(rows, panels));
     } else {
         run(0..rows, 0..panels);
     }

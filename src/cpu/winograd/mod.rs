@@ -342,7 +342,7 @@ impl Winograd {
                 unsafe { self.block(block) }
             };
         if parallel {
-            blocks.into_par_iter().for_each(run);
+            super::team::for_each(blocks, run);
         } else {
             blocks.into_iter().for_each(run);
         }
