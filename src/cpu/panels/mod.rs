@@ -33,16 +33,17 @@ const KC: usize = 256;
 /// Rows per block: `MC · KC` floats of the left operand, 96 KiB.
 const MC: usize = 96;
 
-/// Products of a depth block at most this deep, whose weight for the block is at most
-/// [`ROW_ORDER_WEIGHT`] bytes, run each tile of rows across all their panels before the next tile
-/// ([`DepthBlock::pair_tile`]): with few multiply-adds per output value (the 1x1 expansions of
-/// stages 1 and 2: 64 and 128 deep, to 256 and 512 channels, with the shortcut added), the
-/// output and shortcut traffic weighs most, and rows written whole stream where 128-byte strips
-/// of every row, panel pair after panel pair, did not. Stage 1's expansion ran at 44 GMAC/s
-/// rather than 31, stage 2's at 60 rather than 43 (one photo, one thread).
-const ROW_ORDER_DEPTH: usize = 160;
-/// See [`ROW_ORDER_DEPTH`]: the weight's block stays in L2 while the tiles go down the rows.
-const ROW_ORDER_WEIGHT: usize = 512 << 10;
+/// Products with rows enough to reuse the weight ([`MC`] twice or more) run in row order: each
+/// 12-row tile across a group of panel pairs whose weight's depth block is this many bytes,
+/// before the next tile ([`DepthBlock::pair_tile`]). The output and the shortcut are then
+/// written and read a kibibyte of each row at a time, where panel order went down every row of
+/// the block in 128-byte strips, pair after pair; the group's weight stays in L2. The 1x1
+/// expansions, which add the shortcut, gained most: one photo's stage 1 ran at 44 GMAC/s rather
+/// than 31 and stage 2 at 60 rather than 43 (one thread); at batch 8 (4 images a thread),
+/// stage 3's at 63 rather than 47, and the batch took 261 ms rather than 276 (medians of 5,
+/// alternated). Products of fewer rows keep panel order, which fetches the next pair's weight
+/// ahead: at batch 1, stage 4's weight comes from L3.
+const ROW_ORDER_GROUP: usize = 256 << 10;
 
 /// Whether this CPU runs the panel product (checked once).
 pub(crate) fn available() -> bool {
@@ -385,23 +386,23 @@ unsafe fn product_avx2(
                     }
                 })
             };
-            // Row by row across all panels (see `ROW_ORDER_DEPTH`), where the rows are many
-            // enough to reuse the weight's block: whole pairs only, on the wide tile.
-            let row_order = wide
-                && kc <= ROW_ORDER_DEPTH
-                && panels.len() * NR * kc * 4 <= ROW_ORDER_WEIGHT
-                && rows.len() >= 2 * MC
-                && (panels.start..panels.end).step_by(2).all(is_pair);
+            // Row order (see `ROW_ORDER_GROUP`): whole pairs only, on the wide tile.
+            let row_order =
+                wide && rows.len() >= 2 * MC && (panels.start..panels.end).step_by(2).all(is_pair);
             if row_order {
-                let mut r = r0;
-                while r < r1 {
-                    let m = (2 * MR).min(r1 - r);
-                    for p in (panels.start..panels.end).step_by(2) {
-                        // SAFETY: as for `pair` below; no prefetch (the weight's block stays
-                        // in cache).
-                        unsafe { block.pair_tile(p, r, m, [std::ptr::null(); 2], 0) };
+                let group = (ROW_ORDER_GROUP / (2 * NR * kc * 4)).max(1);
+                let pairs: Vec<usize> = (panels.start..panels.end).step_by(2).collect();
+                for group in pairs.chunks(group) {
+                    let mut r = r0;
+                    while r < r1 {
+                        let m = (2 * MR).min(r1 - r);
+                        for &p in group {
+                            // SAFETY: as for `pair` below, without a prefetch (the group's
+                            // weight stays in cache).
+                            unsafe { block.pair_tile(p, r, m, [std::ptr::null(); 2], 0) };
+                        }
+                        r += m;
                     }
-                    r += m;
                 }
                 continue;
             }
@@ -692,10 +693,11 @@ mod tests {
             (30, 40, 80, 2),
             (5, 20, 64, 1),
             (11, 9, 32, 0),
-            // Row by row across the panels (`ROW_ORDER_DEPTH`): shallow, many rows, whole
-            // pairs; and one with a last, odd panel, which keeps panel order.
+            // Row order (`ROW_ORDER_GROUP`): many rows, whole pairs, in one group and in
+            // groups of 8 and 2 pairs; and one with a last, odd panel, which keeps panel order.
             (200, 64, 96, 0),
             (400, 150, 64, 3),
+            (200, 256, 320, 0),
             (250, 100, 80, 1),
         ] {
             let total = first + depth + 3;
