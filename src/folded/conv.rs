@@ -135,6 +135,29 @@ impl FoldedConv {
         self.forward_with(x, Epilogue::relu(&self.shift, residual), parallel)
     }
 
+    /// `relu(conv(x) + shift + shortcut)` written over `shortcut`'s own buffer, where the
+    /// product runs in one pass (a 1x1 convolution of stride 1 as deep as one depth block: the
+    /// bottleneck's expansion through stage 3); else as [`forward`](Self::forward) into a new
+    /// one.
+    pub(super) fn forward_onto(&self, x: &Maps, mut shortcut: Maps, parallel: bool) -> Maps {
+        #[cfg(target_arch = "x86_64")]
+        if let Weight::Panels(panels) = &self.weight {
+            use crate::cpu::panels::{one_pass, product_onto};
+            let [n, h, w, c] = x.dims;
+            let direct = self.kernel == [1, 1] && self.padding == [0, 0] && self.stride == [1, 1];
+            if direct && one_pass(c) && shortcut.dims == [n, h, w, self.channels[1]] {
+                let start = crate::cpu::tuning::layer_trace().then(std::time::Instant::now);
+                let c_out = self.channels[1];
+                let parallel = parallel && n * h * w * c * c_out >= PARALLEL_PRODUCT;
+                let data = &mut shortcut.data;
+                product_onto(&x.data, c, panels, 0, data, &self.shift, true, parallel);
+                self.trace(x, [h, w], "direct onto the shortcut", parallel, start);
+                return shortcut;
+            }
+        }
+        self.forward(x, Some(&shortcut), parallel)
+    }
+
     /// `conv(x) + shift`, no ReLU: a shortcut's projection, which its block adds later.
     pub(super) fn forward_linear(&self, x: &Maps, parallel: bool) -> Maps {
         self.forward_with(x, Epilogue::linear(&self.shift), parallel)
@@ -142,7 +165,7 @@ impl FoldedConv {
 
     fn forward_with(&self, x: &Maps, epilogue: Epilogue<'_>, parallel: bool) -> Maps {
         let start = crate::cpu::tuning::layer_trace().then(std::time::Instant::now);
-        let [n, h, w, c] = x.dims;
+        let [n, h, w, _] = x.dims;
         let out = output_size([h, w], self.kernel, self.stride, self.padding);
         let dims = [n, out[0], out[1], self.channels[1]];
         #[cfg(target_arch = "x86_64")]
@@ -153,29 +176,44 @@ impl FoldedConv {
             Some((data, tile)) => (data, Some(tile)),
             None => (self.product_forward(x, out, epilogue, parallel), None),
         };
-        if let Some(start) = start {
-            let [kh, kw] = self.kernel;
+        if start.is_some() {
             let method = tile.map_or("direct".to_string(), |t| {
                 format!("winograd F({t}x{t}, 3x3)")
             });
-            // `n` is the images this call ran: a thread's share of the batch, or the images
-            // left over, split between the threads (" split").
-            let thread = rayon::current_thread_index().map_or("-".to_string(), |i| i.to_string());
-            eprintln!(
-                "resnet_transfer layer: conv {kh}x{kw}/{} {n}x{h}x{w}x{c} -> {}x{}x{} {method}{} thread {thread} {:.3} ms",
-                self.stride[0],
-                out[0],
-                out[1],
-                dims[3],
-                if parallel { " split" } else { "" },
-                start.elapsed().as_secs_f64() * 1e3
-            );
+            self.trace(x, out, &method, parallel, start);
         }
         Maps {
             data,
             dims,
             batch: x.batch,
         }
+    }
+
+    /// Prints the layer trace's line for this convolution of `x` to `out` pixels by `method`,
+    /// begun at `start` (`RESNET_TRANSFER_TRACE_LAYERS`; nothing without a start).
+    fn trace(
+        &self,
+        x: &Maps,
+        out: [usize; 2],
+        method: &str,
+        parallel: bool,
+        start: Option<std::time::Instant>,
+    ) {
+        let Some(start) = start else { return };
+        let [n, h, w, c] = x.dims;
+        let [kh, kw] = self.kernel;
+        // `n` is the images this call ran: a thread's share of the batch, or the images left
+        // over, split between the threads (" split").
+        let thread = rayon::current_thread_index().map_or("-".to_string(), |i| i.to_string());
+        eprintln!(
+            "resnet_transfer layer: conv {kh}x{kw}/{} {n}x{h}x{w}x{c} -> {}x{}x{} {method}{} thread {thread} {:.3} ms",
+            self.stride[0],
+            out[0],
+            out[1],
+            self.channels[1],
+            if parallel { " split" } else { "" },
+            start.elapsed().as_secs_f64() * 1e3
+        );
     }
 
     /// By Winograd's transforms, where this convolution has them and its output map is large

@@ -223,7 +223,7 @@ impl FoldedResNet {
             });
             let x = self.stem.forward(&x, None, parallel);
             let x = self.pool.forward(&x, parallel);
-            let x = (self.blocks.iter()).fold(x, |x, block| block.forward(&x, parallel));
+            let x = (self.blocks.iter()).fold(x, |x, block| block.forward(x, parallel));
             global_pool(&x, self.pooling)
         };
         let mut pooled: Vec<Vec<f32>> = (plan.shares.into_par_iter())
@@ -243,14 +243,22 @@ impl FoldedResNet {
 }
 
 impl FoldedBlock {
-    fn forward(&self, x: &Maps, parallel: bool) -> Maps {
-        let projected = (self.shortcut.as_ref()).map(|unit| unit.forward_linear(x, parallel));
-        let identity = projected.as_ref().unwrap_or(x);
+    /// The block on `x`, whose buffer (or the projection's) its last convolution writes over
+    /// where it can ([`FoldedConv::forward_onto`]).
+    fn forward(&self, x: Maps, parallel: bool) -> Maps {
+        let projected = (self.shortcut.as_ref()).map(|unit| unit.forward_linear(&x, parallel));
         let (last, inner) = self.convs.split_last().expect("a block has convolutions");
         let y = inner.iter().fold(None::<Maps>, |y, unit| {
-            Some(unit.forward(y.as_ref().unwrap_or(x), None, parallel))
+            Some(unit.forward(y.as_ref().unwrap_or(&x), None, parallel))
         });
-        last.forward(y.as_ref().unwrap_or(x), Some(identity), parallel)
+        match (y, projected) {
+            (Some(y), Some(projected)) => last.forward_onto(&y, projected, parallel),
+            (Some(y), None) => last.forward_onto(&y, x, parallel),
+            (None, projected) => {
+                let identity = projected.as_ref().unwrap_or(&x);
+                last.forward(&x, Some(identity), parallel)
+            }
+        }
     }
 }
 

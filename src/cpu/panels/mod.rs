@@ -139,6 +139,58 @@ pub(crate) fn product_vec(
     out
 }
 
+/// Whether a product `depth` deep runs in one pass over its depth (one depth block), as
+/// [`product_onto`] needs.
+pub(crate) fn one_pass(depth: usize) -> bool {
+    depth <= KC
+}
+
+/// `shortcut = relu?(a · weight[first..first + depth] + shift + shortcut)`: [`product`] with its
+/// output written over the shortcut it adds, for a product of one pass ([`one_pass`]), whose
+/// tiles read each place's shortcut before they store there. A block's last convolution then
+/// reads and writes one buffer where it read the shortcut and wrote a fresh one (whose lines
+/// were fetched before they were written): at stage 1 of a batch, 12.8 MB less traffic per
+/// convolution and image share, as onnxruntime's convolution with its sum fused does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn product_onto(
+    a: &[f32],
+    depth: usize,
+    weight: &Panels,
+    first: usize,
+    shortcut: &mut [f32],
+    shift: &[f32],
+    relu: bool,
+    split: bool,
+) {
+    assert!(
+        one_pass(depth),
+        "a product onto its shortcut is one pass deep"
+    );
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the product writes only whole values.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(
+            shortcut.as_mut_ptr().cast::<MaybeUninit<f32>>(),
+            shortcut.len(),
+        )
+    };
+    let epilogue = Epilogue {
+        shift,
+        residual: None,
+        relu,
+    };
+    product_with(
+        a,
+        depth,
+        weight,
+        first,
+        out,
+        epilogue,
+        split,
+        wide_available(),
+        true,
+    );
+}
+
 /// [`product_vec`] for a left operand made a block of rows at a time: `gather(rows, buffer)`
 /// writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole, every value), and each
 /// block is multiplied while it is still in cache. A block is the rows of about 256 KiB, in whole
@@ -240,11 +292,13 @@ pub(crate) fn product(
     split: bool,
 ) {
     let wide = wide_available();
-    product_with(a, depth, weight, first, out, epilogue, split, wide);
+    product_with(a, depth, weight, first, out, epilogue, split, wide, false);
 }
 
 /// [`product`], with `wide` choosing the AVX-512 tile for whole pairs of panels (checked
 /// against the CPU) or the AVX2 tile throughout: the tests run both on a CPU that has both.
+/// With `onto`, `out` holds the shortcut, which each tile adds where it stores
+/// ([`product_onto`]; one pass only).
 #[allow(clippy::too_many_arguments)]
 fn product_with(
     a: &[f32],
@@ -255,6 +309,7 @@ fn product_with(
     epilogue: Epilogue<'_>,
     split: bool,
     wide: bool,
+    onto: bool,
 ) {
     let wide = wide && wide_available();
     let c_out = weight.c_out;
@@ -266,7 +321,8 @@ fn product_with(
             && a.len() >= rows * depth
             && first + depth <= weight.depth
             && epilogue.shift.len() >= Panels::padded_channels(c_out)
-            && epilogue.residual.is_none_or(|r| r.len() >= out.len()),
+            && epilogue.residual.is_none_or(|r| r.len() >= out.len())
+            && !(onto && (epilogue.residual.is_some() || !one_pass(depth))),
         "panel product: operands do not match"
     );
     // SAFETY: the CPU has AVX2 and FMA (checked above), and every pointer the blocks form stays
@@ -281,7 +337,7 @@ fn product_with(
         // each task's rows and panels a block of `out` no other task writes.
         unsafe {
             product_avx2(
-                a, depth, weight, first, rows, out.0, &epilogue, panels, wide,
+                a, depth, weight, first, rows, out.0, &epilogue, panels, wide, onto,
             )
         }
     };
@@ -314,7 +370,7 @@ unsafe impl Send for Shared {}
 /// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows.end × depth` values, `out`
 /// (and the shortcut, if any) `rows.end × C_out`, the shift whole panels,
 /// `first + depth <= weight.depth`; no other thread writes the block of `rows` and `panels`
-/// meanwhile.
+/// meanwhile. With `onto`, `out` holds the shortcut (initialized) and `depth <= KC`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
@@ -327,6 +383,7 @@ unsafe fn product_avx2(
     epilogue: &Epilogue<'_>,
     panels: Range<usize>,
     wide: bool,
+    onto: bool,
 ) {
     // The block of `a` being multiplied, packed tile by tile: for each depth `k`, the tile's 6
     // values contiguous, so that a tile's broadcasts read one sequential stream.
@@ -349,7 +406,13 @@ unsafe fn product_avx2(
                 rows: r0..r1,
                 out,
                 shift: epilogue.shift,
-                residual: epilogue.residual.map_or(std::ptr::null(), <[f32]>::as_ptr),
+                // Onto the shortcut: the tiles load each place's shortcut before they store
+                // there, in their only pass.
+                residual: if onto {
+                    out.cast_const()
+                } else {
+                    epilogue.residual.map_or(std::ptr::null(), <[f32]>::as_ptr)
+                },
                 pass: Pass {
                     kc,
                     ldc: weight.c_out,
@@ -723,11 +786,15 @@ mod tests {
                 };
                 // Split, also in a pool of 8 threads: blocks of rows as well as of panels.
                 let mut out8 = out.clone();
-                product_with(&a, depth, &panels, first, &mut out, epilogue, split, wide);
+                product_with(
+                    &a, depth, &panels, first, &mut out, epilogue, split, wide, false,
+                );
                 if split {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(8).build();
                     pool.unwrap().install(|| {
-                        product_with(&a, depth, &panels, first, &mut out8, epilogue, true, wide)
+                        product_with(
+                            &a, depth, &panels, first, &mut out8, epilogue, true, wide, false,
+                        )
                     });
                     // SAFETY: both written in full (NaN before).
                     let same = out.iter().zip(&out8).all(|(x, y)| unsafe {
@@ -737,6 +804,31 @@ mod tests {
                 }
                 // SAFETY: initialized as NaN above (and every value overwritten).
                 let out: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+                // Onto the shortcut itself (one pass deep): the same numbers, to the bit.
+                if let (Some(residual), true) = (residual, one_pass(depth)) {
+                    let mut onto = residual.to_vec();
+                    let out_onto: &mut [MaybeUninit<f32>] = &mut onto
+                        .iter()
+                        .map(|&v| MaybeUninit::new(v))
+                        .collect::<Vec<_>>();
+                    let epilogue = Epilogue {
+                        residual: None,
+                        ..epilogue
+                    };
+                    product_with(
+                        &a, depth, &panels, first, out_onto, epilogue, split, wide, true,
+                    );
+                    // SAFETY: initialized from the shortcut above.
+                    onto = out_onto
+                        .iter()
+                        .map(|v| unsafe { v.assume_init() })
+                        .collect();
+                    let same = out
+                        .iter()
+                        .zip(&onto)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{rows}x{depth}x{c_out}: onto the shortcut differs");
+                }
                 for r in 0..rows {
                     for j in 0..c_out {
                         let mut want = shift[j] + residual.map_or(0.0, |res| res[r * c_out + j]);
