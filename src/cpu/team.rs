@@ -150,10 +150,20 @@ impl Team {
     }
 }
 
+/// The cores this process may run on (its affinity and cgroup quota), read once.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Runs `work` on this thread with the pool's other workers held as a team, spinning between the
-/// steps that [`for_each`] hands them, until `work` returns. With one thread, `work` alone.
+/// steps that [`for_each`] hands them, until `work` returns. The team is no larger than the
+/// cores this process may use: a pool of 4 threads on 2 cores spun 3 helpers against the
+/// leader, and one photo took 73 ms where rayon took 38; the tasks are shared out as many as
+/// before (the numbers do not change), and the team's threads claim them all. With one thread
+/// or one core, `work` alone, its steps on rayon.
 pub(crate) fn with_team<R>(work: impl FnOnce() -> R) -> R {
-    let threads = rayon::current_num_threads();
+    let threads = rayon::current_num_threads().min(cores());
     if threads < 2 || !LEADING.get().is_null() {
         return work();
     }
@@ -237,7 +247,7 @@ mod tests {
                         std::thread::sleep(Duration::from_micros(200));
                     });
                     assert!(counts.iter().all(|c| c.load(Relaxed) == 1), "{tasks} tasks");
-                    if tasks == 1000 {
+                    if tasks == 1000 && cores() > 1 {
                         assert!(
                             threads.lock().unwrap().len() > 1,
                             "{tasks} tasks on one thread"

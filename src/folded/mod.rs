@@ -370,6 +370,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn forwards_side_by_side_on_one_pool_give_each_its_own_numbers() {
+        // Single photos split layer by layer hold the pool's workers as a team (`cpu::team`):
+        // several callers at once (a service's requests) share two workers, so a team may get
+        // no helper, or a worker may help another caller's team. Each gets its own numbers.
+        let device = crate::device::device("ndarray").unwrap();
+        let model = ResNetConfig::resnet50(4)
+            .with_width(4)
+            .init(&device)
+            .unwrap();
+        let fused = model.folded().unwrap();
+        let photos: Vec<_> = (0..4)
+            .map(|_| Tensor::<4>::random([1, 3, 40, 36], Distribution::Default, &device))
+            .collect();
+        let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let alone: Vec<Vec<f32>> = photos
+            .iter()
+            .map(|p| values(pool.install(|| fused.forward(p.clone()).unwrap())))
+            .collect();
+        std::thread::scope(|scope| {
+            for (photo, want) in photos.iter().zip(&alone) {
+                let (pool, fused) = (&pool, &fused);
+                scope.spawn(move || {
+                    for _ in 0..5 {
+                        let got = values(pool.install(|| fused.forward(photo.clone()).unwrap()));
+                        assert_eq!(&got, want);
+                    }
+                });
+            }
+        });
+    }
+
     fn panels_and_gemm_at(shape: [usize; 4]) {
         let device = crate::device::device("ndarray").unwrap();
         let model = ResNetConfig::resnet50(4)
