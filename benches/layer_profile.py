@@ -21,6 +21,7 @@ model and tile size): the medians leave it out from three forwards on.
 """
 
 import re
+import signal
 import statistics
 import sys
 from collections import defaultdict
@@ -78,6 +79,8 @@ def table(forwards):
 
 
 def main() -> int:
+    # Quiet under `| head`: stop at a closed pipe, as a shell tool does.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     forwards = read(sys.stdin)
     if not forwards:
         print(
