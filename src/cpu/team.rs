@@ -37,6 +37,8 @@ struct Team {
     stop: AtomicBool,
     /// The first panic of a task a helper ran, raised again on the calling thread.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// The calling thread, which leads.
+    leader: std::thread::ThreadId,
 }
 
 /// One step: `tasks` tasks, claimed one at a time, run by `call(data, i)`.
@@ -79,6 +81,12 @@ thread_local! {
 impl Team {
     /// A helper's life: waits for each step, works on it, and leaves when the team stops.
     fn help(&self) {
+        // The leader itself, waiting in rayon for work of its own (Winograd's transforms, made
+        // on a forward's first pass), may pop its team's helper job from its own deque: it must
+        // not spin there for the stop only it can give.
+        if std::thread::current().id() == self.leader {
+            return;
+        }
         let mut seen = self.generation.load(Acquire);
         let mut idle = Instant::now();
         let mut spins = 0u32;
@@ -173,6 +181,7 @@ pub(crate) fn with_team<R>(work: impl FnOnce() -> R) -> R {
         inside: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         panic: Mutex::new(None),
+        leader: std::thread::current().id(),
     };
     /// Stops the team and leaves this thread's lead, also when `work` panics: the scope then
     /// waits for helpers that leave at once.

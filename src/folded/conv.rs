@@ -233,8 +233,16 @@ impl FoldedConv {
         };
         let size = choose(self.kernel, self.stride, out, x.batch)?;
         let [c, c_out] = [x.dims[3], self.channels[1]];
-        let winograd = transforms[size.index()]
-            .get_or_init(|| Winograd::pack(&panels.unpack(), c, c_out, size));
+        // Made outside the cell's lock, and kept by the first thread to finish: `pack` runs on
+        // rayon, and a thread waiting there may take another share of the batch (or another
+        // caller's forward) that comes here for the same cell. Inside `get_or_init` that
+        // reentered the lock, and the first forward of 14 photos on 8 threads hung. Two threads
+        // may make the same transforms; both are the same numbers.
+        let cell = &transforms[size.index()];
+        if cell.get().is_none() {
+            let _ = cell.set(Winograd::pack(&panels.unpack(), c, c_out, size));
+        }
+        let winograd = cell.get().expect("set above, here or by another thread");
         let data = winograd.forward(&x.data, x.dims, self.padding, epilogue, parallel);
         Some((data, size.output()))
     }

@@ -406,6 +406,42 @@ mod tests {
         });
     }
 
+    #[test]
+    fn the_first_forward_of_a_batch_on_many_threads_makes_winograd_without_hanging() {
+        // Each share of the batch reaches the same convolutions, whose Winograd transforms are
+        // made on the first forward, on rayon. Made inside the cell's lock, a thread waiting for
+        // its part of the transforms took another share, which came for the same cell: every
+        // thread hung (a new user's 8 threads and a batch of 13 photos).
+        let device = crate::device::device("ndarray").unwrap();
+        let model = ResNetConfig::resnet50(4)
+            .with_width(16)
+            .init(&device)
+            .unwrap();
+        let images = Tensor::<4>::random([16, 3, 48, 48], Distribution::Default, &device);
+        let pool = std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(8)
+                .build()
+                .unwrap(),
+        );
+        let want = pool.install(|| model.folded().unwrap().forward(images.clone()).unwrap());
+        let want = want.into_data().try_to_vec::<f32>().unwrap();
+        for attempt in 0..4 {
+            let (send, receive) = std::sync::mpsc::channel();
+            let (model, images, pool) = (model.clone(), images.clone(), pool.clone());
+            // On a thread of its own, left behind if it hangs, so that the test fails.
+            std::thread::spawn(move || {
+                // A fresh folded copy: its transforms are not made yet.
+                let fused = model.folded().unwrap();
+                let got = pool.install(|| fused.forward(images).unwrap());
+                let _ = send.send(got.into_data().try_to_vec::<f32>().unwrap());
+            });
+            let got = receive.recv_timeout(std::time::Duration::from_secs(120));
+            let got = got.unwrap_or_else(|_| panic!("attempt {attempt}: the forward hung"));
+            assert_eq!(got, want, "attempt {attempt}");
+        }
+    }
+
     fn panels_and_gemm_at(shape: [usize; 4]) {
         let device = crate::device::device("ndarray").unwrap();
         let model = ResNetConfig::resnet50(4)
