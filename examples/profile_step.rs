@@ -217,7 +217,7 @@ fn infer(kind: BackendKind, args: &Args) -> resnet_transfer::Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
-        "{} ResNet{} {}x{} batch {} inference{}: median {median:.0} ms ({:.1} img/s)",
+        "{} ResNet{} {}x{} batch {} inference{}: median {median:.1} ms ({:.1} img/s)",
         kind,
         args.depth,
         args.size,

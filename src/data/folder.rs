@@ -175,24 +175,23 @@ impl ImageFiles {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming both lists when a class folder's name is not in `names`.
+    /// [`Error::BadFormat`] naming the folder and both lists when a class folder's name is not in
+    /// `names`.
     pub fn with_classes(self, names: &[String]) -> Result<Self> {
         let missing: Vec<&String> = (self.class_names.iter())
             .filter(|c| !names.contains(c))
             .collect();
         if !missing.is_empty() {
-            return Err(Error::invalid_config(
-                "class_names",
-                format!(
-                    "class folders named after the model's classes {}",
-                    crate::names::abridged(names, 20)
-                ),
-                format!(
-                    "the class folders {:?} of {}, of which {missing:?} are not the model's",
+            return Err(Error::BadFormat {
+                path: self.root.clone(),
+                reason: format!(
+                    "the class folders {missing:?} are not among the model's classes {} \
+                     (folders found: {:?}); name each class folder after one of the model's \
+                     classes",
+                    crate::names::abridged(names, 20),
                     self.class_names,
-                    self.root.display()
                 ),
-            ));
+            });
         }
         let to_names: Vec<usize> = (self.class_names.iter())
             .map(|c| names.iter().position(|n| n == c).unwrap_or_default())
