@@ -345,24 +345,38 @@ mod tests {
         }
     }
 
-    /// The same numbers whatever the pool: one thread, shares and a split rest (3 images on
-    /// 2 threads), everything split (3 on 4), products split by rows as well as panels (8).
-    #[test]
-    fn every_share_of_the_batch_gives_the_same_numbers() {
+    /// A pool of `threads` threads of its own.
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// A ResNet50 a sixteenth as wide, 4 classes, on ndarray: every path, quickly.
+    fn narrow_resnet50() -> (ResNet, crate::Device) {
         let device = crate::device::device("ndarray").unwrap();
         let model = ResNetConfig::resnet50(4)
             .with_width(4)
             .init(&device)
             .unwrap();
+        (model, device)
+    }
+
+    /// The logits as plain values.
+    fn values(logits: Tensor<2>) -> Vec<f32> {
+        logits.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// The same numbers whatever the pool: one thread, shares and a split rest (3 images on
+    /// 2 threads), everything split (3 on 4), products split by rows as well as panels (8).
+    #[test]
+    fn every_share_of_the_batch_gives_the_same_numbers() {
+        let (model, device) = narrow_resnet50();
         let fused = model.folded().unwrap();
         let images = Tensor::<4>::random([3, 3, 40, 36], Distribution::Default, &device);
         let on = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let logits = pool.install(|| fused.forward(images.clone()).unwrap());
-            logits.into_data().try_to_vec::<f32>().unwrap()
+            values(pool(threads).install(|| fused.forward(images.clone()).unwrap()))
         };
         let one = on(1);
         for threads in [2, 4, 8] {
@@ -375,20 +389,12 @@ mod tests {
         // Single photos split layer by layer hold the pool's workers as a team (`cpu::team`):
         // several callers at once (a service's requests) share two workers, so a team may get
         // no helper, or a worker may help another caller's team. Each gets its own numbers.
-        let device = crate::device::device("ndarray").unwrap();
-        let model = ResNetConfig::resnet50(4)
-            .with_width(4)
-            .init(&device)
-            .unwrap();
+        let (model, device) = narrow_resnet50();
         let fused = model.folded().unwrap();
         let photos: Vec<_> = (0..4)
             .map(|_| Tensor::<4>::random([1, 3, 40, 36], Distribution::Default, &device))
             .collect();
-        let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = pool(2);
         let alone: Vec<Vec<f32>> = photos
             .iter()
             .map(|p| values(pool.install(|| fused.forward(p.clone()).unwrap())))
@@ -416,14 +422,9 @@ mod tests {
         let device = crate::device::device("ndarray").unwrap();
         let model = ResNetConfig::resnet18(4).init(&device).unwrap();
         let images = Tensor::<4>::random([13, 3, 32, 32], Distribution::Default, &device);
-        let pool = std::sync::Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(8)
-                .build()
-                .unwrap(),
-        );
-        let want = pool.install(|| model.folded().unwrap().forward(images.clone()).unwrap());
-        let want = want.into_data().try_to_vec::<f32>().unwrap();
+        let pool = std::sync::Arc::new(pool(8));
+        let want =
+            values(pool.install(|| model.folded().unwrap().forward(images.clone()).unwrap()));
         for attempt in 0..8 {
             let (send, receive) = std::sync::mpsc::channel();
             let (model, images, pool) = (model.clone(), images.clone(), pool.clone());
@@ -431,8 +432,7 @@ mod tests {
             std::thread::spawn(move || {
                 // A fresh folded copy: its transforms are not made yet.
                 let fused = model.folded().unwrap();
-                let got = pool.install(|| fused.forward(images).unwrap());
-                let _ = send.send(got.into_data().try_to_vec::<f32>().unwrap());
+                let _ = send.send(values(pool.install(|| fused.forward(images).unwrap())));
             });
             let got = receive.recv_timeout(std::time::Duration::from_secs(120));
             let got = got.unwrap_or_else(|_| panic!("attempt {attempt}: the forward hung"));
@@ -441,11 +441,7 @@ mod tests {
     }
 
     fn panels_and_gemm_at(shape: [usize; 4]) {
-        let device = crate::device::device("ndarray").unwrap();
-        let model = ResNetConfig::resnet50(4)
-            .with_width(4)
-            .init(&device)
-            .unwrap();
+        let (model, device) = narrow_resnet50();
         let images = Tensor::<4>::random(shape, Distribution::Default, &device);
         let want = model.forward(images.clone()).into_data();
         let want = want.as_slice::<f32>().unwrap();
