@@ -58,10 +58,9 @@ pub(crate) fn even_runs(count: usize, parts: usize) -> Vec<Range<usize>> {
 /// groups of whole `unit`s (2 where pairs of panels run through one wide tile), one group per
 /// thread where there are enough; where there are fewer groups than threads, the rows are split
 /// too, in multiples of `row_unit`, so that every thread has a block. Each task reads its panels'
-/// part of the weight once, and packs its rows of the left operand. With `by_rows` (for a left
-/// operand larger than the weight: the caller's choice) the rows alone are split, wherever
-/// there are `row_unit`s enough for every thread: each thread then packs only its own rows, where
-/// split by panels both would pack all of them.
+/// part of the weight once, and packs its rows of the left operand. With `by_rows` (the caller's
+/// choice) the rows alone are split, wherever there are `row_unit`s enough for every thread:
+/// each thread then packs only its own rows, where split by panels both would pack all of them.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn product_tasks(
     rows: usize,
