@@ -29,6 +29,8 @@ pub(super) struct WideTile {
     /// share of the weight the next pair of panels multiplies.
     pub(super) prefetch: [*const f32; 2],
     pub(super) prefetch_rows: usize,
+    /// Whether the streams are fetched into L2 rather than L1.
+    pub(super) to_l2: bool,
     /// Where the next tile of these panels stores (12 rows `ldc` apart, 32 values each), to
     /// fetch into cache while this one runs, or null.
     pub(super) next_c: *const f32,
@@ -104,7 +106,6 @@ impl WideTile {
                     (b0, b1) = (b0.add(NR), b1.add(NR));
                 }};
             }
-            // The depths that fetch a line of each stream first, then the rest.
             if !self.next_c.is_null() {
                 for i in 0..2 * MR {
                     let row = self.next_c.wrapping_add(i * pass.ldc);
@@ -112,10 +113,16 @@ impl WideTile {
                     _mm_prefetch::<NEXT_HINT>(row.wrapping_add(NR).cast());
                 }
             }
+            // The depths that fetch a line of each stream first, then the rest.
             let fetched = self.prefetch_rows.min(pass.kc);
             for _ in 0..fetched {
-                _mm_prefetch::<_MM_HINT_T0>(f0.cast());
-                _mm_prefetch::<_MM_HINT_T0>(f1.cast());
+                if self.to_l2 {
+                    _mm_prefetch::<_MM_HINT_T1>(f0.cast());
+                    _mm_prefetch::<_MM_HINT_T1>(f1.cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(f0.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(f1.cast());
+                }
                 (f0, f1) = (f0.wrapping_add(NR), f1.wrapping_add(NR));
                 depth!();
             }

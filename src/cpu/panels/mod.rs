@@ -656,6 +656,9 @@ impl DepthBlock<'_> {
                 residual: self.residual_at(offset),
                 prefetch,
                 prefetch_rows,
+                // Panel order fetches the next pair's weight, which the tiles of this pair
+                // use after it; row order its own, a few rows ahead.
+                to_l2: !fetch_next,
                 next_c,
             };
             match m {
