@@ -278,6 +278,21 @@ impl FoldedConv {
                 buffer,
             )
         };
+        // Few channels in (the stem): straight from the padded image.
+        #[cfg(target_arch = "x86_64")]
+        if let Weight::Panels(panels) = &self.weight {
+            use crate::cpu::panels::narrow::{self, Narrow};
+            let narrow = Narrow {
+                kernel: self.kernel,
+                stride: self.stride,
+                padding: self.padding,
+                channels: c,
+            };
+            let every_tap = depth == self.kernel[0] * self.kernel[1] * c;
+            if every_tap && epilogue.residual.is_none() && narrow.runs(self.channels[1]) {
+                return narrow::forward(&x.data, x.dims, narrow, panels, epilogue, parallel);
+            }
+        }
         // Gathered a block at a time, on one thread or split by rows; a product with too few
         // rows for that (stage 4 of one photo) is gathered whole and split by panels below.
         #[cfg(target_arch = "x86_64")]

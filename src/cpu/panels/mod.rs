@@ -20,6 +20,7 @@ use super::Epilogue;
 
 mod avx2;
 mod avx512;
+pub(crate) mod narrow;
 
 use avx2::Tile;
 use avx512::WideTile;
