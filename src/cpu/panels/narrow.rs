@@ -3,10 +3,10 @@
 //!
 //! Why: for the stem, im2col writes each output pixel's 147 values (7 runs of 21) and the
 //! product then packs them again; with its output going out to memory, the stem ran at 43
-//! GMAC/s on one thread where its product alone ran at 61-69. Here the AVX-512 tile broadcasts
-//! straight from the image: for 12 neighbouring output pixels of one row, the values under one
-//! tap lie a fixed `stride · C` values apart (6 for the stem), so each broadcast is one load at
-//! a constant offset from a single pointer, as the packed tile's are. The weight is the
+//! GMAC/s on one thread where its product alone ran at 61-69. Here the tiles broadcast straight
+//! from the image: for 12 neighbouring output pixels of one row (6 on the AVX2 tile), the values
+//! under one tap lie a fixed `stride · C` values apart (6 for the stem), so each broadcast is one
+//! load at a constant offset from a single pointer, as the packed tiles' are. The weight is the
 //! convolution's own panels, in im2col's depth order (tap row, tap column, channel), and each
 //! pixel's sum runs over the same depths in the same order as the packed product's one pass,
 //! so the numbers are the same to the bit.
@@ -30,13 +30,15 @@ pub(crate) struct Narrow {
 }
 
 impl Narrow {
-    /// Whether this CPU and these sizes take this path: AVX-512, whole pairs of panels, one
-    /// pass deep, and a step between neighbouring pixels' values the tile is made for (6: the
-    /// stem's stride 2 over 3 colours).
+    /// Whether this CPU and these sizes take this path: AVX2 and FMA (AVX-512 for the wide
+    /// tile), whole panels (pairs of them on the wide tile), one pass deep, and a step between
+    /// neighbouring pixels' values the tiles are made for (6: the stem's stride 2 over 3
+    /// colours).
     pub(crate) fn runs(&self, c_out: usize) -> bool {
         let depth = self.kernel[0] * self.kernel[1] * self.channels;
-        wide_available()
-            && c_out.is_multiple_of(2 * NR)
+        let unit = if wide_available() { 2 * NR } else { NR };
+        super::available()
+            && c_out.is_multiple_of(unit)
             && depth <= KC
             && self.stride[1] * self.channels == STEP
     }
@@ -54,12 +56,27 @@ const STEP: usize = 6;
 /// If `conv` does not [`run`](Narrow::runs) here, or the operands do not match.
 pub(crate) fn forward(
     x: &[f32],
-    [n, h, w, c]: [usize; 4],
+    dims: [usize; 4],
     conv: Narrow,
     weight: &Panels,
     epilogue: Epilogue<'_>,
     parallel: bool,
 ) -> Vec<f32> {
+    forward_with(x, dims, conv, weight, epilogue, parallel, wide_available())
+}
+
+/// [`forward`], with `wide` choosing the AVX-512 tile (checked against the CPU) or the AVX2
+/// one: the tests run both on a CPU that has both.
+fn forward_with(
+    x: &[f32],
+    [n, h, w, c]: [usize; 4],
+    conv: Narrow,
+    weight: &Panels,
+    epilogue: Epilogue<'_>,
+    parallel: bool,
+    wide: bool,
+) -> Vec<f32> {
+    let wide = wide && wide_available();
     let c_out = weight.c_out;
     let [kh, kw] = conv.kernel;
     let [ph, pw] = conv.padding;
@@ -105,9 +122,16 @@ pub(crate) fn forward(
     let target = Shared(spare.as_mut_ptr().cast::<f32>());
     let run = |rows: std::ops::Range<usize>| {
         let target = &target;
-        // SAFETY: the CPU has AVX-512F (`runs`), the tasks' output rows are disjoint, and
-        // every offset stays inside `padded`, the weight and `out` (sizes checked above).
-        unsafe { geometry.rows(rows, weight, target.0, &epilogue) }
+        // SAFETY: the CPU has AVX2 and FMA, and AVX-512F where `wide` (`runs`), the tasks'
+        // output rows are disjoint, and every offset stays inside `padded`, the weight and
+        // `out` (sizes checked above).
+        unsafe {
+            if wide {
+                geometry.rows(rows, weight, target.0, &epilogue)
+            } else {
+                geometry.rows_avx2(rows, weight, target.0, &epilogue)
+            }
+        }
     };
     let tasks: Vec<_> = (0..rows)
         .step_by(per_task)
@@ -188,6 +212,60 @@ impl Geometry<'_> {
                             3 => tile.run::<3>(),
                             2 => tile.run::<2>(),
                             _ => tile.run::<1>(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Geometry<'_> {
+    /// [`rows`](Self::rows) by the AVX2 tile: 6 pixels by one panel.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; as for [`rows`](Self::rows).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(
+        &self,
+        rows: std::ops::Range<usize>,
+        weight: &Panels,
+        out: *mut f32,
+        epilogue: &Epilogue<'_>,
+    ) {
+        let [hp, wp] = self.image;
+        let [ho, wo] = self.out;
+        let c = self.conv.channels;
+        let [kh, kw] = self.conv.kernel;
+        let [sh, sw] = self.conv.stride;
+        let c_out = weight.c_out;
+        for row in rows {
+            let (image, oy) = (row / ho, row % ho);
+            let top = ((image * hp + oy * sh) * wp) * c;
+            for ox in (0..wo).step_by(MR) {
+                let m = MR.min(wo - ox);
+                for p in 0..c_out / NR {
+                    let tile = StridedTile {
+                        a: self.padded[top + ox * sw * c..].as_ptr(),
+                        runs: kh,
+                        run: kw * c,
+                        run_stride: wp * c,
+                        b: [weight.block(p, 0), std::ptr::null()],
+                        c: out.wrapping_add((row * wo + ox) * c_out + p * NR),
+                        ldc: c_out,
+                        shift: epilogue.shift[p * NR..].as_ptr(),
+                        relu: epilogue.relu,
+                    };
+                    // SAFETY: as in `rows`.
+                    unsafe {
+                        match m {
+                            6 => tile.run_avx2::<6>(),
+                            5 => tile.run_avx2::<5>(),
+                            4 => tile.run_avx2::<4>(),
+                            3 => tile.run_avx2::<3>(),
+                            2 => tile.run_avx2::<2>(),
+                            _ => tile.run_avx2::<1>(),
                         }
                     }
                 }
@@ -282,35 +360,99 @@ impl StridedTile {
             }
         }
     }
+
+    /// [`run`](Self::run) on the AVX2 tile: the first `M` pixels (1 to 6) by one panel
+    /// (`b[0]`), two registers of 8 channels.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2 and FMA; as for [`run`](Self::run), with 16 values per row of `c`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn run_avx2<const M: usize>(&self) {
+        // SAFETY: the caller's contract, as above.
+        unsafe {
+            for i in 0..MR {
+                _mm_prefetch::<_MM_HINT_ET0>(self.c.wrapping_add((M + i) * self.ldc).cast());
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut b = self.b[0];
+            let mut start = self.a;
+            for _ in 0..self.runs {
+                let mut a = start;
+                for _ in 0..self.run {
+                    let w0 = _mm256_loadu_ps(b);
+                    let w1 = _mm256_loadu_ps(b.add(8));
+                    macro_rules! pixel {
+                        ($i:literal) => {
+                            if $i < M {
+                                let x = _mm256_broadcast_ss(&*a.add($i * STEP));
+                                acc[$i][0] = _mm256_fmadd_ps(x, w0, acc[$i][0]);
+                                acc[$i][1] = _mm256_fmadd_ps(x, w1, acc[$i][1]);
+                            }
+                        };
+                    }
+                    pixel!(0);
+                    pixel!(1);
+                    pixel!(2);
+                    pixel!(3);
+                    pixel!(4);
+                    pixel!(5);
+                    a = a.add(1);
+                    b = b.add(NR);
+                }
+                start = start.add(self.run_stride);
+            }
+            let shift = [
+                _mm256_loadu_ps(self.shift),
+                _mm256_loadu_ps(self.shift.add(8)),
+            ];
+            let zero = _mm256_setzero_ps();
+            for (i, acc) in acc.iter().enumerate().take(M) {
+                let row = self.c.add(i * self.ldc);
+                for (h, v) in acc.iter().enumerate() {
+                    let mut v = _mm256_add_ps(*v, shift[h]);
+                    if self.relu {
+                        v = _mm256_max_ps(v, zero);
+                    }
+                    _mm256_storeu_ps(row.add(h * 8), v);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::mem::MaybeUninit;
+
     use super::*;
     use crate::cpu::im2col::{im2col, kept_taps};
 
     /// The path it replaces, to the bit: im2col, then the packed product, for the stem's 7x7
-    /// of stride 2 over 3 channels, on images whose rows leave partial tiles (7 and 16 pixels
-    /// wide), 32 and 64 channels out, with and without the ReLU, on one thread and split
-    /// between three.
+    /// of stride 2 over 3 channels, on images whose rows leave partial tiles (7, 12 and 16
+    /// pixels wide), 32 and 64 channels out, with and without the ReLU, on the AVX2 and (where
+    /// the CPU has it) the AVX-512 tile, on one thread and split between three.
     #[test]
     fn the_stem_straight_from_the_image_matches_im2col_and_the_packed_product() {
+        if !super::super::available() {
+            return;
+        }
         let value =
             |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 506.5 - 1.0;
+        let conv = Narrow {
+            kernel: [7, 7],
+            stride: [2, 2],
+            padding: [3, 3],
+            channels: 3,
+        };
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build();
+        let pool = pool.expect("a pool of 3 threads");
         for (dims, c_out) in [
             ([2, 13, 14, 3], 64),
             ([1, 32, 32, 3], 32),
             ([3, 9, 23, 3], 64),
         ] {
-            let conv = Narrow {
-                kernel: [7, 7],
-                stride: [2, 2],
-                padding: [3, 3],
-                channels: 3,
-            };
-            if !conv.runs(c_out) {
-                return;
-            }
             let [n, h, w, c] = dims;
             let x: Vec<f32> = (0..n * h * w * c).map(|i| value(i, 1)).collect();
             let depth = 7 * 7 * c;
@@ -319,44 +461,38 @@ mod tests {
             let shift: Vec<f32> = (0..c_out).map(|i| value(i, 3)).collect();
             let out = output_size([h, w], conv.kernel, conv.stride, conv.padding);
             let taps = kept_taps([h, w], conv.kernel, conv.stride, conv.padding, out);
-            assert_eq!(
-                taps,
-                [0..7, 0..7],
-                "every tap kept: the packed path's depth order"
-            );
-            let columns = im2col(
-                &x,
-                dims,
-                [&taps[0], &taps[1]],
-                conv.stride,
-                conv.padding,
-                out,
-                false,
-            );
+            assert_eq!(taps, [0..7, 0..7], "every tap kept: im2col's depth order");
+            let taps = [&taps[0], &taps[1]];
+            let columns = im2col(&x, dims, taps, conv.stride, conv.padding, out, false);
             let rows = n * out[0] * out[1];
-            for relu in [false, true] {
+            for (relu, wide) in [(false, false), (true, false), (false, true), (true, true)] {
+                if wide && !wide_available() {
+                    continue;
+                }
                 let epilogue = Epilogue {
                     shift: &shift,
                     residual: None,
                     relu,
                 };
-                let want =
-                    super::super::product_vec(&columns, depth, &panels, 0, rows, epilogue, false);
-                let alone = forward(&x, dims, conv, &panels, epilogue, false);
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(3)
-                    .build()
-                    .unwrap();
-                let split = pool.install(|| {
-                    crate::cpu::team::with_team(|| forward(&x, dims, conv, &panels, epilogue, true))
-                });
-                for got in [alone, split] {
+                let mut want = vec![MaybeUninit::new(f32::NAN); rows * c_out];
+                let product = super::super::product_with;
+                product(
+                    &columns, depth, &panels, 0, &mut want, epilogue, false, wide, false,
+                );
+                // SAFETY: written in full by the product (NaN before).
+                let want: Vec<f32> = want.iter().map(|v| unsafe { v.assume_init() }).collect();
+                let run = |split| forward_with(&x, dims, conv, &panels, epilogue, split, wide);
+                let split = pool.install(|| crate::cpu::team::with_team(|| run(true)));
+                for got in [run(false), split] {
                     assert_eq!(got.len(), want.len());
                     let same = got
                         .iter()
                         .zip(&want)
                         .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{dims:?} -> {c_out}, relu {relu}: not the same bits");
+                    assert!(
+                        same,
+                        "{dims:?} -> {c_out}, relu {relu}, wide {wide}: other bits"
+                    );
                 }
             }
         }
