@@ -308,7 +308,7 @@ impl FoldedConv {
             // The whole matrix, in runs of rows shared between the threads when the product
             // is split between them (a few runs each, so a single image's is split too).
             let mut columns = vec![0.0; rows * depth];
-            let run = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+            let run = rows.div_ceil(4 * crate::cpu::team::threads()).max(1);
             for_each_image(parallel, &mut columns, run * depth, |i, out| {
                 gather(i * run..(i * run + out.len() / depth), out)
             });

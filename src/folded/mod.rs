@@ -196,7 +196,7 @@ impl FoldedResNet {
         // over the whole batch measured slower). The images left over, fewer than the threads
         // (all of them for a single photo), run after the shares with every layer split between
         // the threads, so that none idles (`cpu::split`).
-        let plan = plan_batch(n, rayon::current_num_threads());
+        let plan = plan_batch(n, crate::cpu::team::threads());
         if crate::cpu::tuning::layer_trace() {
             eprintln!(
                 "resnet_transfer forward: {n} images of {h}x{w} on {} threads",

@@ -219,7 +219,7 @@ pub(crate) fn product_blocks(
     let len = rows * c_out;
     let mut out = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
-    let threads = rayon::current_num_threads();
+    let threads = super::team::threads();
     if split && threads > 1 && row_block_each(rows) {
         let mut tasks = Vec::with_capacity(threads);
         let mut rest = spare;
@@ -245,7 +245,7 @@ pub(crate) fn product_blocks(
 /// Whether `rows` rows give every thread of the pool at least one row block of the product: where
 /// they do, a split product shares out rows rather than panels.
 pub(crate) fn row_block_each(rows: usize) -> bool {
-    rows >= rayon::current_num_threads() * MC
+    rows >= super::team::threads() * MC
 }
 
 /// [`product_blocks`] on one thread, for rows `rows` of the product into `out` (their
@@ -350,7 +350,7 @@ fn product_with(
             )
         }
     };
-    let threads = rayon::current_num_threads();
+    let threads = super::team::threads();
     if split && threads > 1 {
         let unit = if wide { 2 } else { 1 };
         // By rows wherever every thread gets whole row blocks: the weight is read by each

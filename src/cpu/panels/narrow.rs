@@ -115,7 +115,7 @@ fn forward_with(
         conv,
     };
     let per_task = if parallel {
-        rows.div_ceil(4 * rayon::current_num_threads()).max(1)
+        rows.div_ceil(4 * crate::cpu::team::threads()).max(1)
     } else {
         rows
     };

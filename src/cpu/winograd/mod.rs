@@ -307,7 +307,7 @@ impl Winograd {
         let alpha = self.size.input();
         let per_row = (tw * alpha * alpha * c.max(c_out) * 4).max(1);
         let mut block = (BLOCK_BYTES / per_row).max(MIN_TILES.div_ceil(tw)).max(1);
-        let threads = rayon::current_num_threads();
+        let threads = super::team::threads();
         if parallel && threads > 1 {
             block = block.min(rows.div_ceil(threads)).max(1);
         }
