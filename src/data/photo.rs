@@ -41,6 +41,21 @@ pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>> {
     let img = if (img.width(), img.height()) == (width, height) {
         img
     } else {
+        // The short side resized to `size` before the crop, as torchvision does: a very thin
+        // picture grows long (1x100000 pixels at 224 is 224x22400000, 15 GB, and the
+        // allocation aborted the process), so the resized picture is held to the decoded one's
+        // limit first.
+        let bytes = u64::from(width) * u64::from(height) * u64::from(img.color().bytes_per_pixel());
+        image::Limits::default().reserve(bytes).map_err(|_| Error::Image {
+            path: path.to_path_buf(),
+            reason: format!(
+                "a {}x{} picture: resized to {size} on its short side it would be                  {width}x{height}, {} MiB, more than the {} MiB a photo may take: crop it                  nearer to a square first",
+                img.width(),
+                img.height(),
+                bytes.div_ceil(1 << 20),
+                image::Limits::default().max_alloc.unwrap_or(0) >> 20
+            ),
+        })?;
         img.resize_exact(width, height, FilterType::Triangle)
     };
     let img = if (width, height) == (side, side) {
@@ -379,6 +394,30 @@ mod tests {
                 && reason.contains("512 MiB a photo may take: downscale it")),
             "{err}"
         );
+    }
+
+    /// A picture one pixel high and 100000 wide (475 bytes as a PNG) grows to 224x22400000 when
+    /// its short side is resized to 224: refused, naming the sizes, not a 15 GB allocation that
+    /// aborts the process; one 1x400 still reads.
+    #[test]
+    fn a_very_thin_picture_whose_resize_would_not_fit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |width: u32, name: &str| {
+            let path = dir.path().join(name);
+            image::GrayImage::from_pixel(width, 1, image::Luma([200]))
+                .save(&path)
+                .unwrap();
+            path
+        };
+        let err = read_image(&line(100_000, "line.png"), 224).unwrap_err();
+        assert!(
+            matches!(&err, Error::Image { reason, .. } if reason.contains("100000x1")
+                && reason.contains("22400000x224")
+                && reason.contains("512 MiB a photo may take")),
+            "{err}"
+        );
+        let pixels = read_image(&line(400, "short.png"), 224).unwrap();
+        assert_eq!(pixels.len(), 3 * 224 * 224);
     }
 
     /// A folder given where a photo is expected says so, not only "Is a directory".
