@@ -87,6 +87,17 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
             ),
         });
     }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let graph = name.as_deref().and_then(|n| n.strip_suffix(".data"));
+    if let Some(graph) = graph.filter(|g| g.ends_with(".onnx") && path.is_file()) {
+        return Err(Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the external data of an ONNX file (the weights `torch.onnx.export` writes \
+                 beside the graph), not a model: give {graph}, which reads this file"
+            ),
+        });
+    }
     if !bpk.is_file() {
         return Err(Error::NotFound {
             what: "a model".into(),
@@ -101,4 +112,27 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
 /// The 1000 ImageNet class names, in the order every ImageNet model's outputs use.
 pub fn imagenet_classes() -> Vec<&'static str> {
     include_str!("imagenet_classes.txt").lines().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The weights file `torch.onnx.export` writes beside the graph, given where the model is
+    /// expected: a format error naming the .onnx file to give, not "a model not found".
+    #[test]
+    fn an_onnx_files_external_data_given_as_the_model_names_the_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("resnet18.onnx.data");
+        std::fs::write(&data, [0u8; 64]).unwrap();
+        let device = crate::device::default_device().unwrap();
+        let Err(err) = load(&data, &device) else {
+            panic!("the external data was loaded as a model")
+        };
+        assert!(
+            matches!(&err, Error::BadFormat { path, reason }
+                if path == &data && reason.contains("give resnet18.onnx")),
+            "{err}"
+        );
+    }
 }
