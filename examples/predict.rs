@@ -102,6 +102,22 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(classes) = &args.classes {
         classifier.class_names = class_names_from(classes, classifier.num_classes())?;
     }
+    // What the pixels go through, said once (on stderr: stdout stays one answer per photo):
+    // an ONNX file without this crate's metadata gets what its layout implies.
+    let chosen = |given: bool| {
+        if given {
+            "as given"
+        } else {
+            "what the weights ask for"
+        }
+    };
+    eprintln!(
+        "predict: {} preprocessing ({}), {s}x{s} pixels ({})",
+        format!("{:?}", classifier.preprocess).to_lowercase(),
+        chosen(args.preprocess.is_some()),
+        chosen(args.input_size.is_some()),
+        s = classifier.input_size,
+    );
     if args.batch_size == 0 {
         return Err(resnet_transfer::Error::invalid_config("batch_size", "at least 1", 0).into());
     }
