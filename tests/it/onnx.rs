@@ -314,6 +314,16 @@ fn unsupported_and_corrupt_files_give_typed_errors() {
     let err = import_onnx(&fixture("not-resnet.onnx"), &device).unwrap_err();
     assert!(matches!(err, Error::UnsupportedGraph { .. }), "{err}");
 
+    // torchvision's wide ResNet50 layout (bottlenecks twice as wide inside) at width 2: named
+    // as such, where a shape mismatch deep in stage 1 was all it said.
+    let err = import_onnx(&fixture("torch-wide.onnx"), &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedGraph { op, reason, .. } if op == "Conv"
+            && reason.contains("4 channels wide inside for 8 out")
+            && reason.contains("wide_resnet50_2")),
+        "{err}"
+    );
+
     let tmp = tempfile::tempdir().unwrap();
     let truncated = tmp.path().join("truncated.onnx");
     let bytes = std::fs::read(fixture("torch-bn.onnx")).unwrap();

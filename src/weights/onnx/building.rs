@@ -86,6 +86,24 @@ impl Matcher<'_> {
             *sizes.last_mut().expect("pushed") += 1;
         }
         let bottleneck = blocks.first().is_some_and(|b| b.convs.len() == 3);
+        // A ResNet's bottleneck is a quarter of its output wide; torchvision's wide_resnet50_2
+        // and wide_resnet101_2 are twice that, which the crate does not build.
+        for block in blocks.iter().filter(|b| b.convs.len() == 3) {
+            let [inner, out] = [&block.convs[0], &block.convs[2]].map(|u| dims_of(&u.weight)[0]);
+            if inner * 4 != out {
+                return Err(self.fail_unit(
+                    &block.convs[0],
+                    format!(
+                        "a bottleneck {inner} channels wide inside for {out} out, where a ResNet's \
+                         is a quarter of its output ({}): the file is a wide ResNet \
+                         (torchvision's wide_resnet50_2 or wide_resnet101_2) or another variant, \
+                         which this crate does not build (it builds ResNets: torchvision's \
+                         resnet18 to resnet152, Keras's ResNet50 to ResNet152)",
+                        out / 4
+                    ),
+                ));
+            }
+        }
         let kind = if bottleneck {
             BlockKind::Bottleneck
         } else {
