@@ -125,13 +125,7 @@ fn forward_with(
         // SAFETY: the CPU has AVX2 and FMA, and AVX-512F where `wide` (`runs`), the tasks'
         // output rows are disjoint, and every offset stays inside `padded`, the weight and
         // `out` (sizes checked above).
-        unsafe {
-            if wide {
-                geometry.rows(rows, weight, target.0, &epilogue)
-            } else {
-                geometry.rows_avx2(rows, weight, target.0, &epilogue)
-            }
-        }
+        unsafe { geometry.rows(rows, weight, target.0, &epilogue, wide) }
     };
     let tasks: Vec<_> = (0..rows)
         .step_by(per_task)
@@ -158,19 +152,20 @@ struct Geometry<'a> {
 }
 
 impl Geometry<'_> {
-    /// Output rows `rows` (counted through the images), every pixel and channel.
+    /// Output rows `rows` (counted through the images), every pixel and channel: by the wide
+    /// tile (12 pixels by a pair of panels) where `wide`, else by the AVX2 one (6 by a panel).
     ///
     /// # Safety
     ///
-    /// The CPU has AVX-512F; `out` holds `N · H' · W' · C_out` values of which no other thread
-    /// writes these rows.
-    #[target_feature(enable = "avx512f")]
+    /// The CPU has AVX2 and FMA, and AVX-512F where `wide`; `out` holds `N · H' · W' · C_out`
+    /// values of which no other thread writes these rows.
     unsafe fn rows(
         &self,
         rows: std::ops::Range<usize>,
         weight: &Panels,
         out: *mut f32,
         epilogue: &Epilogue<'_>,
+        wide: bool,
     ) {
         let [hp, wp] = self.image;
         let [ho, wo] = self.out;
@@ -178,19 +173,19 @@ impl Geometry<'_> {
         let [kh, kw] = self.conv.kernel;
         let [sh, sw] = self.conv.stride;
         let c_out = weight.c_out;
+        let (pixels, panels) = if wide { (TILE, 2) } else { (MR, 1) };
         for row in rows {
             let (image, oy) = (row / ho, row % ho);
             let top = ((image * hp + oy * sh) * wp) * c;
-            for ox in (0..wo).step_by(TILE) {
-                let m = TILE.min(wo - ox);
-                for pair in 0..c_out / (2 * NR) {
-                    let p = 2 * pair;
+            for ox in (0..wo).step_by(pixels) {
+                let m = pixels.min(wo - ox);
+                for p in (0..c_out / NR).step_by(panels) {
                     let tile = StridedTile {
                         a: self.padded[top + ox * sw * c..].as_ptr(),
                         runs: kh,
                         run: kw * c,
                         run_stride: wp * c,
-                        b: [weight.block(p, 0), weight.block(p + 1, 0)],
+                        b: [weight.block(p, 0), weight.block(p + panels - 1, 0)],
                         c: out.wrapping_add((row * wo + ox) * c_out + p * NR),
                         ldc: c_out,
                         shift: epilogue.shift[p * NR..].as_ptr(),
@@ -199,19 +194,25 @@ impl Geometry<'_> {
                     // SAFETY: the caller's contract; the tile's taps lie inside the padded
                     // image (the output size leaves every tap of every pixel in it).
                     unsafe {
-                        match m {
-                            12 => tile.run::<12>(),
-                            11 => tile.run::<11>(),
-                            10 => tile.run::<10>(),
-                            9 => tile.run::<9>(),
-                            8 => tile.run::<8>(),
-                            7 => tile.run::<7>(),
-                            6 => tile.run::<6>(),
-                            5 => tile.run::<5>(),
-                            4 => tile.run::<4>(),
-                            3 => tile.run::<3>(),
-                            2 => tile.run::<2>(),
-                            _ => tile.run::<1>(),
+                        match (wide, m) {
+                            (true, 12) => tile.run::<12>(),
+                            (true, 11) => tile.run::<11>(),
+                            (true, 10) => tile.run::<10>(),
+                            (true, 9) => tile.run::<9>(),
+                            (true, 8) => tile.run::<8>(),
+                            (true, 7) => tile.run::<7>(),
+                            (true, 6) => tile.run::<6>(),
+                            (true, 5) => tile.run::<5>(),
+                            (true, 4) => tile.run::<4>(),
+                            (true, 3) => tile.run::<3>(),
+                            (true, 2) => tile.run::<2>(),
+                            (true, _) => tile.run::<1>(),
+                            (false, 6) => tile.run_avx2::<6>(),
+                            (false, 5) => tile.run_avx2::<5>(),
+                            (false, 4) => tile.run_avx2::<4>(),
+                            (false, 3) => tile.run_avx2::<3>(),
+                            (false, 2) => tile.run_avx2::<2>(),
+                            (false, _) => tile.run_avx2::<1>(),
                         }
                     }
                 }
@@ -220,73 +221,19 @@ impl Geometry<'_> {
     }
 }
 
-impl Geometry<'_> {
-    /// [`rows`](Self::rows) by the AVX2 tile: 6 pixels by one panel.
-    ///
-    /// # Safety
-    ///
-    /// The CPU has AVX2 and FMA; as for [`rows`](Self::rows).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2(
-        &self,
-        rows: std::ops::Range<usize>,
-        weight: &Panels,
-        out: *mut f32,
-        epilogue: &Epilogue<'_>,
-    ) {
-        let [hp, wp] = self.image;
-        let [ho, wo] = self.out;
-        let c = self.conv.channels;
-        let [kh, kw] = self.conv.kernel;
-        let [sh, sw] = self.conv.stride;
-        let c_out = weight.c_out;
-        for row in rows {
-            let (image, oy) = (row / ho, row % ho);
-            let top = ((image * hp + oy * sh) * wp) * c;
-            for ox in (0..wo).step_by(MR) {
-                let m = MR.min(wo - ox);
-                for p in 0..c_out / NR {
-                    let tile = StridedTile {
-                        a: self.padded[top + ox * sw * c..].as_ptr(),
-                        runs: kh,
-                        run: kw * c,
-                        run_stride: wp * c,
-                        b: [weight.block(p, 0), std::ptr::null()],
-                        c: out.wrapping_add((row * wo + ox) * c_out + p * NR),
-                        ldc: c_out,
-                        shift: epilogue.shift[p * NR..].as_ptr(),
-                        relu: epilogue.relu,
-                    };
-                    // SAFETY: as in `rows`.
-                    unsafe {
-                        match m {
-                            6 => tile.run_avx2::<6>(),
-                            5 => tile.run_avx2::<5>(),
-                            4 => tile.run_avx2::<4>(),
-                            3 => tile.run_avx2::<3>(),
-                            2 => tile.run_avx2::<2>(),
-                            _ => tile.run_avx2::<1>(),
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The wide tile (12 output pixels by 32 channels) reading its pixels' values straight from
-/// the padded image: `runs` runs of `run` values, `run_stride` apart, each pixel's [`STEP`]
-/// values after the one before.
+/// A tile (12 output pixels by 32 channels, or 6 by 16 on AVX2) reading its pixels' values
+/// straight from the padded image: `runs` runs of `run` values, `run_stride` apart, each
+/// pixel's [`STEP`] values after the one before.
 struct StridedTile {
     a: *const f32,
     runs: usize,
     run: usize,
     run_stride: usize,
-    /// The two panels, from their first row.
+    /// The two panels, from their first row (the AVX2 tile reads the first only).
     b: [*const f32; 2],
     c: *mut f32,
     ldc: usize,
-    /// 32 values.
+    /// The shift of the tile's channels (32, or 16 on the AVX2 tile).
     shift: *const f32,
     relu: bool,
 }
