@@ -21,6 +21,7 @@ use super::Epilogue;
 mod avx2;
 mod avx512;
 pub(crate) mod narrow;
+pub(crate) mod transposed;
 
 use avx2::Tile;
 use avx512::WideTile;
