@@ -14,6 +14,7 @@ pub(crate) mod host;
 pub(crate) mod im2col;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod panels;
+pub(crate) mod pool;
 pub(crate) mod split;
 pub(crate) mod team;
 pub(crate) mod tuning;

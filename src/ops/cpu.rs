@@ -7,10 +7,13 @@
 
 use burn::backend::tensor::FloatTensor;
 
-use super::{BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward, Shortcut};
-use crate::cpu::conv_bn;
+use super::{
+    BatchNormTrain, BatchNormTrainBackward, ConvTrain, ConvTrainBackward, MaxPoolTrain,
+    MaxPoolTrainBackward, Shortcut,
+};
+use crate::cpu::{conv_bn, pool};
 
-/// Implements the four operations for a [`HostBackend`].
+/// Implements the operations and their backward for a [`HostBackend`].
 macro_rules! on_host_kernels {
     ($backend:ty) => {
         impl BatchNormTrain for $backend {
@@ -63,6 +66,23 @@ macro_rules! on_host_kernels {
                 wanted: [bool; 2],
             ) -> [Option<FloatTensor<Self>>; 2] {
                 conv_bn::conv_nhwc_backward::<Self>(grad, x, weight, geometry, wanted)
+            }
+        }
+
+        impl MaxPoolTrain for $backend {
+            fn max_pool_nhwc(x: FloatTensor<Self>, geometry: [usize; 6]) -> FloatTensor<Self> {
+                pool::max_pool_nhwc::<Self>(x, geometry)
+            }
+        }
+
+        impl MaxPoolTrainBackward for $backend {
+            fn max_pool_nhwc_backward(
+                grad: FloatTensor<Self>,
+                x: FloatTensor<Self>,
+                y: FloatTensor<Self>,
+                geometry: [usize; 6],
+            ) -> FloatTensor<Self> {
+                pool::max_pool_nhwc_backward::<Self>(grad, x, y, geometry)
             }
         }
     };

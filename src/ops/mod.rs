@@ -306,6 +306,78 @@ impl<B: ConvTrain + ConvTrainBackward, C: CheckpointStrategy> ConvTrain for Auto
     }
 }
 
+/// A max pool of channels-last `[N, H, W, C]` input over each window's pixels (padding never
+/// wins), as one operation each way ([`crate::cpu::pool`]).
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
+pub trait MaxPoolTrain: Backend {
+    /// `[N, Ho, Wo, C]`; `geometry` is `[kh, kw, stride_y, stride_x, pad_y, pad_x]`.
+    fn max_pool_nhwc(x: FloatTensor<Self>, geometry: [usize; 6]) -> FloatTensor<Self>;
+}
+
+/// The pool's backward, on the backend autodiff wraps.
+trait MaxPoolTrainBackward: Backend {
+    /// `dx` from the output's gradient, the input and the output.
+    fn max_pool_nhwc_backward(
+        grad: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        geometry: [usize; 6],
+    ) -> FloatTensor<Self>;
+}
+
+/// `max_pool(x)` for channels-last f32 `x` on a CPU backend (with or without autodiff), padded
+/// by `padding` on both sides, less than the kernel; `None` elsewhere, where the caller composes
+/// Burn's operations.
+pub(crate) fn max_pool_nhwc(
+    x: Tensor<4>,
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    [ph, pw]: [usize; 2],
+) -> Option<Tensor<4>> {
+    let fits = ph < kh && pw < kw && sh * sw > 0;
+    if !fits || !crate::device::is_host(&x.device()) || x.dtype() != DType::F32 {
+        return None;
+    }
+    let geometry = [kh, kw, sh, sw, ph, pw];
+    let y = <Dispatch as MaxPoolTrain>::max_pool_nhwc(x.into_dispatch(), geometry);
+    Some(Tensor::from_dispatch(y))
+}
+
+impl<B: MaxPoolTrain + MaxPoolTrainBackward, C: CheckpointStrategy> MaxPoolTrain
+    for Autodiff<B, C>
+{
+    fn max_pool_nhwc(x: FloatTensor<Self>, geometry: [usize; 6]) -> FloatTensor<Self> {
+        /// The operation's node: one parent (x).
+        #[derive(Debug)]
+        struct MaxPoolBackward;
+
+        impl<B: Backend + MaxPoolTrainBackward> Backward<B, 1> for MaxPoolBackward {
+            /// The input and the output (which the layers around it keep anyway: the
+            /// BatchNorm before it for its ReLU's mask, the convolution after it), the geometry.
+            type State = (FloatTensor<B>, FloatTensor<B>, [usize; 6]);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (x, y, geometry) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = &ops.parents[0] {
+                    let dx = B::max_pool_nhwc_backward(grad, x, y, geometry);
+                    grads.register::<B>(parent.id, dx);
+                }
+            }
+        }
+
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        let y = B::max_pool_nhwc(x.clone(), geometry);
+        record::<B, C, _, 1>(MaxPoolBackward, nodes, (x, y.clone(), geometry), y)
+    }
+}
+
 /// Records `output` as the result of `op` on the `nodes` it read: with `state` for the backward
 /// where a parent is tracked, as a constant otherwise.
 fn record<B: Backend, C: CheckpointStrategy, Op: Backward<B, N>, const N: usize>(
@@ -324,6 +396,47 @@ fn record<B: Backend, C: CheckpointStrategy, Op: Backward<B, N>, const N: usize>
 mod tests {
     use super::*;
     use crate::BackendKind;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::pool::MaxPool2dConfig;
+    use burn::tensor::Distribution;
+
+    /// The pool against Burn's `max_pool2d` (channels first) on inputs of both signs, odd and
+    /// even sides (windows over padding on one side or both), output and input gradient, on
+    /// both CPU backends.
+    #[test]
+    fn max_pool_matches_burns() {
+        for kind in BackendKind::compiled() {
+            let device = crate::device::training_device(kind.name()).unwrap();
+            if !crate::device::is_host(&device) {
+                continue;
+            }
+            for ([kernel, stride, pad], side) in [([3, 2, 1], 9), ([3, 2, 1], 8), ([2, 1, 0], 5)] {
+                let dims = [2, side, side + 1, 5];
+                let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+                let got = max_pool_nhwc(x.clone(), [kernel; 2], [stride; 2], [pad; 2]).unwrap();
+                let pool = MaxPool2dConfig::new([kernel; 2])
+                    .with_strides([stride; 2])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .init();
+                let want = pool
+                    .forward(x.clone().permute([0, 3, 1, 2]))
+                    .permute([0, 2, 3, 1]);
+                assert_eq!(got.dims(), want.dims(), "{kind:?} {side}");
+                let weights = Tensor::<4>::random(got.dims(), Distribution::Default, &device);
+                let grad = |y: Tensor<4>| {
+                    let grads = (y * weights.clone()).sum().backward();
+                    x.grad(&grads).unwrap().into_data()
+                };
+                let what = format!("{kind:?}, {kernel}x{kernel}/{stride} pad {pad}, side {side}");
+                got.clone()
+                    .into_data()
+                    .assert_eq(&want.clone().into_data(), true);
+                grad(got).assert_approx_eq::<f32>(&grad(want), Default::default());
+                eprintln!("{what}: ok");
+            }
+        }
+    }
 
     #[test]
     fn both_cpu_backends_run_the_operations_and_wgpu_composes_burns() {
