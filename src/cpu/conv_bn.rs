@@ -344,6 +344,12 @@ impl ConvShape {
         self.depth == self.input[3] && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
+    /// Rows `rows` of [`columns`](Self::columns) into `buffer`, every value written.
+    fn gather(&self, x: &[f32], rows: Range<usize>, buffer: &mut [f32]) {
+        let (taps, input, out) = ([&self.taps[0], &self.taps[1]], self.input, self.out);
+        im2col_rows(x, input, taps, self.stride, self.padding, out, rows, buffer);
+    }
+
     /// The im2col matrix `[rows, depth]` of `x`.
     fn columns<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
         if self.is_pointwise() {
@@ -436,19 +442,7 @@ fn panel_forward(x: &[f32], weight: &[f32], shape: &ConvShape) -> Vec<f32> {
     if every_tap && narrow.runs(c_out) {
         return narrow::forward(x, shape.input, narrow, &panels, epilogue, parallel);
     }
-    let gather = |block: Range<usize>, buffer: &mut [f32]| {
-        let [taps_y, taps_x] = &shape.taps;
-        im2col_rows(
-            x,
-            shape.input,
-            [taps_y, taps_x],
-            shape.stride,
-            shape.padding,
-            shape.out,
-            block,
-            buffer,
-        );
-    };
+    let gather = |block: Range<usize>, buffer: &mut [f32]| shape.gather(x, block, buffer);
     product_blocks(rows, depth, gather, &panels, 0, epilogue, parallel)
 }
 
@@ -527,19 +521,7 @@ fn weight_grad(x: &[f32], grad: &[f32], shape: &ConvShape) -> Vec<f32> {
         use crate::cpu::panels::transposed;
         let taps = shape.kernel[0] * shape.kernel[1];
         if taps > 1 && transposed::runs(rows, c_out, true) {
-            let gather = |block: Range<usize>, buffer: &mut [f32]| {
-                let [taps_y, taps_x] = &shape.taps;
-                im2col_rows(
-                    x,
-                    shape.input,
-                    [taps_y, taps_x],
-                    shape.stride,
-                    shape.padding,
-                    shape.out,
-                    block,
-                    buffer,
-                );
-            };
+            let gather = |block: Range<usize>, buffer: &mut [f32]| shape.gather(x, block, buffer);
             return transposed::product(rows, depth, c_out, &gather, grad, true);
         }
     }
