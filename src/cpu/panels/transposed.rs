@@ -23,22 +23,30 @@ use super::{KC, MC, MR, NR, Pass, available, wide_available};
 pub(crate) type Gather<'a> = &'a (dyn Fn(Range<usize>, &mut [f32]) + Sync);
 
 /// Whether [`product`] runs here for `k` rows and `n` columns of `b`: on a CPU with the
-/// panel tiles, `n` in whole panels, and, where the product is split, at least a depth block
-/// of rows for each thread (with fewer, `gemm` splits the columns).
+/// panel tiles, `n` in whole panels, and, where the product is split between threads, a depth
+/// block of rows for each of two at least (with fewer, `gemm` splits the columns).
 pub(crate) fn runs(k: usize, n: usize, split: bool) -> bool {
-    let threads = if split {
+    available() && n.is_multiple_of(NR) && k >= threads(split).min(2) * KC
+}
+
+/// The threads a product may be split between.
+fn threads(split: bool) -> usize {
+    if split {
         crate::cpu::team::threads()
     } else {
         1
-    };
-    available() && n.is_multiple_of(NR) && k >= threads * KC
+    }
+}
+
+/// The shares of `k` rows: one per thread, each of a depth block at least.
+fn shares(k: usize, split: bool) -> Vec<Range<usize>> {
+    crate::cpu::split::even_runs(k, threads(split).min(k / KC).max(1))
 }
 
 /// `aᵀ · b` into a new row-major `[m, n]`, for `a` `[k, m]` (gathered a block of rows at a
-/// time by `a`) and `b` `[k, n]`;
-/// with `split`, the rows shared out between the pool's threads. The sums run in blocks of
-/// rows in order, one share after the other: the numbers depend on the threads, not on their
-/// timing.
+/// time by `a`) and `b` `[k, n]`; with `split`, the rows shared out between the pool's
+/// threads ([`shares`]). The sums run in blocks of rows in order, one share after the other:
+/// the numbers depend on the threads, not on their timing.
 ///
 /// # Panics
 ///
@@ -71,12 +79,7 @@ fn product_with(
         "the transposed product does not run here"
     );
     assert!(b.len() >= k * n, "right operand too short");
-    let threads = if split {
-        crate::cpu::team::threads()
-    } else {
-        1
-    };
-    let shares = crate::cpu::split::even_runs(k, threads);
+    let shares = shares(k, split);
     let mut sums: Vec<Vec<f32>> = shares.iter().map(|_| vec![0.0; m * n]).collect();
     let tasks: Vec<_> = shares.into_iter().zip(sums.iter_mut()).collect();
     crate::cpu::team::for_each(tasks, |(rows, out)| share(rows, [m, n], a, b, out, wide));
