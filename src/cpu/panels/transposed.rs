@@ -3,15 +3,16 @@
 //!
 //! Packing needs no transposes: a tile's 6 rows of the product are 6 neighbouring columns of
 //! `a`, so its packed values at each depth (a row of `a`) are 6 values side by side, and a
-//! panel's 16 columns are 16 values side by side in each row of `b`. (Read in place, a row
-//! of `a` or `b` apart at each depth, the tiles ran 32-57 GMAC/s: rows 2 KiB or more apart
-//! fall into the same few sets of L1.) The rows are shared out between the threads, each summing its own share
-//! into its own `[m, n]`, added together at the end; a left operand gathered (the im2col
-//! matrix of a 3x3 convolution) is gathered a block of rows at a time, into cache, rather
-//! than whole.
+//! panel's 16 columns are 16 values side by side in each row of `b`. (Read in place, a row of
+//! `a` or `b` apart at each depth, the tiles ran 32-57 GMAC/s: rows 2 KiB or more apart fall
+//! into the same few sets of L1.) The rows are shared out between the threads, each summing its
+//! own share into its own `[m, n]`, added together at the end. The left operand (the im2col
+//! matrix of a 3x3 convolution or the stem) is gathered a block of rows at a time, into cache,
+//! rather than whole.
 //!
-//! `gemm`, which packs both operands, ran these products at 22-56 GMAC/s at 224x224 pixels,
-//! batch 8 (stage 1's 3x3s, their matrix gathered whole, at 22).
+//! `gemm`, which packs both operands, ran the 3x3s' and the stem's at 22-56 GMAC/s at 224x224
+//! pixels, batch 8 (stage 1's 3x3s, their matrix gathered whole, at 22); these tiles at 35-61.
+//! The 1x1 convolutions' stay on `gemm` (`conv_bn::weight_grad`).
 
 use std::ops::Range;
 
