@@ -37,7 +37,7 @@ use burn::tensor::Device;
 use crate::data::{ImageBatcher, ImageSet};
 use crate::error::{Error, Result};
 use crate::files::{self, write_atomic};
-use crate::model::ResNet;
+use crate::model::{BatchNormMode, ResNet};
 use crate::train::{Evaluation, History, TwoPhase, TwoPhaseConfig, evaluate, with_new_head};
 use crate::weights::{self, ModelCard, SavedModel};
 
@@ -424,6 +424,19 @@ impl FineTuneJob {
         }
         let classes = data.class_names.len();
         let loaded = weights::load_named(&self.weights, inference, self.download, self.progress)?;
+        if self.config.batch_norm == BatchNormMode::Training && holds_no_statistics(&loaded.model) {
+            // Printed even with --quiet: the run trains another network than the user thinks.
+            eprintln!(
+                "warning: the BatchNorm layers of {} hold no statistics (an ONNX export with \
+                 BatchNorm folded into the convolutions, as torch.onnx.export does by default, \
+                 or into a Mul and an Add, as tf2onnx does): \
+                 with --batch-norm training, batch statistics normalise away the folded scales \
+                 and phase 2 starts from another network than the one exported. Keep \
+                 --batch-norm inference, or export with BatchNorm kept \
+                 (torch.onnx.export(..., dynamo=False, training=torch.onnx.TrainingMode.PRESERVE))",
+                self.weights
+            );
+        }
         let model = with_new_head(
             loaded.model,
             classes,
@@ -501,4 +514,37 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
         reason: e.to_string(),
     })?;
     write_atomic(path, &json)
+}
+
+/// Whether `model`'s stem BatchNorm holds no running statistics (mean 0 and a variance that
+/// makes its scale 1, in every channel): what an import gives where the exporter folded
+/// BatchNorm into the convolutions (or into a Mul and an Add), and no trained network holds.
+fn holds_no_statistics(model: &ResNet) -> bool {
+    let bn = &model.stem.conv.bn;
+    let values =
+        |tensor: burn::tensor::Tensor<1>| tensor.into_data().iter::<f64>().collect::<Vec<_>>();
+    let unit = |v: &f64| (v + bn.epsilon - 1.0).abs() <= 1e-6;
+    values(bn.running_mean.value()).iter().all(|&m| m == 0.0)
+        && values(bn.running_var.value()).iter().all(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exports with BatchNorm folded into the convolutions (torch's default exporter) or into a
+    /// Mul and an Add (tf2onnx's Keras) hold no statistics; one with BatchNorm kept does.
+    #[test]
+    fn folded_exports_are_told_from_kept_ones() {
+        let device = crate::device::default_device().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+        for (file, folded) in [
+            ("torch-folded.onnx", true),
+            ("keras.onnx", true),
+            ("torch-bn.onnx", false),
+        ] {
+            let model = weights::load(&fixtures.join(file), &device).unwrap().model;
+            assert_eq!(holds_no_statistics(&model), folded, "{file}");
+        }
+    }
 }
