@@ -130,8 +130,13 @@ impl<'a> Matcher<'a> {
     }
 
     pub(super) fn constant(&self, node: &Node, arg: &Argument, what: &str) -> Result<TensorData> {
-        arg.value()
-            .ok_or_else(|| self.fail(node, format!("{what} is not a constant")))
+        arg.value().ok_or_else(|| {
+            let hint = "weights must be stored in the file, not computed by its nodes, as an \
+                            export left unoptimized computes them (torch.onnx.export with \
+                            optimize=False): export with the defaults, or optimize the file \
+                            first (onnxruntime's or onnxsim's optimizer)";
+            self.fail(node, format!("{what} is not a constant: {hint}"))
+        })
     }
 
     /// The constant among a binary node's two inputs, and the other (dynamic) input's name.
