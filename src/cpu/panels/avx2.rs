@@ -23,6 +23,27 @@ pub(super) struct Tile {
 }
 
 impl Tile {
+    /// [`run`](Self::run) for the first `rows` rows (1 to 6), chosen at run time.
+    ///
+    /// # Safety
+    ///
+    /// As for [`run`](Self::run) with `R = rows`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn run_rows(&self, rows: usize, pass: &Pass) {
+        // SAFETY: the caller's contract, for the `R` chosen.
+        unsafe {
+            match rows {
+                6 => self.run::<6>(pass),
+                5 => self.run::<5>(pass),
+                4 => self.run::<4>(pass),
+                3 => self.run::<3>(pass),
+                2 => self.run::<2>(pass),
+                _ => self.run::<1>(pass),
+            }
+        }
+    }
+
     /// Multiplies, accumulates and stores the tile.
     ///
     /// # Safety

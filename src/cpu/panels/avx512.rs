@@ -37,6 +37,33 @@ pub(super) struct WideTile {
 }
 
 impl WideTile {
+    /// [`run`](Self::run) for the first `rows` rows (1 to 12), chosen at run time.
+    ///
+    /// # Safety
+    ///
+    /// As for [`run`](Self::run) with `M = rows`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn run_rows(&self, rows: usize, pass: &Pass) {
+        // SAFETY: the caller's contract, for the `M` chosen.
+        unsafe {
+            match rows {
+                12 => self.run::<12>(pass),
+                11 => self.run::<11>(pass),
+                10 => self.run::<10>(pass),
+                9 => self.run::<9>(pass),
+                8 => self.run::<8>(pass),
+                7 => self.run::<7>(pass),
+                6 => self.run::<6>(pass),
+                5 => self.run::<5>(pass),
+                4 => self.run::<4>(pass),
+                3 => self.run::<3>(pass),
+                2 => self.run::<2>(pass),
+                _ => self.run::<1>(pass),
+            }
+        }
+    }
+
     /// Multiplies, accumulates and stores the tile's first `M` rows (1 to 12): the full tile,
     /// or the rows a block has left over, which stay on the wide tile rather than falling to
     /// the AVX2 one (at batch 1, 4 to 11 rows of most products, and every product of a

@@ -663,20 +663,7 @@ impl DepthBlock<'_> {
                 to_l2: !fetch_next,
                 next_c,
             };
-            match m {
-                12 => tile.run::<12>(&self.pass),
-                11 => tile.run::<11>(&self.pass),
-                10 => tile.run::<10>(&self.pass),
-                9 => tile.run::<9>(&self.pass),
-                8 => tile.run::<8>(&self.pass),
-                7 => tile.run::<7>(&self.pass),
-                6 => tile.run::<6>(&self.pass),
-                5 => tile.run::<5>(&self.pass),
-                4 => tile.run::<4>(&self.pass),
-                3 => tile.run::<3>(&self.pass),
-                2 => tile.run::<2>(&self.pass),
-                _ => tile.run::<1>(&self.pass),
-            }
+            tile.run_rows(m, &self.pass)
         }
     }
 
@@ -711,14 +698,7 @@ impl DepthBlock<'_> {
                     prefetch,
                     prefetch_rows,
                 };
-                match m {
-                    6 => tile.run::<6>(&self.pass),
-                    5 => tile.run::<5>(&self.pass),
-                    4 => tile.run::<4>(&self.pass),
-                    3 => tile.run::<3>(&self.pass),
-                    2 => tile.run::<2>(&self.pass),
-                    _ => tile.run::<1>(&self.pass),
-                }
+                tile.run_rows(m, &self.pass)
             }
             r += m;
         }

@@ -188,20 +188,7 @@ unsafe fn block_product(
                         to_l2: false,
                         next_c: std::ptr::null(),
                     };
-                    match rows {
-                        12 => tile.run::<12>(pass),
-                        11 => tile.run::<11>(pass),
-                        10 => tile.run::<10>(pass),
-                        9 => tile.run::<9>(pass),
-                        8 => tile.run::<8>(pass),
-                        7 => tile.run::<7>(pass),
-                        6 => tile.run::<6>(pass),
-                        5 => tile.run::<5>(pass),
-                        4 => tile.run::<4>(pass),
-                        3 => tile.run::<3>(pass),
-                        2 => tile.run::<2>(pass),
-                        _ => tile.run::<1>(pass),
-                    }
+                    tile.run_rows(rows, pass)
                 }
                 r += rows;
             }
@@ -223,14 +210,7 @@ unsafe fn block_product(
                         prefetch: [std::ptr::null(); 2],
                         prefetch_rows: 0,
                     };
-                    match rows {
-                        6 => tile.run::<6>(pass),
-                        5 => tile.run::<5>(pass),
-                        4 => tile.run::<4>(pass),
-                        3 => tile.run::<3>(pass),
-                        2 => tile.run::<2>(pass),
-                        _ => tile.run::<1>(pass),
-                    }
+                    tile.run_rows(rows, pass)
                 }
                 r += rows;
             }
