@@ -44,10 +44,11 @@ const MC: usize = 96;
 /// than 31 and stage 2 at 60 rather than 43 (one thread); at batch 8 (4 images a thread),
 /// stage 3's at 63 rather than 47, and the batch took 261 ms rather than 276 (medians of 5,
 /// alternated). Products of fewer rows keep panel order, which fetches the next pair's weight
-/// ahead: at batch 1, stage 4's weight comes from L3.
+/// ahead: at batch 1, stage 4's weight comes from L3. The AVX2 tile does the same with 6-row
+/// tiles across a group of single panels ([`DepthBlock::panel_tile`]).
 const ROW_ORDER_GROUP: usize = 256 << 10;
 
-/// In row order, each tile fetches its own pair's weight this many rows (cache lines) ahead of
+/// In row order, each tile fetches its own pair's (or panel's) weight this many rows (cache lines) ahead of
 /// the row it multiplies, and the lines of the next tile's output (and shortcut) for writing. The
 /// weight comes from L2 there, a new pair every tile: the tile alone, run over 8 pairs of
 /// weight in turn, made 81 GMAC/s in place of 89 over one pair; fetched 8 rows ahead, 87. The
@@ -484,6 +485,28 @@ unsafe fn product_avx2(
                 }
                 continue;
             }
+            // The AVX2 tile in row order too: each 6-row tile across a group of panels, each
+            // panel's weight fetched a few rows ahead. With `RESNET_TRANSFER_NO_AVX512=1`, batch
+            // 4 on one thread took 370-417 ms in place of 396-444 (alternated), batch 8 on two
+            // 335-362 in place of 347-364, batches of 32 at 32 pixels 31.0-32.3 in place of
+            // 32.9-33.9; one photo level.
+            if !wide && rows.len() >= 2 * MC {
+                let group = (ROW_ORDER_GROUP / (NR * kc * 4)).max(1);
+                let all: Vec<usize> = (panels.start..panels.end).collect();
+                for group in all.chunks(group) {
+                    let mut r = r0;
+                    while r < r1 {
+                        let m = MR.min(r1 - r);
+                        for &p in group {
+                            let none = [std::ptr::null(); 2];
+                            // SAFETY: as for `panel` below.
+                            unsafe { block.panel_tile(p, r, m, none, 0, true) };
+                        }
+                        r += m;
+                    }
+                }
+                continue;
+            }
             let mut p = panels.start;
             while p < panels.end {
                 // Two whole panels side by side, on a CPU with AVX-512: 12-row tiles over both,
@@ -675,32 +698,61 @@ impl DepthBlock<'_> {
     /// The CPU has AVX2 and FMA; `p` is one of the weight's panels.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn panel(&self, p: usize, next: Option<Prefetch>) {
-        let c_out = self.weight.c_out;
-        let cols = NR.min(c_out - p * NR);
         let tiles = self.rows.len().div_ceil(MR);
         let mut r = self.rows.start;
         while r < self.rows.end {
             let m = MR.min(self.rows.end - r);
             let t = (r - self.rows.start) / MR;
             let (prefetch, prefetch_rows) = Prefetch::share(next.as_ref(), t, tiles);
-            let offset = r * c_out + p * NR;
-            // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
-            // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
-            // rows of the tile are valid; the caller vouches for AVX2 and FMA.
-            unsafe {
-                let tile = Tile {
-                    a: self.packed_tile(r),
-                    b: self.panel_block(p),
-                    c: self.out.add(offset),
-                    shift: self.shift.as_ptr().add(p * NR),
-                    residual: self.residual_at(offset),
-                    cols,
-                    prefetch,
-                    prefetch_rows,
-                };
-                tile.run_rows(m, &self.pass)
-            }
+            // SAFETY: the caller's contract, rows `r..r + m` inside the block.
+            unsafe { self.panel_tile(p, r, m, prefetch, prefetch_rows, false) };
             r += m;
+        }
+    }
+
+    /// One tile of [`panel`](Self::panel): rows `r..r + m` (1 to 6) by panel `p`, fetching
+    /// `prefetch_rows` lines of each of the `prefetch` streams into cache; in row order
+    /// (`row_order`), its own panel's weight a few rows ahead and the next tile's output.
+    ///
+    /// # Safety
+    ///
+    /// As for [`panel`](Self::panel); rows `r..r + m` lie in the block, `r` a multiple of 6 past
+    /// its first row.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panel_tile(
+        &self,
+        p: usize,
+        r: usize,
+        m: usize,
+        prefetch: [*const f32; 2],
+        prefetch_rows: usize,
+        row_order: bool,
+    ) {
+        let c_out = self.weight.c_out;
+        let cols = NR.min(c_out - p * NR);
+        let offset = r * c_out + p * NR;
+        let next_c = if row_order && r + MR < self.rows.end {
+            self.out.wrapping_add(offset + MR * c_out).cast_const()
+        } else {
+            std::ptr::null()
+        };
+        // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
+        // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
+        // rows of the tile are valid; the caller vouches for AVX2 and FMA.
+        unsafe {
+            let tile = Tile {
+                a: self.packed_tile(r),
+                b: self.panel_block(p),
+                c: self.out.add(offset),
+                shift: self.shift.as_ptr().add(p * NR),
+                residual: self.residual_at(offset),
+                cols,
+                prefetch,
+                prefetch_rows,
+                ahead: row_order,
+                next_c,
+            };
+            tile.run_rows(m, &self.pass)
         }
     }
 }
@@ -768,6 +820,9 @@ mod tests {
             (400, 150, 64, 3),
             (200, 256, 320, 0),
             (250, 100, 80, 1),
+            // Row order on the AVX2 tile with a last panel of 5 channels (on the wide tile,
+            // panel order: the pairs and the lone panel).
+            (230, 70, 37, 1),
         ] {
             let total = first + depth + 3;
             let a: Vec<f32> = (0..rows * depth).map(|i| value(i, 1)).collect();
