@@ -56,7 +56,7 @@ fn direct(
 /// Both tile sizes against the definition, within 1e-4 (outputs of order 1), on maps with
 /// whole and partial tiles, a single tile and a single pixel, channel counts that are not
 /// multiples of 8 (or of a panel), without padding, with and without the shortcut and the
-/// ReLU, on one thread and shared out.
+/// ReLU, on one thread and shared out, and with the transforms 8 and 16 channels at a time.
 #[test]
 fn both_tile_sizes_match_a_direct_convolution() {
     if !panels::available() {
@@ -99,6 +99,17 @@ fn both_tile_sizes_match_a_direct_convolution() {
                 };
                 let one = winograd.forward(&x, dims, padding, epilogue, false);
                 let shared = winograd.forward(&x, dims, padding, epilogue, true);
+                // The transforms on 8 channels at a time give the same bits as on 16 (where
+                // the channels and the CPU take 16).
+                let narrow = winograd.forward_lanes(&x, dims, padding, epilogue, false, false);
+                let same = one
+                    .iter()
+                    .zip(&narrow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same,
+                    "{size:?} {dims:?}: 8 and 16 channels at a time differ"
+                );
                 assert_eq!(one.len(), want.len());
                 let gap = one
                     .iter()

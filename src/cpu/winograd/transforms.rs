@@ -1,7 +1,7 @@
 //! The transforms of F(2x2, 3x3) and F(4x4, 3x3): the filter's `G g Gᵀ`, once per weight, and
-//! the input's `Bᵀ d B` and the output's `Aᵀ m A`, lane by lane on 8 channels at a time.
+//! the input's `Bᵀ d B` and the output's `Aᵀ m A`, lane by lane on 8 or 16 channels at a time.
 
-use super::{L, Lanes};
+use super::Lanes;
 
 /// `G` of F(2x2, 3x3): the filter transform (points 0, 1, -1 and infinity).
 pub(super) const G2: [[f64; 3]; 4] = [
@@ -40,13 +40,13 @@ pub(super) fn add_scaled<T: Copy + Into<f64>>(out: &mut [f64], coefficient: f64,
 /// A 2-D transform of an `A x A` tile by a 1-D transform `f` (`A` values to `B`), applied down
 /// the columns and then along the rows: `F d Fᵀ`.
 #[inline(always)]
-pub(super) fn transform_2d<const A: usize, const B: usize>(
-    d: &[[Lanes; A]; A],
-    f: impl Fn(&[Lanes; A]) -> [Lanes; B],
-) -> [[Lanes; B]; B] {
+pub(super) fn transform_2d<const A: usize, const B: usize, const L: usize>(
+    d: &[[Lanes<L>; A]; A],
+    f: impl Fn(&[Lanes<L>; A]) -> [Lanes<L>; B],
+) -> [[Lanes<L>; B]; B] {
     let mut columns = [[[0.0; L]; A]; B];
     for col in 0..A {
-        let column: [Lanes; A] = std::array::from_fn(|a| d[a][col]);
+        let column: [Lanes<L>; A] = std::array::from_fn(|a| d[a][col]);
         for (i, value) in f(&column).into_iter().enumerate() {
             columns[i][col] = value;
         }
@@ -56,7 +56,7 @@ pub(super) fn transform_2d<const A: usize, const B: usize>(
 
 /// `Bᵀ d` of F(2x2, 3x3), lane by lane.
 #[inline(always)]
-pub(super) fn input_f2(d: &[Lanes; 4]) -> [Lanes; 4] {
+pub(super) fn input_f2<const L: usize>(d: &[Lanes<L>; 4]) -> [Lanes<L>; 4] {
     let mut r = [[0.0; L]; 4];
     for l in 0..L {
         let [d0, d1, d2, d3] = [d[0][l], d[1][l], d[2][l], d[3][l]];
@@ -70,7 +70,7 @@ pub(super) fn input_f2(d: &[Lanes; 4]) -> [Lanes; 4] {
 
 /// `Aᵀ m` of F(2x2, 3x3), lane by lane.
 #[inline(always)]
-pub(super) fn output_f2(m: &[Lanes; 4]) -> [Lanes; 2] {
+pub(super) fn output_f2<const L: usize>(m: &[Lanes<L>; 4]) -> [Lanes<L>; 2] {
     let mut r = [[0.0; L]; 2];
     for l in 0..L {
         let [m0, m1, m2, m3] = [m[0][l], m[1][l], m[2][l], m[3][l]];
@@ -83,7 +83,7 @@ pub(super) fn output_f2(m: &[Lanes; 4]) -> [Lanes; 2] {
 /// `Bᵀ d` of F(4x4, 3x3) on the points 0, ±2/3, ±3/2 and infinity (rows scaled by 36), lane
 /// by lane.
 #[inline(always)]
-pub(super) fn input_f4(d: &[Lanes; 6]) -> [Lanes; 6] {
+pub(super) fn input_f4<const L: usize>(d: &[Lanes<L>; 6]) -> [Lanes<L>; 6] {
     let mut r = [[0.0; L]; 6];
     for l in 0..L {
         let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
@@ -102,7 +102,7 @@ pub(super) fn input_f4(d: &[Lanes; 6]) -> [Lanes; 6] {
 /// `Aᵀ m` of F(4x4, 3x3) on the points 0, ±2/3, ±3/2 and infinity (columns scaled by 27 and
 /// 8), lane by lane.
 #[inline(always)]
-pub(super) fn output_f4(m: &[Lanes; 6]) -> [Lanes; 4] {
+pub(super) fn output_f4<const L: usize>(m: &[Lanes<L>; 6]) -> [Lanes<L>; 4] {
     let mut r = [[0.0; L]; 4];
     for l in 0..L {
         let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
