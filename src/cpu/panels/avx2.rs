@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{AHEAD, MR, NR, Pass};
+use super::{MR, NR, Pass};
 
 /// One `R x 16` tile: `R` rows of packed `a` from `a` (6 values per depth), a panel block from
 /// `b`, the output at `c`.
@@ -20,9 +20,6 @@ pub(super) struct Tile {
     /// share of the weight the next step multiplies.
     pub(super) prefetch: [*const f32; 2],
     pub(super) prefetch_rows: usize,
-    /// Whether the full tile fetches its own panel's weight [`AHEAD`] rows ahead of the row it
-    /// multiplies, as row order wants (the weight comes from L2 there, a new panel every tile).
-    pub(super) ahead: bool,
     /// Where the next tile of this panel stores (6 rows `ldc` apart), to fetch for writing
     /// while this one runs, or null.
     pub(super) next_c: *const f32,
@@ -65,8 +62,7 @@ impl Tile {
         unsafe {
             // The prefetch all at once, before the depth loop: inside it, it cost the full
             // tile, whose 12 accumulators, two panel rows and a broadcast take 15 of the 16
-            // registers, a quarter of its speed. (Row order's fetch of the tile's own panel
-            // ahead is an offset from the panel's pointer, so it runs inside the loop.)
+            // registers, a quarter of its speed.
             for j in 0..self.prefetch_rows {
                 for stream in self.prefetch {
                     _mm_prefetch::<_MM_HINT_T0>(stream.wrapping_add(j * NR).cast());
@@ -93,46 +89,29 @@ impl Tile {
                 let [[mut c30, mut c31], [mut c40, mut c41], [mut c50, mut c51]] =
                     [acc[3], acc[4], acc[5]];
                 let (mut a, mut b) = (self.a, self.b);
-                // The depths that fetch a line of the panel ahead, then the rest (the weight
-                // row `AHEAD` on lies past this block's `kc` rows for the last `AHEAD`).
-                let fetched = if self.ahead {
-                    pass.kc.saturating_sub(AHEAD)
-                } else {
-                    0
-                };
-                // One depth: the panel's row loaded, each row's value broadcast against it.
-                macro_rules! depth {
-                    () => {{
-                        let b0 = _mm256_loadu_ps(b);
-                        let b1 = _mm256_loadu_ps(b.add(8));
-                        let x = _mm256_broadcast_ss(&*a);
-                        c00 = _mm256_fmadd_ps(x, b0, c00);
-                        c01 = _mm256_fmadd_ps(x, b1, c01);
-                        let x = _mm256_broadcast_ss(&*a.add(1));
-                        c10 = _mm256_fmadd_ps(x, b0, c10);
-                        c11 = _mm256_fmadd_ps(x, b1, c11);
-                        let x = _mm256_broadcast_ss(&*a.add(2));
-                        c20 = _mm256_fmadd_ps(x, b0, c20);
-                        c21 = _mm256_fmadd_ps(x, b1, c21);
-                        let x = _mm256_broadcast_ss(&*a.add(3));
-                        c30 = _mm256_fmadd_ps(x, b0, c30);
-                        c31 = _mm256_fmadd_ps(x, b1, c31);
-                        let x = _mm256_broadcast_ss(&*a.add(4));
-                        c40 = _mm256_fmadd_ps(x, b0, c40);
-                        c41 = _mm256_fmadd_ps(x, b1, c41);
-                        let x = _mm256_broadcast_ss(&*a.add(5));
-                        c50 = _mm256_fmadd_ps(x, b0, c50);
-                        c51 = _mm256_fmadd_ps(x, b1, c51);
-                        a = a.add(MR);
-                        b = b.add(NR);
-                    }};
-                }
-                for _ in 0..fetched {
-                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(AHEAD * NR).cast());
-                    depth!();
-                }
-                for _ in fetched..pass.kc {
-                    depth!();
+                for _ in 0..pass.kc {
+                    let b0 = _mm256_loadu_ps(b);
+                    let b1 = _mm256_loadu_ps(b.add(8));
+                    let x = _mm256_broadcast_ss(&*a);
+                    c00 = _mm256_fmadd_ps(x, b0, c00);
+                    c01 = _mm256_fmadd_ps(x, b1, c01);
+                    let x = _mm256_broadcast_ss(&*a.add(1));
+                    c10 = _mm256_fmadd_ps(x, b0, c10);
+                    c11 = _mm256_fmadd_ps(x, b1, c11);
+                    let x = _mm256_broadcast_ss(&*a.add(2));
+                    c20 = _mm256_fmadd_ps(x, b0, c20);
+                    c21 = _mm256_fmadd_ps(x, b1, c21);
+                    let x = _mm256_broadcast_ss(&*a.add(3));
+                    c30 = _mm256_fmadd_ps(x, b0, c30);
+                    c31 = _mm256_fmadd_ps(x, b1, c31);
+                    let x = _mm256_broadcast_ss(&*a.add(4));
+                    c40 = _mm256_fmadd_ps(x, b0, c40);
+                    c41 = _mm256_fmadd_ps(x, b1, c41);
+                    let x = _mm256_broadcast_ss(&*a.add(5));
+                    c50 = _mm256_fmadd_ps(x, b0, c50);
+                    c51 = _mm256_fmadd_ps(x, b1, c51);
+                    a = a.add(MR);
+                    b = b.add(NR);
                 }
                 let full = [
                     [c00, c01],

@@ -44,11 +44,11 @@ const MC: usize = 96;
 /// than 31 and stage 2 at 60 rather than 43 (one thread); at batch 8 (4 images a thread),
 /// stage 3's at 63 rather than 47, and the batch took 261 ms rather than 276 (medians of 5,
 /// alternated). Products of fewer rows keep panel order, which fetches the next pair's weight
-/// ahead: at batch 1, stage 4's weight comes from L3. The AVX2 tile does the same with 6-row
+/// ahead: at batch 1, stage 4's weight comes from L3. The AVX2 tile runs in row order too, 6-row
 /// tiles across a group of single panels ([`DepthBlock::panel_tile`]).
 const ROW_ORDER_GROUP: usize = 256 << 10;
 
-/// In row order, each tile fetches its own pair's (or panel's) weight this many rows (cache lines) ahead of
+/// In row order, each tile fetches its own pair's weight this many rows (cache lines) ahead of
 /// the row it multiplies, and the lines of the next tile's output (and shortcut) for writing. The
 /// weight comes from L2 there, a new pair every tile: the tile alone, run over 8 pairs of
 /// weight in turn, made 81 GMAC/s in place of 89 over one pair; fetched 8 rows ahead, 87. The
@@ -485,11 +485,12 @@ unsafe fn product_avx2(
                 }
                 continue;
             }
-            // The AVX2 tile in row order too: each 6-row tile across a group of panels, each
-            // panel's weight fetched a few rows ahead. With `RESNET_TRANSFER_NO_AVX512=1`, batch
+            // The AVX2 tile in row order too: each 6-row tile across a group of panels, the
+            // next tile's output fetched for writing. With `RESNET_TRANSFER_NO_AVX512=1`, batch
             // 4 on one thread took 370-417 ms in place of 396-444 (alternated), batch 8 on two
             // 335-362 in place of 347-364, batches of 32 at 32 pixels 31.0-32.3 in place of
-            // 32.9-33.9; one photo level.
+            // 32.9-33.9; one photo level. Without the output's fetch, batch 4 on one thread took
+            // 345-349 ms against 340-342 (alternated builds).
             if !wide && rows.len() >= 2 * MC {
                 let group = (ROW_ORDER_GROUP / (NR * kc * 4)).max(1);
                 let all: Vec<usize> = (panels.start..panels.end).collect();
@@ -712,7 +713,9 @@ impl DepthBlock<'_> {
 
     /// One tile of [`panel`](Self::panel): rows `r..r + m` (1 to 6) by panel `p`, fetching
     /// `prefetch_rows` lines of each of the `prefetch` streams into cache; in row order
-    /// (`row_order`), its own panel's weight a few rows ahead and the next tile's output.
+    /// (`row_order`), the next tile's output for writing. (Its own panel's weight fetched a few
+    /// rows ahead, as the wide tile does, made no difference here: batch 4 on one thread
+    /// 337-355 ms with it, 337-347 without, alternated builds.)
     ///
     /// # Safety
     ///
@@ -749,7 +752,6 @@ impl DepthBlock<'_> {
                 cols,
                 prefetch,
                 prefetch_rows,
-                ahead: row_order,
                 next_c,
             };
             tile.run_rows(m, &self.pass)

@@ -209,7 +209,6 @@ unsafe fn block_product(
                         cols: NR,
                         prefetch: [std::ptr::null(); 2],
                         prefetch_rows: 0,
-                        ahead: false,
                         next_c: std::ptr::null(),
                     };
                     tile.run_rows(rows, pass)
