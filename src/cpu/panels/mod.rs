@@ -642,6 +642,19 @@ impl DepthBlock<'_> {
         }
     }
 
+    /// Where the next tile of these panels stores (and reads the shortcut), `rows` below the
+    /// tile from row `r` at output offset `offset`, to fetch for writing while this one runs;
+    /// null where `fetch` is off or the block has no next tile.
+    fn next_tile(&self, offset: usize, r: usize, rows: usize, fetch: bool) -> *const f32 {
+        if fetch && r + rows < self.rows.end {
+            self.out
+                .wrapping_add(offset + rows * self.weight.c_out)
+                .cast_const()
+        } else {
+            std::ptr::null()
+        }
+    }
+
     /// One tile of [`pair`](Self::pair): rows `r..r + m` (1 to 12) by panels `p` and `p + 1`,
     /// fetching `prefetch_rows` lines of each of the `prefetch` streams into cache.
     ///
@@ -661,12 +674,7 @@ impl DepthBlock<'_> {
     ) {
         let c_out = self.weight.c_out;
         let offset = r * c_out + p * NR;
-        // The next tile of this block, where it stores (and reads the shortcut).
-        let next_c = if fetch_next && r + 2 * MR < self.rows.end {
-            self.out.wrapping_add(offset + 2 * MR * c_out).cast_const()
-        } else {
-            std::ptr::null()
-        };
+        let next_c = self.next_tile(offset, r, 2 * MR, fetch_next);
         let a = self.packed_tile(r);
         // SAFETY: rows `r..r + m` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
         // the packed tiles of those rows lie inside `packed` (the second is only formed,
@@ -734,11 +742,7 @@ impl DepthBlock<'_> {
         let c_out = self.weight.c_out;
         let cols = NR.min(c_out - p * NR);
         let offset = r * c_out + p * NR;
-        let next_c = if row_order && r + MR < self.rows.end {
-            self.out.wrapping_add(offset + MR * c_out).cast_const()
-        } else {
-            std::ptr::null()
-        };
+        let next_c = self.next_tile(offset, r, MR, row_order);
         // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
         // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
         // rows of the tile are valid; the caller vouches for AVX2 and FMA.

@@ -281,14 +281,11 @@ impl Winograd {
         epilogue: Epilogue<'_>,
         parallel: bool,
     ) -> Vec<f32> {
-        let wide = panels::wide_available()
-            && self.c_in.is_multiple_of(16)
-            && self.c_out.is_multiple_of(16);
-        self.forward_lanes(x, dims, padding, epilogue, parallel, wide)
+        self.forward_lanes(x, dims, padding, epilogue, parallel, true)
     }
 
     /// [`forward`](Self::forward), with the transforms on 16 channels at a time where `wide`
-    /// (channels in whole 16s, on a CPU with AVX-512F), else 8: the tests compare the two.
+    /// and the channels are whole 16s on a CPU with AVX-512F, else 8: the tests compare the two.
     fn forward_lanes(
         &self,
         x: &[f32],
