@@ -31,10 +31,16 @@ lscpu | grep -E "Model name|^Flags" | sed 's/^Flags:\s*/flags: /' | tr -s ' ' >"
 echo "CPU: $(grep 'Model name' "$OUT/cpu.txt" | cut -d: -f2- | xargs);" \
      "AVX-512: $(grep -q avx512f "$OUT/cpu.txt" && echo yes || echo no);" \
      "AMX: $(grep -q amx_tile "$OUT/cpu.txt" && echo yes || echo no); load $(cut -d' ' -f1-3 /proc/loadavg)"
-# The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA).
+# The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA);
+# RESNET_TRANSFER_NO_AVX512 turns the AVX-512 tile off unless empty, 0, off, false or no.
+no512=$(printf '%s' "${RESNET_TRANSFER_NO_AVX512:-}" | tr -d ' ' | tr 'A-Z' 'a-z')
+case "$no512" in
+    "" | 0 | off | false | no) no512="" ;;
+    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$RESNET_TRANSFER_NO_AVX512)" ;;
+esac
 echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512;
     elif grep -qw avx2 "$OUT/cpu.txt" && grep -qw fma "$OUT/cpu.txt"; then echo AVX2+FMA;
-    else echo "below AVX2 (gemm crate path)"; fi)${RESNET_TRANSFER_NO_AVX512:+ (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512)}"
+    else echo "below AVX2 (gemm crate path)"; fi)$no512"
 
 cargo build --release --example profile_step >/dev/null 2>&1
 OURS="$TARGET/release/examples/profile_step"

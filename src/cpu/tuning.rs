@@ -2,16 +2,23 @@
 //! products, and how glibc keeps freed memory. Each changes process-wide state, so each is an
 //! explicit call (re-exported from [`crate::device`]), never a side effect of building a model.
 
-/// Whether `RESNET_TRANSFER_TRACE_LAYERS` is set to anything but empty, `0`, `off` or `false`
-/// (read once): then every convolution of the folded inference path prints a line to stderr
+/// Whether `RESNET_TRANSFER_TRACE_LAYERS` is set ([`env_flag`], read once): then every convolution of the folded inference path prints a line to stderr
 /// with its shapes, its method (direct or Winograd's tile size, split between threads or not),
 /// the pool thread that ran it and its milliseconds, as oneDNN's `ONEDNN_VERBOSE` does.
 /// `benches/layer_profile.py` sums those lines per thread and layer shape.
 pub(crate) fn layer_trace() -> bool {
     static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TRACE.get_or_init(|| {
-        std::env::var("RESNET_TRANSFER_TRACE_LAYERS")
-            .is_ok_and(|v| !matches!(v.trim(), "" | "0" | "off" | "false"))
+    *TRACE.get_or_init(|| env_flag("RESNET_TRANSFER_TRACE_LAYERS"))
+}
+
+/// Whether the environment variable `name` is set to anything but empty, `0`, `off`, `false` or
+/// `no` (in any case): how the crate's switches read their variables.
+pub(crate) fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "off" | "false" | "no"
+        )
     })
 }
 

@@ -63,12 +63,14 @@ pub(crate) fn available() -> bool {
 }
 
 /// Whether this CPU has AVX-512F, for the wide tile (checked once), unless the environment
-/// variable `RESNET_TRANSFER_NO_AVX512` is set (to compare the two tiles on one machine).
+/// variable `RESNET_TRANSFER_NO_AVX512` is set to `1` or another yes ([`env_flag`]; to compare
+/// the two tiles on one machine). A new user's `=0` kept the AVX2 tile when any value did.
+///
+/// [`env_flag`]: super::tuning::env_flag
 pub(crate) fn wide_available() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
-            && std::env::var_os("RESNET_TRANSFER_NO_AVX512").is_none()
+        is_x86_feature_detected!("avx512f") && !super::tuning::env_flag("RESNET_TRANSFER_NO_AVX512")
     })
 }
 

@@ -110,17 +110,34 @@ enum Setting {
     Only(TileSize),
 }
 
-/// The setting, read once.
+/// The setting, read once; a value it does not know is said once on stderr (a new user's `OFF`
+/// and `6` ran as the default without a word).
 fn setting() -> Setting {
     static SETTING: OnceLock<Setting> = OnceLock::new();
-    *SETTING.get_or_init(
-        || match std::env::var("RESNET_TRANSFER_WINOGRAD").as_deref() {
-            Ok("off" | "0") => Setting::Off,
-            Ok("2") => Setting::Only(TileSize::F2),
-            Ok("4") => Setting::Only(TileSize::F4),
-            _ => Setting::Auto,
-        },
-    )
+    *SETTING.get_or_init(|| {
+        let Ok(value) = std::env::var("RESNET_TRANSFER_WINOGRAD") else {
+            return Setting::Auto;
+        };
+        parse_setting(&value).unwrap_or_else(|| {
+            eprintln!(
+                "resnet_transfer: RESNET_TRANSFER_WINOGRAD={value:?} is not one of off, 0, 2, 4, \
+                 auto or empty; Winograd runs as by default"
+            );
+            Setting::Auto
+        })
+    })
+}
+
+/// What a value of `RESNET_TRANSFER_WINOGRAD` asks for (case aside), or `None` for one it does
+/// not know.
+fn parse_setting(value: &str) -> Option<Setting> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "off" | "0" | "false" | "no" => Some(Setting::Off),
+        "2" => Some(Setting::Only(TileSize::F2)),
+        "4" => Some(Setting::Only(TileSize::F4)),
+        "" | "auto" | "on" | "1" | "true" | "yes" => Some(Setting::Auto),
+        _ => None,
+    }
 }
 
 /// Whether this build and CPU run Winograd convolutions at all (the panel product is there and

@@ -160,3 +160,17 @@ fn only_3x3_convolutions_of_stride_1_on_maps_of_2_or_more() {
     );
     assert_eq!(choose_for_training([3, 3], [1, 1], [14, 14], 8), None);
 }
+
+/// `RESNET_TRANSFER_WINOGRAD`'s values, in any case; others are not taken for the default
+/// silently.
+#[test]
+fn the_variables_values_are_read_in_any_case_and_others_refused() {
+    assert_eq!(parse_setting("OFF"), Some(Setting::Off));
+    assert_eq!(parse_setting(" 0 "), Some(Setting::Off));
+    assert_eq!(parse_setting("2"), Some(Setting::Only(TileSize::F2)));
+    assert_eq!(parse_setting("4"), Some(Setting::Only(TileSize::F4)));
+    assert_eq!(parse_setting(""), Some(Setting::Auto));
+    assert_eq!(parse_setting("Auto"), Some(Setting::Auto));
+    assert_eq!(parse_setting("6"), None);
+    assert_eq!(parse_setting("bogus"), None);
+}
