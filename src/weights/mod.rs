@@ -69,6 +69,15 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
             card,
         });
     }
+    if path.join("saved_model.pb").is_file() {
+        return Err(Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: "a TensorFlow SavedModel, which this crate does not read: convert it to \
+                     ONNX first (`python -m tf2onnx.convert --saved-model DIR --output \
+                     model.onnx`) and give the .onnx file"
+                .into(),
+        });
+    }
     let path = if path.is_dir() {
         path.join("model")
     } else {

@@ -252,6 +252,39 @@ fn broken_external_data_is_a_typed_error_naming_the_file() {
     }
 }
 
+/// An empty .onnx file (an interrupted copy) is said to be empty, not "the graph has no input";
+/// a TensorFlow SavedModel folder given as a model is named as one, with the conversion to
+/// ONNX, not "a model not found" (both found by a new user's trial).
+#[test]
+fn an_empty_file_and_a_saved_model_folder_are_named_as_such() {
+    let device = resnet_transfer::device::device("ndarray").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("model.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let Err(err) = resnet_transfer::weights::load(&empty, &device) else {
+        panic!("an empty file was read");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("model.onnx") && message.contains("empty"),
+        "{message}"
+    );
+
+    let saved = tmp.path().join("keras_saved");
+    std::fs::create_dir(&saved).unwrap();
+    std::fs::write(saved.join("saved_model.pb"), b"\x08\x01").unwrap();
+    let Err(err) = resnet_transfer::weights::load(&saved, &device) else {
+        panic!("a SavedModel folder was read");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("keras_saved")
+            && message.contains("SavedModel")
+            && message.contains("tf2onnx"),
+        "{message}"
+    );
+}
+
 /// A BatchNorm whose running variance is at or below minus its epsilon (a damaged file) is
 /// refused, naming the tensor, the channel and the file: onnxruntime gives NaN logits for it,
 /// and the folded path would have given normal-looking ones. The file is torchvision's export

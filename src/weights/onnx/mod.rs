@@ -92,6 +92,13 @@ impl Imported {
 /// ```
 pub fn import_onnx(path: &Path, device: &Device) -> Result<Imported> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        // An empty message parses as an empty model, refused later for its missing input.
+        return Err(Error::BadFormat {
+            path: path.to_path_buf(),
+            reason: "the file is empty (0 bytes): an interrupted copy or export?".into(),
+        });
+    }
     let proto = ModelProto::parse_from_bytes(&bytes).map_err(|e| Error::BadFormat {
         path: path.to_path_buf(),
         reason: format!("not a readable ONNX model: {e}"),
