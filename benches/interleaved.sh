@@ -27,16 +27,23 @@ mkdir -p "$OUT"
 LOG="$OUT/s$SIZE-b$BATCH.txt"
 : >"$LOG"
 
-lscpu | grep -E "Model name|^Flags" | sed 's/^Flags:\s*/flags: /' | tr -s ' ' >"$OUT/cpu.txt"
-echo "CPU: $(grep 'Model name' "$OUT/cpu.txt" | cut -d: -f2- | xargs);" \
+lscpu | grep -E "Model name|^CPU family|^Model:|^L[123]d? cache|^Flags" \
+    | sed 's/^Flags:\s*/flags: /' | tr -s ' ' >"$OUT/cpu.txt"
+field() { grep "^$1" "$OUT/cpu.txt" | cut -d: -f2- | xargs; }
+# A virtual machine often names only the vendor ("AMD EPYC"): the family and model say which
+# generation (AMD family 25 is Zen 3 and 4, 26 Zen 5; Intel family 6 model 143 Sapphire Rapids),
+# and the caches are what the block sizes meet.
+echo "CPU: $(field 'Model name') (family $(field 'CPU family'), model $(field 'Model:'));" \
      "AVX-512: $(grep -q avx512f "$OUT/cpu.txt" && echo yes || echo no);" \
-     "AMX: $(grep -q amx_tile "$OUT/cpu.txt" && echo yes || echo no); load $(cut -d' ' -f1-3 /proc/loadavg)"
+     "AMX: $(grep -q amx_tile "$OUT/cpu.txt" && echo yes || echo no);" \
+     "L1d $(field 'L1d'), L2 $(field 'L2'), L3 $(field 'L3'); load $(cut -d' ' -f1-3 /proc/loadavg)"
 # The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA);
 # RESNET_TRANSFER_NO_AVX512 turns the AVX-512 tile off unless empty, 0, off, false or no.
 no512=$(printf '%s' "${RESNET_TRANSFER_NO_AVX512:-}" | tr -d ' ' | tr 'A-Z' 'a-z')
 case "$no512" in
     "" | 0 | off | false | no) no512="" ;;
-    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$RESNET_TRANSFER_NO_AVX512)" ;;
+    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$RESNET_TRANSFER_NO_AVX512; the peers"
+       no512="$no512 still use AVX-512, so a ratio is not an AVX2 CPU's)" ;;
 esac
 echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512;
     elif grep -qw avx2 "$OUT/cpu.txt" && grep -qw fma "$OUT/cpu.txt"; then echo AVX2+FMA;
