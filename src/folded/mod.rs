@@ -198,9 +198,14 @@ impl FoldedResNet {
         // the threads, so that none idles (`cpu::split`).
         let plan = plan_batch(n, crate::cpu::team::threads());
         if crate::cpu::tuning::layer_trace() {
+            let threads = rayon::current_num_threads();
+            let plural = |count: usize, word: &str| {
+                format!("{count} {word}{}", if count == 1 { "" } else { "s" })
+            };
             eprintln!(
-                "resnet_transfer forward: {n} images of {h}x{w} on {} threads",
-                rayon::current_num_threads()
+                "resnet_transfer forward: {} of {h}x{w} on {}",
+                plural(n, "image"),
+                plural(threads, "thread")
             );
         }
         let image = c * h * w;

@@ -120,8 +120,9 @@ fn setting() -> Setting {
         };
         parse_setting(&value).unwrap_or_else(|| {
             eprintln!(
-                "resnet_transfer: RESNET_TRANSFER_WINOGRAD={value:?} is not one of off, 0, 2, 4, \
-                 auto or empty; Winograd runs as by default"
+                "resnet_transfer: RESNET_TRANSFER_WINOGRAD={value:?} is not one of off (or 0, \
+                 false, no), 2, 4, auto (or on, 1, true, yes, empty), in any case; Winograd runs \
+                 as by default"
             );
             Setting::Auto
         })
