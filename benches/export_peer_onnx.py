@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Exports a randomly initialised torchvision ResNet50 to ONNX at 32x32 with a dynamic batch, for
-onnxruntime's row of the side-by-side table (`bench_ort.py --onnx FILE`).
+"""Exports a randomly initialised torchvision ResNet50 to ONNX with a dynamic batch, at 32x32 or
+`--size`, for onnxruntime's rounds of `benches/interleaved.sh` (`peer_case.py --peer ort
+--onnx FILE`) and for `benches/ort_profile.py`.
 
-    python export_peer_onnx.py OUT.onnx [--classes 10]
+    python export_peer_onnx.py OUT.onnx [--size 32] [--classes 10]
 
 Weights do not change the cost of inference, so a seeded random model is as good as ImageNet's.
 The legacy exporter folds BatchNorm into the convolutions, as an exported inference model has it.

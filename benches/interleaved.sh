@@ -27,22 +27,38 @@ mkdir -p "$OUT"
 LOG="$OUT/s$SIZE-b$BATCH.txt"
 : >"$LOG"
 
-lscpu | grep -E "Model name|^CPU family|^Model:|^L[123]d? cache|^Flags" \
-    | sed 's/^Flags:\s*/flags: /' | tr -s ' ' >"$OUT/cpu.txt"
+lscpu | grep -E "Model name|^CPU family|^Model:|^Flags" | sed 's/^Flags:\s*/flags: /' \
+    | tr -s ' ' >"$OUT/cpu.txt"
 field() { grep "^$1" "$OUT/cpu.txt" | cut -d: -f2- | xargs; }
+# One core's cache of a level and type (lscpu sums them over the cores).
+cache() {
+    for d in /sys/devices/system/cpu/cpu0/cache/index*; do
+        if [ "$(cat "$d/level" 2>/dev/null)" = "$1" ] && [ "$(cat "$d/type" 2>/dev/null)" != "$2" ]; then
+            cat "$d/size"; return
+        fi
+    done
+    echo "?"
+}
 # A virtual machine often names only the vendor ("AMD EPYC"): the family and model say which
-# generation (AMD family 25 is Zen 3 and 4, 26 Zen 5; Intel family 6 model 143 Sapphire Rapids),
-# and the caches are what the block sizes meet.
-echo "CPU: $(field 'Model name') (family $(field 'CPU family'), model $(field 'Model:'));" \
+# generation, and the caches are what the block sizes meet.
+family=$(field 'CPU family')
+case "$(field 'Model name')/$family" in
+    *AMD*/23) generation=", Zen or Zen 2" ;;
+    *AMD*/25) generation=", Zen 3 or Zen 4" ;;
+    *AMD*/26) generation=", Zen 5" ;;
+    *) generation="" ;;
+esac
+echo "CPU: $(field 'Model name') (family $family, model $(field 'Model:')$generation);" \
      "AVX-512: $(grep -q avx512f "$OUT/cpu.txt" && echo yes || echo no);" \
      "AMX: $(grep -q amx_tile "$OUT/cpu.txt" && echo yes || echo no);" \
-     "L1d $(field 'L1d'), L2 $(field 'L2'), L3 $(field 'L3'); load $(cut -d' ' -f1-3 /proc/loadavg)"
+     "per core L1d $(cache 1 Instruction), L2 $(cache 2 Instruction), L3 $(cache 3 Instruction)" \
+     "(shared); load $(cut -d' ' -f1-3 /proc/loadavg)"
 # The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA);
 # RESNET_TRANSFER_NO_AVX512 turns the AVX-512 tile off unless empty, 0, off, false or no.
 no512=$(printf '%s' "${RESNET_TRANSFER_NO_AVX512:-}" | tr -d ' ' | tr 'A-Z' 'a-z')
 case "$no512" in
     "" | 0 | off | false | no) no512="" ;;
-    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$RESNET_TRANSFER_NO_AVX512; the peers"
+    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$no512; the peers"
        no512="$no512 still use AVX-512, so a ratio is not an AVX2 CPU's)" ;;
 esac
 echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512;
@@ -104,19 +120,30 @@ for line in open(log):
     rates.setdefault((int(rnd), case), {})[who] = value
 cases = {"infer": "inference", "train": "training step", "head": "head-only step"}
 ratios = {c: [] for c in cases}
+bests = {c: [] for c in cases}
+against_ort = []  # ours over onnxruntime, images/s, each inference round
+names = {"torch": "PyTorch", "keras": "Keras", "ort": "onnxruntime"}
 print("| round | case | ours | PyTorch | Keras | onnxruntime | ours / best peer |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for (rnd, case), r in sorted(rates.items()):
     peers = [r.get(p) for p in ("torch", "keras", "ort")]
     best = max(p for p in peers if p is not None)
     ratios[case].append(r["ours"] / best)
+    bests[case].append(max((v, k) for k, v in r.items() if k != "ours")[1])
+    if case == "infer" and "ort" in r:
+        against_ort.append(r["ours"] / r["ort"])
     cells = " | ".join("-" if p is None else f"{p:.2f}" for p in peers)
     print(f"| {rnd} | {cases[case]} | {r['ours']:.2f} | {cells} | {r['ours'] / best:.2f} |")
 print()
 for case, rs in ratios.items():
     if rs:
+        counts = ", ".join(f"{names[p]} in {bests[case].count(p)}"
+                           for p in names if p in bests[case])
         print(f"{cases[case]}: ours / best peer median {statistics.median(rs):.2f} "
-              f"(range {min(rs):.2f}-{max(rs):.2f} over {len(rs)} rounds)")
+              f"(range {min(rs):.2f}-{max(rs):.2f} over {len(rs)} rounds; best peer: {counts})")
+if against_ort:
+    print(f"inference: ours / onnxruntime (images/s) median {statistics.median(against_ort):.2f} "
+          f"(range {min(against_ort):.2f}-{max(against_ort):.2f})")
 # Latency (milliseconds a batch) of inference, ours and onnxruntime's: for a single photo, the
 # figure a deployed model is judged by.
 times = [(1e3 * batch / r["ours"], 1e3 * batch / r["ort"])

@@ -17,7 +17,10 @@ not the batch), and the images left over run with each layer split between the t
 traced by the thread that started the layer; its rate is that of all the threads together). So
 the calls are summed per thread, one table per thread; threads run side by side, so their totals
 are not to be added. The first forward also makes Winograd's transformed weights (once per
-model and tile size): the medians leave it out from three forwards on.
+model and tile size), so it is left out wherever there are two or more; each figure is then the
+lower median over the rest (with an even count, the lower of the two middle forwards, so that one
+slow forward beside a fast one does not weigh in half: run an odd number, `--steps 4` or more, to
+be sure).
 """
 
 import re
@@ -68,7 +71,7 @@ def table(forwards):
     total = 0.0
     for key in order:
         kh, kw, stride, n, h, w, c, ho, wo, c_out, method = key
-        ms = statistics.median(t for t, _ in per_shape[key])
+        ms = statistics.median_low(t for t, _ in per_shape[key])
         count = statistics.median_low(k for _, k in per_shape[key])
         total += ms
         macs = int(n) * int(ho) * int(wo) * int(c) * int(kh) * int(kw) * int(c_out) * count
@@ -92,9 +95,12 @@ def main() -> int:
         {call[11] or "-" for forward in forwards for call in forward},
         key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0),
     )
-    print(f"{len(forwards)} forwards")
-    if len(forwards) < 3:
-        print("(fewer than 3: the first, which makes Winograd's transformed weights, weighs in)")
+    if len(forwards) >= 2:
+        print(f"{len(forwards)} forwards; the first, which makes Winograd's transformed weights, "
+              "left out")
+        forwards = forwards[1:]
+    else:
+        print("1 forward (it also made Winograd's transformed weights: run more with --steps)")
     if len(threads) > 1:
         print(
             f"{len(threads)} threads ran shares of the batch side by side: one table per thread "

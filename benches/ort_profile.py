@@ -3,7 +3,13 @@
 Runs an ONNX model in onnxruntime with its profiler on (`SessionOptions.enable_profiling`), on
 random input, and sums the nodes' kernel times per operator and shapes, per run:
 
-    python benches/ort_profile.py MODEL.onnx [--batch 8] [--threads 2] [--size 224] [--runs 13]
+    python benches/ort_profile.py MODEL.onnx [--batch 1] [--threads 2] [--size 224] [--runs 13]
+
+MODEL.onnx takes NCHW float images: `benches/interleaved.sh` leaves one per size in
+`$CARGO_TARGET_DIR/interleaved/resnet50-SIZE.onnx`, or make one with
+`python benches/export_peer_onnx.py MODEL.onnx --size 224` (a dynamic batch). An export of your
+own must have a dynamic batch or exactly `--batch`, and its side must be `--size`. Rows are
+ordered by time, slowest first.
 
 Shapes are onnxruntime's, NCHW (`[8, 256, 14, 14]` with weight `[1024, 256, 1, 1]` is our
 `1x1/1 8x14x14x256 -> 1024`). With `--threads 2` the two threads split each node, so a row is the
@@ -39,7 +45,17 @@ def main():
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = ort.InferenceSession(a.model, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    model_input = session.get_inputs()[0]
+    name = model_input.name
+    wanted = [a.batch, 3, a.size, a.size]
+    fixed = model_input.shape
+    # A fixed dimension (an int) that differs from what is asked for: say so, not a traceback.
+    if len(fixed) != 4 or any(isinstance(d, int) and d != w for d, w in zip(fixed, wanted)):
+        raise SystemExit(
+            f"{a.model}: its input {name!r} is {fixed}, but --batch {a.batch} --size {a.size} "
+            f"asks for {wanted}: pass the model's own batch and side, or export it with a "
+            "dynamic batch (benches/export_peer_onnx.py does)"
+        )
     x = np.random.default_rng(0).random((a.batch, 3, a.size, a.size), dtype=np.float32)
     for _ in range(a.runs):
         session.run(None, {name: x})
