@@ -55,10 +55,14 @@ echo "CPU: $(field 'Model name') (family $family, model $(field 'Model:')$genera
      "(shared); load $(cut -d' ' -f1-3 /proc/loadavg)"
 # The widest vector set, which decides the folded path's tile (AVX-512 or AVX2 with FMA);
 # RESNET_TRANSFER_NO_AVX512 turns the AVX-512 tile off unless empty, 0, off, false or no.
-no512=$(printf '%s' "${RESNET_TRANSFER_NO_AVX512:-}" | tr -d ' ' | tr 'A-Z' 'a-z')
+# Read as the crate reads it: whitespace trimmed at both ends, any case.
+no512="${RESNET_TRANSFER_NO_AVX512:-}"
+no512="${no512#"${no512%%[![:space:]]*}"}"
+no512="${no512%"${no512##*[![:space:]]}"}"
+no512=$(printf '%s' "$no512" | tr 'A-Z' 'a-z')
 case "$no512" in
     "" | 0 | off | false | no) no512="" ;;
-    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=$no512; the peers"
+    *) no512=" (AVX-512 tile off: RESNET_TRANSFER_NO_AVX512=\"$RESNET_TRANSFER_NO_AVX512\"; the peers"
        no512="$no512 still use AVX-512, so a ratio is not an AVX2 CPU's)" ;;
 esac
 echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512;

@@ -17,10 +17,13 @@ not the batch), and the images left over run with each layer split between the t
 traced by the thread that started the layer; its rate is that of all the threads together). So
 the calls are summed per thread, one table per thread; threads run side by side, so their totals
 are not to be added. The first forward also makes Winograd's transformed weights (once per
-model and tile size), so it is left out wherever there are two or more; each figure is then the
-lower median over the rest (with an even count, the lower of the two middle forwards, so that one
-slow forward beside a fast one does not weigh in half: run an odd number, `--steps 4` or more, to
-be sure).
+model and tile size), so it is left out wherever there are two or more (profile_step runs one
+before its `--steps`: `--steps 5` gives 6 forwards, 5 counted). Each row is the lower median of
+that layer shape's milliseconds over the counted forwards (with an even count, the lower of the
+two middle ones, so that one slow forward beside a fast one does not weigh in half: an odd
+`--steps`, 3 or more, gives a true median). The rows' sum comes first; then the median forward's
+own convolutions, which on a busy machine can differ from the sum, since each row's median may
+come from another forward.
 """
 
 import re
@@ -78,7 +81,10 @@ def table(forwards):
         shape = f"{kh}x{kw}/{stride} {n}x{h}x{w}x{c} -> {c_out}"
         rate = f"{macs / ms / 1e6:7.1f}" if ms > 0 else f"{'-':>7}"
         print(f"{shape:44} {count:5} {method:34} {ms:7.2f} {rate}")
-    print(f"{'all convolutions':44} {'':5} {'':34} {total:7.2f}")
+    print(f"{'all convolutions (the rows summed)':44} {'':5} {'':34} {total:7.2f}")
+    sums = [sum(float(call[12]) for call in forward) for forward in forwards]
+    print(f"{'all convolutions (the median forward)':44} {'':5} {'':34} "
+          f"{statistics.median_low(sums):7.2f}")
 
 
 def main() -> int:
@@ -96,8 +102,8 @@ def main() -> int:
         key=lambda t: (not t.isdigit(), int(t) if t.isdigit() else 0),
     )
     if len(forwards) >= 2:
-        print(f"{len(forwards)} forwards; the first, which makes Winograd's transformed weights, "
-              "left out")
+        print(f"{len(forwards)} forwards; the first (profile_step's warm-up, which also makes "
+              f"Winograd's transformed weights) left out, {len(forwards) - 1} counted")
         forwards = forwards[1:]
     else:
         print("1 forward (it also made Winograd's transformed weights: run more with --steps)")
