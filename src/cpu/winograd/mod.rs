@@ -53,11 +53,7 @@ use super::panels::{self, Panels};
 
 mod transforms;
 
-use transforms::{G2, G4, add_scaled, input_f2, input_f4, output_f2, output_f4, transform_2d};
-
-/// `L` channels of one pixel of a tile, as the transforms take them: 8 (an AVX register of
-/// `f32`) or 16 (an AVX-512 one).
-type Lanes<const L: usize> = [f32; L];
+use transforms::{F2, F4, G2, G4, Transforms, Value, Ymm, Zmm, add_scaled};
 
 /// Transformed input a block of tiles may take: half of this CPU family's L2.
 const BLOCK_BYTES: usize = 512 << 10;
@@ -401,8 +397,8 @@ impl Winograd {
             return unsafe { self.block_wide(block) };
         }
         match self.size {
-            TileSize::F2 => self.block_with::<4, 2, 8>(block, input_f2, output_f2),
-            TileSize::F4 => self.block_with::<6, 4, 8>(block, input_f4, output_f4),
+            TileSize::F2 => self.block_with::<4, 2, Ymm, F2>(block),
+            TileSize::F4 => self.block_with::<6, 4, Ymm, F4>(block),
         }
     }
 
@@ -419,19 +415,17 @@ impl Winograd {
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn block_wide(&self, block: Block) {
         match self.size {
-            TileSize::F2 => self.block_with::<4, 2, 16>(block, input_f2, output_f2),
-            TileSize::F4 => self.block_with::<6, 4, 16>(block, input_f4, output_f4),
+            TileSize::F2 => self.block_with::<4, 2, Zmm, F2>(block),
+            TileSize::F4 => self.block_with::<6, 4, Zmm, F4>(block),
         }
     }
 
     /// [`block`](Self::block) for tiles of `A` inputs and `M` outputs a side, with their 1-D
-    /// transforms `input` (`Bᵀ`) and `output` (`Aᵀ`), `L` channels at a time.
+    /// transforms `T`, on values of `V::LANES` channels.
     #[inline(always)]
-    fn block_with<const A: usize, const M: usize, const L: usize>(
+    fn block_with<const A: usize, const M: usize, V: Value, T: Transforms<A, M>>(
         &self,
         block: Block,
-        input: impl Fn(&[Lanes<L>; A]) -> [Lanes<L>; A] + Copy,
-        output: impl Fn(&[Lanes<L>; A]) -> [Lanes<L>; M] + Copy,
     ) {
         let [_, tw] = block.geometry.tiles();
         let tiles = block.tile_rows.len() * tw;
@@ -442,37 +436,53 @@ impl Winograd {
         let (mut v, mut m) = BUFFERS.take();
         v.resize(A * A * tiles * self.c_in, 0.0);
         m.resize(A * A * tiles * self.c_out, 0.0);
-        self.transform_inputs(&block, input, &mut v);
+        self.transform_inputs::<A, V, T, M>(&block, &mut v);
         self.multiply(&v, &mut m, tiles);
-        self.transform_outputs(block, output, &m);
+        self.transform_outputs::<A, M, V, T>(block, &m);
         BUFFERS.set((v, m));
     }
 
-    /// `V = Bᵀ d B` for every input tile of the block, position-major: `[α², tiles, C_in]`.
+    /// `V = Bᵀ d B` for every input tile of the block, position-major: `[α², tiles, C_in]`:
+    /// down the tile's columns, each read straight from the input (zeros in the padding), then
+    /// along its rows, each transformed row stored in place.
     #[inline(always)]
-    fn transform_inputs<const A: usize, const L: usize>(
+    fn transform_inputs<const A: usize, V: Value, T: Transforms<A, M>, const M: usize>(
         &self,
         block: &Block,
-        input: impl Fn(&[Lanes<L>; A]) -> [Lanes<L>; A] + Copy,
         v: &mut [f32],
     ) {
         let c_in = self.c_in;
-        let [_, tw] = block.geometry.tiles();
+        let geometry = block.geometry;
+        let [_, tw] = geometry.tiles();
         let tiles = block.tile_rows.len() * tw;
         for t in 0..tiles {
             let (row, tx) = (block.tile_rows.start + t / tw, t % tw);
-            for c0 in (0..c_in).step_by(L) {
-                let lanes = L.min(c_in - c0);
-                let d: [[Lanes<L>; A]; A] = block.geometry.gather(block.x, row, tx, c0, lanes);
-                let transformed = transform_2d(&d, input);
-                for (i, row) in transformed.iter().enumerate() {
+            let at = geometry.input_tile(row, tx);
+            // Each pixel's place in the input, once for all the channels.
+            let pixels: [[Option<usize>; A]; A] =
+                std::array::from_fn(|a| std::array::from_fn(|b| at(a, b)));
+            for c0 in (0..c_in).step_by(V::LANES) {
+                let lanes = V::LANES.min(c_in - c0);
+                let mut columns = [[V::zero(); A]; A];
+                // Index loops throughout: arrays of registers moved through iterators were
+                // copied by `memcpy`, four times as slow.
+                for b in 0..A {
+                    let mut column = [V::zero(); A];
+                    for (a, value) in column.iter_mut().enumerate() {
+                        if let Some(pixel) = pixels[a][b] {
+                            *value = load_lanes(&block.x[pixel + c0..], lanes);
+                        }
+                    }
+                    let column = T::input(&column);
+                    for i in 0..A {
+                        columns[i][b] = column[i];
+                    }
+                }
+                for (i, column) in columns.iter().enumerate() {
+                    let row = T::input(column);
                     for (j, value) in row.iter().enumerate() {
                         let at = ((i * A + j) * tiles + t) * c_in + c0;
-                        if lanes == L {
-                            v[at..at + L].copy_from_slice(value);
-                        } else {
-                            v[at..at + lanes].copy_from_slice(&value[..lanes]);
-                        }
+                        store_lanes(*value, &mut v[at..at + lanes]);
                     }
                 }
             }
@@ -499,13 +509,12 @@ impl Winograd {
         }
     }
 
-    /// `Y = Aᵀ M A` for every tile, then the shift, the shortcut and the ReLU, into the output
-    /// pixels the tile covers.
+    /// `Y = Aᵀ M A` for every tile (down the columns, then along the rows), then the shift,
+    /// the shortcut and the ReLU, into the output pixels the tile covers.
     #[inline(always)]
-    fn transform_outputs<const A: usize, const M: usize, const L: usize>(
+    fn transform_outputs<const A: usize, const M: usize, V: Value, T: Transforms<A, M>>(
         &self,
         block: Block,
-        output: impl Fn(&[Lanes<L>; A]) -> [Lanes<L>; M] + Copy,
         m: &[f32],
     ) {
         let Block {
@@ -523,30 +532,33 @@ impl Winograd {
         for t in 0..tiles {
             let (row, tx) = (tile_rows.start + t / tw, t % tw);
             let (image, ty) = (row / th, row % th);
-            for c0 in (0..c_out).step_by(L) {
-                let lanes = L.min(c_out - c0);
-                let gathered: [[Lanes<L>; A]; A] = std::array::from_fn(|i| {
-                    std::array::from_fn(|j| {
-                        let mut value = [0.0; L];
-                        let at = ((i * A + j) * tiles + t) * c_out + c0;
-                        copy_lanes(&mut value, &m[at..], lanes);
-                        value
-                    })
-                });
-                let y = transform_2d(&gathered, output);
-                for (r, y_row) in y.iter().enumerate() {
+            for c0 in (0..c_out).step_by(V::LANES) {
+                let lanes = V::LANES.min(c_out - c0);
+                let mut columns = [[V::zero(); A]; M];
+                for b in 0..A {
+                    let mut column = [V::zero(); A];
+                    for (a, value) in column.iter_mut().enumerate() {
+                        *value = load_lanes(&m[((a * A + b) * tiles + t) * c_out + c0..], lanes);
+                    }
+                    let column = T::output(&column);
+                    for i in 0..M {
+                        columns[i][b] = column[i];
+                    }
+                }
+                for (r, column) in columns.iter().enumerate() {
                     let oy = ty * M + r;
                     if oy >= ho {
                         break;
                     }
                     let pixel_row = image * ho + oy - first;
-                    for (s, value) in y_row.iter().enumerate() {
+                    let row = T::output(column);
+                    for (s, value) in row.iter().enumerate() {
                         let ox = tx * M + s;
                         if ox >= wo {
                             break;
                         }
                         let at = (pixel_row * wo + ox) * c_out + c0;
-                        epilogue.store(&mut out[at..at + lanes], value, at, c0);
+                        epilogue.store(&mut out[at..at + lanes], *value, at, c0);
                     }
                 }
             }
@@ -594,81 +606,69 @@ impl Geometry {
         self.pixel_row(rows.start) * per_row..self.pixel_row(rows.end) * per_row
     }
 
-    /// Channels `c0..c0 + lanes` of the `A x A` input tile of tile `tx` in tile row `row`, zeros
-    /// outside the image and past `lanes`.
+    /// Where pixel `(a, b)` of the input tile of tile `tx` in tile row `row` (counted through
+    /// the batch) starts in the input, or `None` in the padding.
     #[inline(always)]
-    fn gather<const A: usize, const L: usize>(
-        &self,
-        x: &[f32],
-        row: usize,
-        tx: usize,
-        c0: usize,
-        lanes: usize,
-    ) -> [[Lanes<L>; A]; A] {
+    fn input_tile(&self, row: usize, tx: usize) -> impl Fn(usize, usize) -> Option<usize> {
         let [_, h, w, c] = self.dims;
         let th = self.tiles()[0];
         let (image, ty) = (row / th, row % th);
-        let mut d = [[[0.0; L]; A]; A];
-        for (a, d_row) in d.iter_mut().enumerate() {
-            let Some(y) = (ty * self.tile + a)
-                .checked_sub(self.padding[0])
-                .filter(|&y| y < h)
-            else {
-                continue;
-            };
-            for (b, value) in d_row.iter_mut().enumerate() {
-                let Some(xx) = (tx * self.tile + b)
-                    .checked_sub(self.padding[1])
-                    .filter(|&v| v < w)
-                else {
-                    continue;
-                };
-                let at = ((image * h + y) * w + xx) * c + c0;
-                copy_lanes(value, &x[at..], lanes);
-            }
+        let (tile, [top, left]) = (self.tile, self.padding);
+        move |a, b| {
+            let y = (ty * tile + a).checked_sub(top).filter(|&y| y < h)?;
+            let x = (tx * tile + b).checked_sub(left).filter(|&x| x < w)?;
+            Some(((image * h + y) * w + x) * c)
         }
-        d
     }
 }
 
-/// `lanes` values from the start of `from` into `to` (the rest of `to` left as it is): a copy of
-/// a whole register where `lanes` is all of them, which the compiler makes one load and store.
+/// The first `lanes` values of `from` (at least that many), the rest zeros.
 #[inline(always)]
-fn copy_lanes<const L: usize>(to: &mut Lanes<L>, from: &[f32], lanes: usize) {
-    if lanes == L {
-        to.copy_from_slice(&from[..L]);
+fn load_lanes<V: Value>(from: &[f32], lanes: usize) -> V {
+    if lanes == V::LANES {
+        let from = &from[..V::LANES];
+        // SAFETY: `from` holds `LANES` values; the callers run where the CPU has `V`.
+        unsafe { V::load(from.as_ptr()) }
     } else {
-        to[..lanes].copy_from_slice(&from[..lanes]);
+        let mut padded = [0.0; 16];
+        padded[..lanes].copy_from_slice(&from[..lanes]);
+        // SAFETY: `padded` holds 16 >= `LANES` values; as above for the CPU.
+        unsafe { V::load(padded.as_ptr()) }
+    }
+}
+
+/// `value`'s first `to.len()` lanes (at most `LANES`) into `to`.
+#[inline(always)]
+fn store_lanes<V: Value>(value: V, to: &mut [f32]) {
+    if to.len() == V::LANES {
+        // SAFETY: `to` holds `LANES` values; the callers run where the CPU has `V`.
+        unsafe { value.store(to.as_mut_ptr()) }
+    } else {
+        let mut all = [0.0; 16];
+        // SAFETY: `all` holds 16 >= `LANES` values; as above for the CPU.
+        unsafe { value.store(all.as_mut_ptr()) };
+        let len = to.len();
+        to.copy_from_slice(&all[..len]);
     }
 }
 
 /// A block's epilogue has the block's part of the shortcut, indexed as the block's output.
 impl Epilogue<'_> {
-    /// Stores `value`'s first `out.len()` lanes, channels from `c0`, at offset `at` of the block.
+    /// Stores `value`'s first `out.len()` lanes, channels from `c0`, at offset `at` of the block:
+    /// `value + shift (+ shortcut)`, then the ReLU.
     #[inline(always)]
-    fn store<const L: usize>(
-        &self,
-        out: &mut [MaybeUninit<f32>],
-        value: &Lanes<L>,
-        at: usize,
-        c0: usize,
-    ) {
-        let shift = &self.shift[c0..c0 + out.len()];
-        match self.residual {
-            Some(residual) => {
-                let residual = &residual[at..at + out.len()];
-                for (((o, v), s), r) in out.iter_mut().zip(value).zip(shift).zip(residual) {
-                    let y = v + s + r;
-                    o.write(if self.relu { y.max(0.0) } else { y });
-                }
-            }
-            None => {
-                for ((o, v), s) in out.iter_mut().zip(value).zip(shift) {
-                    let y = v + s;
-                    o.write(if self.relu { y.max(0.0) } else { y });
-                }
-            }
+    fn store<V: Value>(&self, out: &mut [MaybeUninit<f32>], value: V, at: usize, c0: usize) {
+        let lanes = out.len();
+        let mut y = value.add(load_lanes(&self.shift[c0..], lanes));
+        if let Some(residual) = self.residual {
+            y = y.add(load_lanes(&residual[at..], lanes));
         }
+        if self.relu {
+            y = y.relu();
+        }
+        // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; every lane of `out` is written.
+        let out = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), lanes) };
+        store_lanes(y, out);
     }
 }
 
