@@ -308,6 +308,52 @@ pub(crate) fn product(
     product_with(a, depth, weight, first, out, epilogue, split, wide, false);
 }
 
+/// `out = a · weight + shift` on one thread, for rows of `a` `lda` values apart and rows of
+/// `out` `ldc` apart, where [`product`] has them `depth` and `C_out` apart: Winograd's products
+/// read and write one position of every transformed tile, the tiles' positions side by side.
+/// `out` holds `(rows - 1) · ldc + C_out` values; each row's `C_out` are written, the values
+/// between the rows left as they are.
+pub(crate) fn product_strided(
+    (a, lda): (&[f32], usize),
+    depth: usize,
+    weight: &Panels,
+    (out, ldc): (&mut [MaybeUninit<f32>], usize),
+    rows: usize,
+    shift: &[f32],
+) {
+    let c_out = weight.c_out;
+    assert!(
+        available()
+            && rows > 0
+            && depth > 0
+            && depth <= lda
+            && c_out <= ldc
+            && a.len() >= (rows - 1) * lda + depth
+            && out.len() >= (rows - 1) * ldc + c_out
+            && depth <= weight.depth
+            && shift.len() >= Panels::padded_channels(c_out),
+        "strided panel product: operands do not match"
+    );
+    let epilogue = Epilogue::linear(shift);
+    let wide = wide_available();
+    // SAFETY: AVX2 and FMA checked above; rows `0..rows` of `a` and `out` lie inside the
+    // slices at the strides given (checked above), one thread writes them all.
+    unsafe {
+        product_avx2(
+            a,
+            [depth, lda, ldc],
+            weight,
+            0,
+            0..rows,
+            out.as_mut_ptr().cast::<f32>(),
+            &epilogue,
+            0..c_out.div_ceil(NR),
+            wide,
+            false,
+        )
+    }
+}
+
 /// [`product`], with `wide` choosing the AVX-512 tile for whole pairs of panels (checked
 /// against the CPU) or the AVX2 tile throughout: the tests run both on a CPU that has both.
 /// With `onto`, `out` holds the shortcut, which each tile adds where it stores
@@ -350,7 +396,16 @@ fn product_with(
         // each task's rows and panels a block of `out` no other task writes.
         unsafe {
             product_avx2(
-                a, depth, weight, first, rows, out.0, &epilogue, panels, wide, onto,
+                a,
+                [depth, depth, c_out],
+                weight,
+                first,
+                rows,
+                out.0,
+                &epilogue,
+                panels,
+                wide,
+                onto,
             )
         }
     };
@@ -380,19 +435,22 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 /// The panel product over `rows` and `panels` (see [`product`]); with `wide`, whole pairs of
-/// panels go through the AVX-512 tile.
+/// panels go through the AVX-512 tile. `[depth, lda, ldc]`: the product's depth, and the
+/// distances between the rows of `a` and of `out` (and the shortcut), `depth` and `C_out` but
+/// for [`product_strided`].
 ///
 /// # Safety
 ///
-/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds `rows.end × depth` values, `out`
-/// (and the shortcut, if any) `rows.end × C_out`, the shift whole panels,
-/// `first + depth <= weight.depth`; no other thread writes the block of `rows` and `panels`
-/// meanwhile. With `onto`, `out` holds the shortcut (initialized) and `depth <= KC`.
+/// The CPU has AVX2 and FMA, and AVX-512F if `wide`; `a` holds rows `0..rows.end` of `depth`
+/// values `lda` apart, `out` (and the shortcut, if any) rows `0..rows.end` of `C_out` values
+/// `ldc` apart, the shift whole panels, `first + depth <= weight.depth`; no other thread writes
+/// the block of `rows` and `panels` meanwhile. With `onto`, `out` holds the shortcut
+/// (initialized) and `depth <= KC`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn product_avx2(
     a: &[f32],
-    depth: usize,
+    [depth, lda, ldc]: [usize; 3],
     weight: &Panels,
     first: usize,
     rows: Range<usize>,
@@ -415,7 +473,7 @@ unsafe fn product_avx2(
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
             // SAFETY: the caller vouches for AVX2, and AVX-512F where `wide`.
-            unsafe { pack_block(a, depth, r0..r1, k0..k0 + kc, &mut packed, wide) };
+            unsafe { pack_block(a, lda, r0..r1, k0..k0 + kc, &mut packed, wide) };
             let block = DepthBlock {
                 packed: &packed,
                 weight,
@@ -432,7 +490,7 @@ unsafe fn product_avx2(
                 },
                 pass: Pass {
                     kc,
-                    ldc: weight.c_out,
+                    ldc,
                     first: k0 == 0,
                     last: k0 + kc == depth,
                     relu: epilogue.relu,
@@ -532,7 +590,7 @@ unsafe fn product_avx2(
     PACKED.set(packed);
 }
 
-/// Packs rows `rows` of `a` (`depth` values each), depths `depths`, tile by tile into `packed`:
+/// Packs rows `rows` of `a` (`lda` values apart), depths `depths`, tile by tile into `packed`:
 /// for each depth the tile's 6 rows side by side. Whole tiles are packed 8 depths at a time by
 /// shuffles ([`avx2::pack_six`], or [`avx512::pack_six`] where `wide`).
 ///
@@ -541,7 +599,7 @@ unsafe fn product_avx2(
 /// The CPU has AVX2, and AVX-512F where `wide`.
 unsafe fn pack_block(
     a: &[f32],
-    depth: usize,
+    lda: usize,
     rows: Range<usize>,
     depths: Range<usize>,
     packed: &mut [f32],
@@ -552,7 +610,7 @@ unsafe fn pack_block(
         if first_row >= rows.end {
             break;
         }
-        let row = |i: usize| &a[(first_row + i) * depth..][depths.clone()];
+        let row = |i: usize| &a[(first_row + i) * lda..][depths.clone()];
         let count = MR.min(rows.end - first_row);
         if count == MR {
             let rows = std::array::from_fn(|i| row(i).as_ptr());
@@ -650,7 +708,7 @@ impl DepthBlock<'_> {
     fn next_tile(&self, offset: usize, r: usize, rows: usize, fetch: bool) -> *const f32 {
         if fetch && r + rows < self.rows.end {
             self.out
-                .wrapping_add(offset + rows * self.weight.c_out)
+                .wrapping_add(offset + rows * self.pass.ldc)
                 .cast_const()
         } else {
             std::ptr::null()
@@ -674,8 +732,7 @@ impl DepthBlock<'_> {
         prefetch_rows: usize,
         fetch_next: bool,
     ) {
-        let c_out = self.weight.c_out;
-        let offset = r * c_out + p * NR;
+        let offset = r * self.pass.ldc + p * NR;
         let next_c = self.next_tile(offset, r, 2 * MR, fetch_next);
         let a = self.packed_tile(r);
         // SAFETY: rows `r..r + m` lie in the block, columns `p·16..p·16 + 32` <= `C_out`;
@@ -743,7 +800,7 @@ impl DepthBlock<'_> {
     ) {
         let c_out = self.weight.c_out;
         let cols = NR.min(c_out - p * NR);
-        let offset = r * c_out + p * NR;
+        let offset = r * self.pass.ldc + p * NR;
         let next_c = self.next_tile(offset, r, MR, row_order);
         // SAFETY: row `r` lies in the block and panel column `p·16` < `C_out`, so the
         // offsets are inside the output and the shortcut; `shift` holds whole panels; `m`
@@ -802,6 +859,65 @@ struct Pass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The strided product (Winograd's) gives the same bits as the product on the same rows
+    /// packed together, and leaves the values between the output's rows as they were: rows
+    /// with partial tiles, several depth blocks, a lone panel, and row order (200 rows).
+    #[test]
+    fn strided_product_is_the_product_on_rows_apart() {
+        if !available() {
+            return;
+        }
+        let value = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 506.5;
+        for (rows, depth, c_out, gap) in [(7, 300, 37, 5), (200, 64, 64, 64), (30, 40, 80, 3)] {
+            let (lda, ldc) = (depth + gap, c_out + 2 * gap);
+            let spread: Vec<f32> = (0..rows * lda).map(|i| value(i, 1) - 1.0).collect();
+            let packed: Vec<f32> = (spread.chunks(lda))
+                .flat_map(|row| &row[..depth])
+                .copied()
+                .collect();
+            let w: Vec<f32> = (0..depth * c_out).map(|i| value(i, 2) - 1.0).collect();
+            let panels = Panels::pack(&w, depth, c_out);
+            let mut shift: Vec<f32> = (0..c_out).map(|i| value(i, 3)).collect();
+            shift.resize(Panels::padded_channels(c_out), 0.0);
+            let mut want = vec![MaybeUninit::new(f32::NAN); rows * c_out];
+            product(
+                &packed,
+                depth,
+                &panels,
+                0,
+                &mut want,
+                Epilogue::linear(&shift),
+                false,
+            );
+            let mut out = vec![MaybeUninit::new(-7.0f32); rows * ldc];
+            product_strided(
+                (&spread, lda),
+                depth,
+                &panels,
+                (&mut out, ldc),
+                rows,
+                &shift,
+            );
+            for (r, row) in out.chunks(ldc).enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    // SAFETY: initialized above, each value either written or left as -7.
+                    let v = unsafe { v.assume_init() };
+                    if c < c_out {
+                        // SAFETY: the product wrote every value (NaN before).
+                        let w = unsafe { want[r * c_out + c].assume_init() };
+                        assert_eq!(
+                            v.to_bits(),
+                            w.to_bits(),
+                            "{rows}x{depth}x{c_out} at {r},{c}"
+                        );
+                    } else {
+                        assert_eq!(v, -7.0, "{rows}x{depth}x{c_out}: gap at {r},{c} written");
+                    }
+                }
+            }
+        }
+    }
 
     /// The panel product against a plain triple loop, for shapes with partial tiles, partial
     /// panels, several depth blocks and row blocks, a weight row offset, with and without the

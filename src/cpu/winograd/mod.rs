@@ -442,7 +442,7 @@ impl Winograd {
         BUFFERS.set((v, m));
     }
 
-    /// `V = Bᵀ d B` for every input tile of the block, position-major: `[α², tiles, C_in]`:
+    /// `V = Bᵀ d B` for every input tile of the block, tile-major: `[tiles, α², C_in]`:
     /// down the tile's columns, each read straight from the input (zeros in the padding), then
     /// along its rows, each transformed row stored in place.
     #[inline(always)]
@@ -481,7 +481,7 @@ impl Winograd {
                 for (i, column) in columns.iter().enumerate() {
                     let row = T::input(column);
                     for (j, value) in row.iter().enumerate() {
-                        let at = ((i * A + j) * tiles + t) * c_in + c0;
+                        let at = ((t * A + i) * A + j) * c_in + c0;
                         store_lanes(*value, &mut v[at..at + lanes]);
                     }
                 }
@@ -489,13 +489,14 @@ impl Winograd {
         }
     }
 
-    /// `M_ξ = V_ξ · U_ξ` for each position `ξ` of the transformed tile.
+    /// `M_ξ = V_ξ · U_ξ` for each position `ξ` of the transformed tile: `[tiles, C_in]` by
+    /// `[C_in, C_out]`, the rows of `V_ξ` and `M_ξ` one position of each tile's `α²`.
     #[inline]
     fn multiply(&self, v: &[f32], m: &mut [f32], tiles: usize) {
         let (c_in, c_out) = (self.c_in, self.c_out);
+        let positions = self.weights.len();
         for (xi, weight) in self.weights.iter().enumerate() {
-            let a = &v[xi * tiles * c_in..][..tiles * c_in];
-            let product = &mut m[xi * tiles * c_out..][..tiles * c_out];
+            let product = &mut m[xi * c_out..];
             // SAFETY: `f32` and `MaybeUninit<f32>` have the same layout, and the product only
             // writes initialized values through it.
             let product = unsafe {
@@ -504,8 +505,14 @@ impl Winograd {
                     product.len(),
                 )
             };
-            let epilogue = Epilogue::linear(&self.zeros);
-            panels::product(a, c_in, weight, 0, product, epilogue, false);
+            panels::product_strided(
+                (&v[xi * c_in..], positions * c_in),
+                c_in,
+                weight,
+                (product, positions * c_out),
+                tiles,
+                &self.zeros,
+            );
         }
     }
 
@@ -538,7 +545,7 @@ impl Winograd {
                 for b in 0..A {
                     let mut column = [V::zero(); A];
                     for (a, value) in column.iter_mut().enumerate() {
-                        *value = load_lanes(&m[((a * A + b) * tiles + t) * c_out + c0..], lanes);
+                        *value = load_lanes(&m[((t * A + a) * A + b) * c_out + c0..], lanes);
                     }
                     let column = T::output(&column);
                     for i in 0..M {
