@@ -35,6 +35,24 @@ const KC: usize = 256;
 /// Rows per block: `MC · KC` floats of the left operand, 96 KiB.
 const MC: usize = 96;
 
+/// Rows per block at most: a product's rows are cut into blocks of whole 12-row tiles as even
+/// as they come, none longer than this ([`row_blocks`]). Cut at [`MC`] rows, 196 rows (stage 4 of
+/// four images) made blocks of 96, 96 and 4, and the block of 4 read the whole weight once more
+/// (4 to 9 MB from L3 at stage 4); now they are 108 and 88.
+const MC_MAX: usize = 120;
+
+/// `rows` cut into blocks of whole 12-row tiles (the last one cut short at `rows.end`), their
+/// tile counts differing by at most one, none longer than `max` rows (at least one tile).
+fn row_blocks(rows: Range<usize>, max: usize) -> impl Iterator<Item = Range<usize>> {
+    let unit = 2 * MR;
+    let tiles = rows.len().div_ceil(unit);
+    let count = tiles.div_ceil((max / unit).max(1));
+    let start = rows.start;
+    super::split::even_runs(tiles, count)
+        .into_iter()
+        .map(move |run| start + run.start * unit..(start + run.end * unit).min(rows.end))
+}
+
 /// Products with rows enough to reuse the weight ([`MC`] twice or more) run in row order: each
 /// 12-row tile across a group of panel pairs whose weight's depth block is this many bytes,
 /// before the next tile ([`DepthBlock::pair_tile`]). The output and the shortcut are then
@@ -206,8 +224,8 @@ pub(crate) fn product_onto(
 
 /// [`product_vec`] for a left operand made a block of rows at a time: `gather(rows, buffer)`
 /// writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole, every value), and each
-/// block is multiplied while it is still in cache. A block is the rows of about 256 KiB, in whole
-/// multiples of the product's own row block. With `split`, where every thread gets at least one
+/// block is multiplied while it is still in cache. A block is the rows of about 256 KiB, or
+/// [`MC_MAX`] rows where fewer, cut evenly ([`row_blocks`]). With `split`, where every thread gets at least one
 /// row block, the rows are shared out between the pool's threads, each gathering and
 /// multiplying its own; otherwise one thread runs them all.
 pub(crate) fn product_blocks(
@@ -264,13 +282,12 @@ fn product_blocks_into(
     out: &mut [MaybeUninit<f32>],
 ) {
     let c_out = weight.c_out;
-    let block = ((256 << 10) / (4 * depth.max(1))).max(1).div_ceil(MC) * MC;
+    let block = ((256 << 10) / (4 * depth.max(1))).max(MC_MAX);
     thread_local! {
         static BLOCK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let mut buffer = BLOCK.take();
-    for r0 in (rows.start..rows.end).step_by(block) {
-        let r1 = (r0 + block).min(rows.end);
+    for Range { start: r0, end: r1 } in row_blocks(rows.clone(), block) {
         buffer.resize((r1 - r0) * depth, 0.0);
         gather(r0..r1, &mut buffer);
         let local = r0 - rows.start..r1 - rows.start;
@@ -467,9 +484,8 @@ unsafe fn product_avx2(
         static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     }
     let mut packed = PACKED.take();
-    packed.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-    for r0 in rows.clone().step_by(MC) {
-        let r1 = (r0 + MC).min(rows.end);
+    packed.resize(MC_MAX.div_ceil(MR) * MR * KC, 0.0);
+    for Range { start: r0, end: r1 } in row_blocks(rows.clone(), MC_MAX) {
         for k0 in (0..depth).step_by(KC) {
             let kc = KC.min(depth - k0);
             // SAFETY: the caller vouches for AVX2, and AVX-512F where `wide`.
@@ -859,6 +875,40 @@ struct Pass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Row blocks tile the rows in whole 12-row tiles (the last cut short), none above the
+    /// limit, their tile counts at most one apart: stage 4's 196 rows of four images make two
+    /// blocks, not 96, 96 and 4.
+    #[test]
+    fn row_blocks_are_even_whole_tiles() {
+        let blocks: Vec<_> = row_blocks(0..196, MC_MAX).collect();
+        assert_eq!(blocks, [0..108, 108..196]);
+        for (rows, max) in [
+            (5..6, 120),
+            (3..200, 120),
+            (0..784, 120),
+            (7..1000, 1024),
+            (0..12, 12),
+        ] {
+            let blocks: Vec<_> = row_blocks(rows.clone(), max).collect();
+            assert_eq!(blocks.first().map(|b| b.start), Some(rows.start));
+            assert_eq!(blocks.last().map(|b| b.end), Some(rows.end));
+            assert!(blocks.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(
+                blocks
+                    .iter()
+                    .all(|b| !b.is_empty() && b.len() <= max.max(12))
+            );
+            let (whole, last) = blocks.split_at(blocks.len() - 1);
+            assert!(
+                whole.iter().all(|b| b.len() % 12 == 0),
+                "{rows:?}: {blocks:?}"
+            );
+            let tiles: Vec<usize> = blocks.iter().map(|b| b.len().div_ceil(12)).collect();
+            let (lo, hi) = (tiles.iter().min().unwrap(), tiles.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{rows:?}: {blocks:?} {last:?}");
+        }
+    }
 
     /// The strided product (Winograd's) gives the same bits as the product on the same rows
     /// packed together, and leaves the values between the output's rows as they were: rows
