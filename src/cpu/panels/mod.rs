@@ -32,7 +32,9 @@ const NR: usize = 16;
 const MR: usize = 6;
 /// Depth per block: a panel's block is `KC · NR` floats, 16 KiB.
 const KC: usize = 256;
-/// Rows per block: `MC · KC` floats of the left operand, 96 KiB.
+/// A row block's nominal rows (`MC · KC` floats of the left operand, 96 KiB), by which the
+/// products choose row order and a split by rows; the blocks themselves are cut evenly up to
+/// [`MC_MAX`].
 const MC: usize = 96;
 
 /// Rows per block at most: a product's rows are cut into blocks of whole 12-row tiles as even
@@ -225,9 +227,9 @@ pub(crate) fn product_onto(
 /// [`product_vec`] for a left operand made a block of rows at a time: `gather(rows, buffer)`
 /// writes rows `rows` of the `[rows, depth]` matrix into `buffer` (whole, every value), and each
 /// block is multiplied while it is still in cache. A block is the rows of about 256 KiB, or
-/// [`MC_MAX`] rows where fewer, cut evenly ([`row_blocks`]). With `split`, where every thread gets at least one
-/// row block, the rows are shared out between the pool's threads, each gathering and
-/// multiplying its own; otherwise one thread runs them all.
+/// [`MC_MAX`] rows where fewer, cut evenly ([`row_blocks`]). With `split`, where every thread
+/// gets at least one row block, the rows are shared out between the pool's threads, each
+/// gathering and multiplying its own; otherwise one thread runs them all.
 pub(crate) fn product_blocks(
     rows: usize,
     depth: usize,
