@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Ours against the peers, interleaved: for each round and each case, ours (flex), then PyTorch,
-# Keras and onnxruntime, one after the other on the same 2 threads, so that a busy spell of the
-# machine hits both sides of a ratio. Prints each round's ratios and, per case, the median and
+# Ours against the peers, interleaved: for each round and each case, ours (flex), onnxruntime (for
+# inference), Keras and PyTorch, one after the other on the same 2 threads, so that a busy spell
+# of the machine hits both sides of a ratio; every other round in the reverse order. Prints each round's ratios and, per case, the median and
 # range of the ratio over the rounds, plus the peak memory of a training step (ours and
 # PyTorch's). Says which CPU it ran on.
 #
@@ -85,18 +85,26 @@ peer() {  # peer NAME CASE
     esac
 }
 
+# Ours runs next to the peer a case's ratio is usually taken against (onnxruntime for inference,
+# Keras for training), so that both meet the same spell of a busy machine (spells last about a
+# minute there, a round of inference takes two), and the order turns round every other round
+# (ours first, then last), so that neither side always runs after the other.
 for round in $(seq "$ROUNDS"); do
     for case in $CASES; do
         case "$case" in
-            infer) flags="--infer --fused" ; peers="torch keras ort" ;;
-            train) flags="" ; peers="torch keras" ;;
-            head) flags="--frozen" ; peers="torch keras" ;;
+            infer) flags="--infer --fused" ; order="ours ort keras torch" ;;
+            train) flags="" ; order="ours keras torch" ;;
+            head) flags="--frozen" ; order="ours keras torch" ;;
         esac
-        # shellcheck disable=SC2086
-        line=$("$OURS" --backend flex --size "$SIZE" --batch "$BATCH" --steps "$STEPS" $flags)
-        echo "$round ours $case $line" >>"$LOG"
-        for p in $peers; do
-            echo "$round $p $case $(peer "$p" "$case")" >>"$LOG"
+        if [ $((round % 2)) = 0 ]; then order=$(echo "$order" | tr ' ' '\n' | tac | xargs); fi
+        for who in $order; do
+            if [ "$who" = ours ]; then
+                # shellcheck disable=SC2086
+                line=$("$OURS" --backend flex --size "$SIZE" --batch "$BATCH" --steps "$STEPS" $flags)
+                echo "$round ours $case $line" >>"$LOG"
+            else
+                echo "$round $who $case $(peer "$who" "$case")" >>"$LOG"
+            fi
         done
     done
     echo "round $round done (load $(cut -d' ' -f1-3 /proc/loadavg))"
