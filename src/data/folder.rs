@@ -108,8 +108,9 @@ pub fn read_image_folder(root: &Path, size: usize, skip_bad: bool) -> Result<Ima
 /// # Errors
 ///
 /// [`Error::NotFound`] when `root` holds no class folder, or a class folder holds no photo
-/// (naming it, and the endings of what it holds instead); [`Error::Io`] for a folder that
-/// cannot be listed.
+/// (naming it, and the endings of what it holds instead); [`Error::BadFormat`] naming a photo
+/// that two class folders both reach (a link in one leading to the other, or to `root`);
+/// [`Error::Io`] for a folder that cannot be listed.
 pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
     let mut classes = Vec::new();
     let mut loose = 0;
@@ -151,6 +152,7 @@ pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
         labels.extend(std::iter::repeat_n(label, found.len()));
         files.extend(found);
     }
+    check_one_class_each(&files, &labels, &classes)?;
     Ok(ImageFiles {
         root: root.to_path_buf(),
         class_names: classes.iter().map(|c| file_name(c)).collect(),
@@ -266,6 +268,9 @@ impl ImageFiles {
         size: usize,
         skip_bad: bool,
     ) -> Result<(ImageFolder, Vec<usize>)> {
+        if size == 0 {
+            return Err(Error::invalid_config("input_size", "at least 1", 0));
+        }
         let files = &self.files[range.clone()];
         // Decoding is most of the time; photos decode independently, each straight into its
         // place in the set's buffer (reserved whole, its pages touched as photos land): holding
@@ -452,6 +457,41 @@ fn walk(
     Ok(())
 }
 
+/// Refuses a photo reached from two class folders (through a link inside one of them to the
+/// root, or to another class's folder): it would be trained on under both labels. Files are
+/// compared by their real path; one that has none (a broken link) is left to its reading.
+fn check_one_class_each(files: &[PathBuf], labels: &[usize], classes: &[PathBuf]) -> Result<()> {
+    let mut seen = std::collections::HashMap::with_capacity(files.len());
+    for (file, &label) in files.iter().zip(labels) {
+        let Ok(real) = std::fs::canonicalize(file) else {
+            continue;
+        };
+        match seen.entry(real) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((label, file));
+            }
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let (first_label, first_file) = *first.get();
+                if first_label != label {
+                    return Err(Error::BadFormat {
+                        path: file.clone(),
+                        reason: format!(
+                            "this photo is also {} in class `{}`, so it would be trained on as \
+                             both `{}` and `{}`; a link inside a class folder leads to another \
+                             class's photos (or to the folder above them): remove the link",
+                            first_file.display(),
+                            file_name(&classes[first_label]),
+                            file_name(&classes[first_label]),
+                            file_name(&classes[label]),
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn empty_class(dir: &Path, others: &BTreeMap<String, usize>) -> Error {
     let held = if others.is_empty() {
         "it holds no files (hidden ones aside)".to_string()
@@ -544,17 +584,67 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn links_are_followed_once_round_a_loop() {
+        let (root, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (r, o) = (root.path(), outside.path());
+        photo(&o.join("more cats/1.png"));
+        photo(&o.join("dogs/2.png"));
+        photo(&r.join("cat/0.png"));
+        std::os::unix::fs::symlink(o.join("more cats"), r.join("cat/linked")).unwrap();
+        std::os::unix::fs::symlink(r.join("cat"), r.join("cat/loop")).unwrap();
+        std::os::unix::fs::symlink(o.join("dogs"), r.join("dog")).unwrap();
+        let listed = list_image_folder(r).unwrap();
+        assert_eq!(listed.class_names, ["cat", "dog"]);
+        assert_eq!(listed.labels, [0, 0, 1]);
+        assert!(listed.files[1].ends_with("cat/linked/1.png"));
+    }
+
+    #[test]
+    fn a_side_of_zero_is_refused_by_name_not_a_panic() {
+        let root = tempfile::tempdir().unwrap();
+        photo(&root.path().join("cat/0.png"));
+        photo(&root.path().join("dog/0.png"));
+        let listed = list_image_folder(root.path()).unwrap();
+        for result in [listed.read(0, false), listed.stream(0, true)] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidConfig {
+                        field: "input_size",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_photo_two_classes_reach_is_refused_naming_both() {
+        // A new user's link to the folder above, inside a class: every other class's photos
+        // were listed under that class too, and trained on with both labels.
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        photo(&r.join("elsewhere/1.png"));
         photo(&r.join("cat/0.png"));
-        std::os::unix::fs::symlink(r.join("elsewhere"), r.join("cat/linked")).unwrap();
-        std::os::unix::fs::symlink(r.join("cat"), r.join("cat/loop")).unwrap();
-        std::os::unix::fs::symlink(r.join("elsewhere"), r.join("dog")).unwrap();
-        let listed = list_image_folder(r).unwrap();
-        assert_eq!(listed.class_names, ["cat", "dog", "elsewhere"]);
-        assert_eq!(listed.labels, [0, 0, 1, 2]);
-        assert!(listed.files[1].ends_with("cat/linked/1.png"));
+        photo(&r.join("dog/1.png"));
+        std::os::unix::fs::symlink(r, r.join("cat/up")).unwrap();
+        let err = list_image_folder(r).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, Error::BadFormat { path, .. } if path.ends_with("dog/1.png"))
+                && message.contains("`cat`")
+                && message.contains("`dog`"),
+            "{message}"
+        );
+        // The same photo twice in one class (a link to a sibling folder) is left alone, as
+        // torchvision's ImageFolder lists it.
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        photo(&r.join("cat/a/0.png"));
+        photo(&r.join("dog/1.png"));
+        std::os::unix::fs::symlink(r.join("cat/a"), r.join("cat/b")).unwrap();
+        assert_eq!(list_image_folder(r).unwrap().labels, [0, 0, 1]);
     }
 
     #[test]
