@@ -83,6 +83,9 @@ fn cifar_test(args: &Args, names: &[String]) -> Result<ImageSet, Error> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.batch_size == 0 {
+        return Err(resnet_transfer::Error::invalid_config("batch_size", "at least 1", 0).into());
+    }
     let device = resnet_transfer::device::device(&args.backend)?;
     let saved = weights::load_named(&args.model, &device, !args.offline, !args.json)?;
     let classes = saved.model.num_classes().unwrap_or(0);

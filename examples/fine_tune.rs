@@ -166,6 +166,7 @@ fn read(
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    args.job.check_options(args.input_size)?;
     args.job.check_outputs(&args.out)?;
     let mut skipped = Vec::new();
     // Listed first, so that their number decides whether they are held or streamed.

@@ -52,6 +52,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    args.job.check_options(args.input_size)?;
     args.job.check_outputs(&args.out)?;
     // An empty test set would evaluate to nothing; an empty validation set (0) is a run without
     // validation, which the job allows.

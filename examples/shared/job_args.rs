@@ -52,12 +52,13 @@ pub struct JobArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warmup_epochs: usize,
     /// With --schedule plateau: multiply the rate by this after --plateau-patience epochs
-    /// without a better validation loss.
-    #[arg(long, default_value_t = 0.1)]
-    pub plateau_factor: f64,
-    /// With --schedule plateau: epochs without a better validation loss before the rate drops.
-    #[arg(long, default_value_t = 2)]
-    pub plateau_patience: usize,
+    /// without a better validation loss (default 0.1).
+    #[arg(long)]
+    pub plateau_factor: Option<f64>,
+    /// With --schedule plateau: epochs without a better validation loss before the rate drops
+    /// (default 2).
+    #[arg(long)]
+    pub plateau_patience: Option<usize>,
     /// Early stopping: end a phase after this many epochs without a better validation loss,
     /// keeping the weights of its best epoch.
     #[arg(long)]
@@ -70,9 +71,9 @@ pub struct JobArgs {
     /// (ULMFiT's gradual unfreezing).
     #[arg(long, default_value = "all", value_parser = ["all", "gradual"], ignore_case = true, conflicts_with = "unfreeze_from")]
     pub unfreeze: String,
-    /// With --unfreeze gradual: epochs of phase 2 between releases.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub unfreeze_every: usize,
+    /// With --unfreeze gradual: epochs of phase 2 between releases (default 1).
+    #[arg(long, value_name = "N")]
+    pub unfreeze_every: Option<usize>,
     /// Release stages K..4 only at the unfreeze point (default: the whole backbone).
     #[arg(long, value_name = "K")]
     pub unfreeze_from: Option<usize>,
@@ -87,9 +88,9 @@ pub struct JobArgs {
     /// BatchNorm's scales and shifts nor on biases.
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub weight_decay: f64,
-    /// With --optimizer sgd: the momentum (0 for none).
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
+    /// With --optimizer sgd: the momentum (0 for none; default 0.9).
+    #[arg(long)]
+    pub momentum: Option<f64>,
     /// With --optimizer sgd: Nesterov's momentum.
     #[arg(long)]
     pub nesterov: bool,
@@ -145,14 +146,16 @@ pub struct JobArgs {
     /// folder, or a path under a file, is refused.
     #[arg(long, value_name = "FILE")]
     pub export_onnx: Option<PathBuf>,
-    /// With --export-onnx: BatchNorm folded into the convolutions, or kept as nodes.
-    #[arg(long, default_value = "folded", value_parser = clap::builder::PossibleValuesParser::new(ExportBatchNorm::ALL.map(ExportBatchNorm::name)).map(|s| s.parse::<ExportBatchNorm>().expect("a listed name")), ignore_case = true)]
-    pub export_batch_norm: ExportBatchNorm,
+    /// With --export-onnx: BatchNorm folded into the convolutions, or kept as nodes (default
+    /// folded).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(ExportBatchNorm::ALL.map(ExportBatchNorm::name)).map(|s| s.parse::<ExportBatchNorm>().expect("a listed name")), ignore_case = true)]
+    pub export_batch_norm: Option<ExportBatchNorm>,
 }
 
 impl JobArgs {
     /// The job these options describe, writing to `out` at `input_size`.
     pub fn job(&self, out: PathBuf, input_size: usize) -> FineTuneJob {
+        let defaults = TwoPhaseConfig::new();
         let config = TwoPhaseConfig::new()
             .with_phase1_epochs(self.phase1_epochs)
             .with_phase2_epochs(self.phase2_epochs)
@@ -160,8 +163,8 @@ impl JobArgs {
             .with_phase2_lr(self.phase2_lr.or(TwoPhaseConfig::new().phase2_lr))
             .with_schedule(self.schedule)
             .with_warmup_epochs(self.warmup_epochs)
-            .with_plateau_factor(self.plateau_factor)
-            .with_plateau_patience(self.plateau_patience)
+            .with_plateau_factor(self.plateau_factor.unwrap_or(defaults.plateau_factor))
+            .with_plateau_patience(self.plateau_patience.unwrap_or(defaults.plateau_patience))
             .with_patience(self.patience)
             .with_restore_best_weights(!self.keep_last_weights)
             .with_unfreeze(
@@ -170,14 +173,14 @@ impl JobArgs {
                     self.unfreeze_from,
                 ) {
                     (_, Some(stage)) => Unfreeze::FromStage(stage),
-                    ("gradual", None) => Unfreeze::Gradual(self.unfreeze_every),
+                    ("gradual", None) => Unfreeze::Gradual(self.unfreeze_every.unwrap_or(1)),
                     _ => Unfreeze::All,
                 },
             )
             .with_stage_lr_decay(self.stage_lr_decay)
             .with_optimizer(self.optimizer)
             .with_weight_decay(self.weight_decay)
-            .with_momentum(self.momentum)
+            .with_momentum(self.momentum.unwrap_or(defaults.momentum))
             .with_nesterov(self.nesterov)
             .with_batch_size(self.batch_size)
             .with_dropout(self.dropout)
@@ -203,6 +206,69 @@ impl JobArgs {
         }
     }
 
+    /// Checks before anything is read that the options make sense together: the input side is
+    /// at least 1, and each option that only works with another (`--plateau-factor` with
+    /// `--schedule plateau`, `--momentum` with `--optimizer sgd`, ...) comes with it. Given
+    /// alone, such an option was accepted and did nothing, and a resumed run was then refused
+    /// over its value.
+    pub fn check_options(&self, input_size: usize) -> resnet_transfer::Result<()> {
+        use resnet_transfer::Error;
+        if input_size == 0 {
+            return Err(Error::invalid_config("input_size", "at least 1", 0));
+        }
+        let plateau = self.schedule == Schedule::Plateau;
+        let gradual = self.unfreeze.eq_ignore_ascii_case("gradual") && self.unfreeze_from.is_none();
+        let sgd = self.optimizer == OptimizerKind::Sgd;
+        let alone = [
+            (
+                "plateau_factor",
+                self.plateau_factor.map(|v| v.to_string()),
+                plateau,
+                "--schedule plateau",
+            ),
+            (
+                "plateau_patience",
+                self.plateau_patience.map(|v| v.to_string()),
+                plateau,
+                "--schedule plateau",
+            ),
+            (
+                "keep_last_weights",
+                self.keep_last_weights.then(|| "true".to_string()),
+                self.patience.is_some(),
+                "--patience",
+            ),
+            (
+                "unfreeze_every",
+                self.unfreeze_every.map(|v| v.to_string()),
+                gradual,
+                "--unfreeze gradual",
+            ),
+            (
+                "momentum",
+                self.momentum.map(|v| v.to_string()),
+                sgd,
+                "--optimizer sgd",
+            ),
+            (
+                "export_batch_norm",
+                self.export_batch_norm.map(|v| v.to_string()),
+                self.export_onnx.is_some(),
+                "--export-onnx",
+            ),
+        ];
+        for (field, given, needed, with) in alone {
+            if let (Some(value), false) = (given, needed) {
+                return Err(Error::invalid_config(
+                    field,
+                    format!("only with {with}"),
+                    value,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks before training, writing nothing, that --export-onnx names a file that can be
     /// written (not a folder, in a folder that takes files) and that --out can be a folder, so a
     /// long run does not end in an error it could have given at once.
@@ -221,11 +287,11 @@ impl JobArgs {
         out: &std::path::Path,
     ) -> resnet_transfer::Result<()> {
         if let Some(file) = &self.export_onnx {
-            let options = ExportOptions::default().with_batch_norm(self.export_batch_norm);
+            let batch_norm = self.export_batch_norm.unwrap_or_default();
+            let options = ExportOptions::default().with_batch_norm(batch_norm);
             export_onnx(&outcome.model.model, &outcome.model.card, file, &options)?;
             println!(
-                "ONNX export (BatchNorm {}) written to {}",
-                self.export_batch_norm,
+                "ONNX export (BatchNorm {batch_norm}) written to {}",
                 file.display()
             );
         }

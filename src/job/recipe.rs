@@ -81,6 +81,14 @@ fn sgd_only(c: &TwoPhaseConfig, value: String) -> String {
     }
 }
 
+/// `value`, for a recipe with the plateau schedule; "unused (schedule NAME)" otherwise.
+fn plateau_only(c: &TwoPhaseConfig, value: String) -> String {
+    match c.schedule {
+        Schedule::Plateau => value,
+        other => format!("unused (schedule {})", other.name()),
+    }
+}
+
 /// A rate or factor as a user reads it: plain (`0.001`), or in exponent form outside 1e-4 to
 /// 1e6 (`1e38`, where plain printing wrote 39 digits).
 fn number(v: f64) -> String {
@@ -121,9 +129,20 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
         ("label_smoothing", number(c.label_smoothing)),
         ("class_weights", c.class_weights.name().to_string()),
         ("patience", or_none(c.patience)),
-        ("restore_best_weights", c.restore_best_weights.to_string()),
-        ("plateau_factor", number(c.plateau_factor)),
-        ("plateau_patience", c.plateau_patience.to_string()),
+        // Which weights end a phase is early stopping's choice: without it, the last ones.
+        (
+            "restore_best_weights",
+            match c.patience {
+                Some(_) => c.restore_best_weights.to_string(),
+                None => "unused (no patience)".to_string(),
+            },
+        ),
+        // The plateau schedule's alone, as momentum is SGD's.
+        ("plateau_factor", plateau_only(c, number(c.plateau_factor))),
+        (
+            "plateau_patience",
+            plateau_only(c, c.plateau_patience.to_string()),
+        ),
         ("feature_cache", c.feature_cache.to_string()),
     ]
 }
@@ -426,6 +445,48 @@ mod tests {
                 Progress::default()
             )
             .is_empty()
+        );
+    }
+
+    /// What a recipe does not use is not compared: the plateau's factor and patience under
+    /// another schedule, the weights early stopping restores without it, SGD's momentum under
+    /// Adam. A new user's run with `--plateau-factor 0.5` and no plateau was refused on resume
+    /// over the value it never used.
+    #[test]
+    fn values_the_recipe_does_not_use_are_not_compared() {
+        let saved = TwoPhaseConfig::new()
+            .with_plateau_factor(0.5)
+            .with_plateau_patience(4)
+            .with_restore_best_weights(false)
+            .with_momentum(0.5);
+        let found = |given: &TwoPhaseConfig| {
+            let found = changes(
+                &saved,
+                Some(&job()),
+                [5, 5],
+                given,
+                &job(),
+                Progress::default(),
+            );
+            found.iter().map(|c| c.option.clone()).collect::<Vec<_>>()
+        };
+        assert!(found(&TwoPhaseConfig::new()).is_empty());
+        // Where the recipe uses them, they are.
+        let plateau = |c: TwoPhaseConfig| c.with_schedule(Schedule::Plateau).with_patience(Some(2));
+        let saved = plateau(saved);
+        let given = plateau(TwoPhaseConfig::new());
+        let found = changes(
+            &saved,
+            Some(&job()),
+            [5, 5],
+            &given,
+            &job(),
+            Progress::default(),
+        );
+        let named: Vec<&str> = found.iter().map(|c| c.option.as_str()).collect();
+        assert_eq!(
+            named,
+            ["restore_best_weights", "plateau_factor", "plateau_patience"]
         );
     }
 

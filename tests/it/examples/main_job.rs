@@ -140,6 +140,30 @@ fn defaults_fit_a_small_set_and_errors_name_the_option() {
         err.contains("valid_samples") && err.contains("at most 50"),
         "{err}"
     );
+
+    // An option that only works with another is refused without it, before anything is read
+    // or written (a new user's --plateau-factor without the plateau schedule was accepted, did
+    // nothing, and then made --resume refuse the run); so is an input side of 0, which
+    // panicked in fine_tune.
+    for (args, option) in [
+        (&["--plateau-factor", "0.5"][..], "--plateau-factor"),
+        (&["--momentum", "0.5"][..], "--momentum"),
+        (&["--keep-last-weights"][..], "--keep-last-weights"),
+        (&["--unfreeze-every", "2"][..], "--unfreeze-every"),
+        (&["--export-batch-norm", "kept"][..], "--export-batch-norm"),
+        (&["--input-size", "0"][..], "--input-size"),
+    ] {
+        let out = tmp.path().join("refused");
+        let failed = job("refused").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            !failed.status.success()
+                && err.contains(&format!("(the option {option})"))
+                && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
 }
 
 /// `--valid-samples 0` trains without validation, as Keras's fit without validation data:

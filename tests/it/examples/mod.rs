@@ -52,6 +52,12 @@ pub(super) fn main_job_with(data: &Path, out: &Path, changes: &[(&str, &str)]) -
             None => options.push((flag, value)),
         }
     }
+    // The plateau's patience goes with its schedule alone (refused without it).
+    if !options.contains(&("--schedule", "plateau"))
+        && !changes.iter().any(|c| c.0 == "--plateau-patience")
+    {
+        options.retain(|(flag, _)| *flag != "--plateau-patience");
+    }
     let mut cmd = Command::new(example("train_cifar10"));
     for (flag, value) in options {
         cmd.arg(flag);

@@ -42,7 +42,6 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         ("--phase2-lr", "1e-4"),
         ("--unfreeze-from", "3"),
         ("--batch-norm", "training"),
-        ("--schedule", "cosine"),
         ("--plateau-factor", "0.5"),
         ("--plateau-patience", "2"),
         ("--patience", "2"),
@@ -77,11 +76,10 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         "`phase2_lr` saved 1e-30, given 0.0001".into(),
         "`unfreeze` saved the whole backbone, given from stage 3".into(),
         "`batch_norm` saved inference, given training".into(),
-        "`schedule` saved plateau, given cosine".into(),
         "`plateau_factor` saved 0.1, given 0.5".into(),
         "`plateau_patience` saved 1, given 2".into(),
         "`patience` saved none, given 2".into(),
-        "`restore_best_weights` saved true, given false".into(),
+        "`restore_best_weights` saved unused (no patience), given false".into(),
         "`augment` saved false, given true".into(),
         "`stage_lr_decay` saved 1, given 0.5".into(),
         "`optimizer` saved adam, given sgd".into(),
@@ -108,6 +106,21 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         "{stderr}"
     );
     assert_eq!(stderr.matches("saved").count(), 1, "{stderr}");
+    assert_eq!(snapshot(&out), before);
+
+    // Another schedule: the plateau's factor and patience, which only it uses, go unused too.
+    let stderr = run_err(&mut main_job_with(
+        data.path(),
+        &out,
+        &[("--schedule", "cosine"), ("--resume", "")],
+    ));
+    for want in [
+        "`schedule` saved plateau, given cosine",
+        "`plateau_factor` saved 0.1, given unused (schedule cosine)",
+        "`plateau_patience` saved 1, given unused (schedule cosine)",
+    ] {
+        assert!(stderr.contains(want), "{want} not in:\n{stderr}");
+    }
     assert_eq!(snapshot(&out), before);
 
     // What may change: more epochs than planned, the export, kept checkpoints, quiet.
