@@ -167,6 +167,15 @@ fn read(
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.job.check_options(args.input_size)?;
+    // Validation is how the jump at the unfreeze point is measured: fine_tune holds some out.
+    if args.valid.is_none() && !(args.valid_share > 0.0 && args.valid_share < 1.0) {
+        return Err(resnet_transfer::Error::invalid_config(
+            "valid_share",
+            "in (0, 1) (fine_tune always validates; give --valid DIR for photos of your own)",
+            args.valid_share,
+        )
+        .into());
+    }
     args.job.check_outputs(&args.out)?;
     let mut skipped = Vec::new();
     // Listed first, so that their number decides whether they are held or streamed.
@@ -178,6 +187,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .flatten()
         .map(ImageFiles::len)
         .sum();
+    // Files that are not photos are left out, as torchvision does; said, so that a phone's
+    // HEIC photos do not vanish without a word.
+    let lists = [
+        ("--images", Some(&listed)),
+        ("--valid", valid_files.as_ref()),
+        ("--test", test_files.as_ref()),
+    ];
+    for (option, files) in lists {
+        if let Some(files) = files.filter(|f| !f.left_out.is_empty()) {
+            let counts: Vec<String> = (files.left_out.iter())
+                .map(|(e, n)| format!("{n} {e}"))
+                .collect();
+            eprintln!(
+                "{option}: left out {} files that are not photos this crate reads ({}); \
+                 convert photos in other formats (HEIC, AVIF) to JPEG or PNG to train on them",
+                files.left_out.values().sum::<usize>(),
+                counts.join(", ")
+            );
+        }
+    }
     let (stream, kept) = choose_streaming(&args, count)?;
     if !args.job.quiet {
         eprintln!("{kept}");

@@ -47,6 +47,9 @@ pub struct ImageFiles {
     pub class_names: Vec<String>,
     /// The photo files, class by class, each class's sorted by path.
     pub files: Vec<PathBuf>,
+    /// The other files in the class folders, left out, counted by ending (`.heic`, `.txt`,
+    /// "no ending"): what a caller tells its user it did not read.
+    pub left_out: BTreeMap<String, usize>,
     /// The label of each file (an index into `class_names`).
     pub labels: Vec<usize>,
 }
@@ -141,12 +144,16 @@ pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
     }
     let mut files = Vec::new();
     let mut labels = Vec::new();
+    let mut left_out = BTreeMap::new();
     for (label, dir) in classes.iter().enumerate() {
         let mut found = Vec::new();
         let mut others = BTreeMap::new();
         walk(dir, &mut Vec::new(), &mut found, &mut others)?;
         if found.is_empty() {
             return Err(empty_class(dir, &others));
+        }
+        for (ending, count) in others {
+            *left_out.entry(ending).or_default() += count;
         }
         found.sort();
         labels.extend(std::iter::repeat_n(label, found.len()));
@@ -157,6 +164,7 @@ pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
         root: root.to_path_buf(),
         class_names: classes.iter().map(|c| file_name(c)).collect(),
         files,
+        left_out,
         labels,
     })
 }
@@ -579,6 +587,8 @@ mod tests {
             ]
         );
         assert_eq!(listed.labels, [0, 0, 1, 1, 1]);
+        // What was left out is counted for the user (hidden files aside).
+        assert_eq!(listed.left_out, BTreeMap::from([(".txt".to_string(), 1)]));
     }
 
     #[cfg(unix)]

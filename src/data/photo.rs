@@ -46,16 +46,20 @@ pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>> {
         // allocation aborted the process), so the resized picture is held to the decoded one's
         // limit first.
         let bytes = u64::from(width) * u64::from(height) * u64::from(img.color().bytes_per_pixel());
-        image::Limits::default().reserve(bytes).map_err(|_| Error::Image {
-            path: path.to_path_buf(),
-            reason: format!(
-                "a {}x{} picture: resized to {size} on its short side it would be                  {width}x{height}, {} MiB, more than the {} MiB a photo may take: crop it                  nearer to a square first",
-                img.width(),
-                img.height(),
-                bytes.div_ceil(1 << 20),
-                image::Limits::default().max_alloc.unwrap_or(0) >> 20
-            ),
-        })?;
+        image::Limits::default()
+            .reserve(bytes)
+            .map_err(|_| Error::Image {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a {}x{} picture: resized to {size} on its short side it would be \
+                 {width}x{height}, {} MiB, more than the {} MiB a photo may take: crop it \
+                 nearer to a square first",
+                    img.width(),
+                    img.height(),
+                    bytes.div_ceil(1 << 20),
+                    image::Limits::default().max_alloc.unwrap_or(0) >> 20
+                ),
+            })?;
         img.resize_exact(width, height, FilterType::Triangle)
     };
     let img = if (width, height) == (side, side) {

@@ -91,7 +91,9 @@ pub fn load(path: &Path, device: &Device) -> Result<SavedModel> {
             looked_in: path.display().to_string(),
             hint: format!(
                 "{} holds a run that has not finished (it has a checkpoint, no model yet): \
-                 continue it with --resume and the options it was started with",
+                 if it was interrupted, continue it with --resume and the options it was \
+                 started with; if it stopped on an error (a loss that was not a number), train \
+                 again into another --out, with a lower rate",
                 run.display()
             ),
         });
