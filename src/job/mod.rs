@@ -318,8 +318,11 @@ impl FineTuneJob {
                     1 => self.config.phase1_lr = found.valley,
                     _ => self.config.phase2_lr = found.valley,
                 }
+                // Rounded for reading: a resume takes `suggested` again, which keeps the
+                // exact rate (config.json), where the rounded one differs from it.
                 self.say(&format!(
-                    "phase {phase} trains at the suggested {:.1e}",
+                    "phase {phase} trains at the suggested {:.1e} (a --resume keeps it: give \
+                     --phase{phase}-lr suggested again)",
                     found.valley
                 ));
             }

@@ -207,18 +207,28 @@ fn draw_panel(
         .collect())
 }
 
-/// A release's marker: a grey line at `x` from `bottom` to `top` in `colour`, its label just
-/// right of it at `label_y`.
+/// A release's marker: a grey line at `x` from `bottom` to `top` in `colour`, its label at
+/// `label_y` just beside it, on the side with room.
 fn draw_marker<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     (x, colour): (f64, [u8; 3]),
     [bottom, top, label_y]: [f64; 3],
     label: String,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let grey = RGBColor(colour[0], colour[1], colour[2]);
     let line = PathElement::new(vec![(x, bottom), (x, top)], grey.stroke_width(2));
     chart.draw_series(std::iter::once(line))?;
-    let text = Text::new(label, (x + 0.05, label_y), (FONT, 15));
+    // Right of the line in the chart's left half, else left of it: a phase 2 that starts near
+    // the last epoch (phase 1 stopped early) had its "jump" cut off at the right edge.
+    let epochs = chart.x_range();
+    let (anchor, at) = if x <= (epochs.start + epochs.end) / 2.0 {
+        (HPos::Left, x + 0.05)
+    } else {
+        (HPos::Right, x - 0.05)
+    };
+    let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(anchor, VPos::Top));
+    let text = Text::new(label, (at, label_y), style);
     chart.draw_series(std::iter::once(text))?;
     Ok(())
 }
