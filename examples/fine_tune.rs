@@ -32,9 +32,10 @@ struct Args {
     /// Validation photos in the same layout (default: --valid-share of --images).
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Share of each class of --images held out for validation when --valid is not given.
-    #[arg(long, default_value_t = 0.2)]
-    valid_share: f64,
+    /// Share of each class of --images held out for validation, in (0, 1) (default 0.2; not
+    /// with --valid).
+    #[arg(long, conflicts_with = "valid")]
+    valid_share: Option<f64>,
     /// Photos of the final evaluation, confusion matrix and prediction grid, in the same layout
     /// (default: the validation photos).
     #[arg(long)]
@@ -168,11 +169,12 @@ fn read(
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.job.check_options(args.input_size)?;
     // Validation is how the jump at the unfreeze point is measured: fine_tune holds some out.
-    if args.valid.is_none() && !(args.valid_share > 0.0 && args.valid_share < 1.0) {
+    let valid_share = args.valid_share.unwrap_or(0.2);
+    if !(valid_share > 0.0 && valid_share < 1.0) {
         return Err(resnet_transfer::Error::invalid_config(
             "valid_share",
             "in (0, 1) (fine_tune always validates; give --valid DIR for photos of your own)",
-            args.valid_share,
+            valid_share,
         )
         .into());
     }
@@ -220,12 +222,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
         None => {
             let labels = photos.images.labels();
-            let split = share_split(labels, classes.len(), args.valid_share, args.job.seed)?;
+            let split = share_split(labels, classes.len(), valid_share, args.job.seed)?;
             if split.validation.is_empty() {
                 return Err(resnet_transfer::Error::invalid_config(
                     "valid_share",
                     "a share that leaves validation photos (or give --valid DIR)",
-                    args.valid_share,
+                    valid_share,
                 )
                 .into());
             }
@@ -289,7 +291,7 @@ fn recipe_options(args: &Args) -> Vec<(String, String)> {
     };
     let valid_share = match args.valid {
         Some(_) => "-".to_string(),
-        None => args.valid_share.to_string(),
+        None => args.valid_share.unwrap_or(0.2).to_string(),
     };
     vec![
         ("images".to_string(), folder(&args.images)),

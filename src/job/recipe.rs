@@ -132,9 +132,10 @@ fn config_entries(c: &TwoPhaseConfig) -> Vec<(&'static str, String)> {
         // Which weights end a phase is early stopping's choice: without it, the last ones.
         (
             "restore_best_weights",
-            match c.patience {
-                Some(_) => c.restore_best_weights.to_string(),
-                None => "unused (no patience)".to_string(),
+            match (c.patience, c.restore_best_weights) {
+                (Some(_), true) => "true (the best epoch's weights)".to_string(),
+                (Some(_), false) => "false (the last epoch's: --keep-last-weights)".to_string(),
+                (None, _) => "unused (no patience)".to_string(),
             },
         ),
         // The plateau schedule's alone, as momentum is SGD's.

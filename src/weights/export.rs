@@ -199,7 +199,7 @@ fn model_proto(model: &ResNet, card: &ModelCard, options: &ExportOptions) -> Res
     let opset = proto.opset_import.last_mut().expect("pushed");
     opset.domain = String::new();
     opset.version = options.opset;
-    for (key, value) in metadata(card)? {
+    for (key, value) in metadata(card, classes)? {
         proto.metadata_props.push(Default::default());
         let entry = proto.metadata_props.last_mut().expect("pushed");
         entry.key = key.into();
@@ -209,15 +209,22 @@ fn model_proto(model: &ResNet, card: &ModelCard, options: &ExportOptions) -> Res
     Ok(proto)
 }
 
-/// The `metadata_props` of an export: what a consumer needs to feed the model.
-fn metadata(card: &ModelCard) -> Result<Vec<(&'static str, String)>> {
+/// The `metadata_props` of an export: what a consumer needs to feed the model, and the names of
+/// its `classes` outputs (the card's, or where it has none for them, the names `predict` falls
+/// back to: ImageNet's for 1000; an ImageNet import's card has none, and its export said `[]`).
+fn metadata(card: &ModelCard, classes: usize) -> Result<Vec<(&'static str, String)>> {
+    let names = if card.class_names.len() == classes {
+        card.class_names.clone()
+    } else {
+        crate::infer::default_names(classes)
+    };
     let (order, scale, mean, std) = match card.preprocess {
         Preprocess::Caffe => ("BGR", "1", CAFFE_MEAN_BGR, [1.0; 3]),
         Preprocess::Torch => ("RGB", "1/255", TORCH_MEAN, TORCH_STD),
         Preprocess::Unit => ("RGB", "1/255", [0.0; 3], [1.0; 3]),
     };
     Ok(vec![
-        ("class_names", json(&card.class_names)?),
+        ("class_names", json(&names)?),
         ("preprocess", card.preprocess.name().into()),
         ("preprocessing", preprocessing_sentence(card.preprocess)),
         ("input_size", card.input_size.to_string()),
@@ -526,4 +533,38 @@ fn float(name: &str, value: f32) -> AttributeProto {
     let mut a = attribute(name, AttributeType::FLOAT);
     a.f = value;
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ResNetConfig;
+
+    /// A card without names for its classes (an ImageNet import's) exports the names `predict`
+    /// falls back to, one per output, where it exported `[]` and a reader indexing the names by
+    /// the top logit failed.
+    #[test]
+    fn class_names_are_one_per_output_even_without_a_cards_names() {
+        let card = |names: Vec<String>| ModelCard {
+            config: ResNetConfig::resnet18(1000),
+            preprocess: Preprocess::Torch,
+            input_size: 224,
+            class_names: names,
+            source: "a test".into(),
+        };
+        let names = |card: &ModelCard, classes: usize| -> Vec<String> {
+            let meta = metadata(card, classes).unwrap();
+            let (_, json) = meta.iter().find(|(k, _)| *k == "class_names").unwrap();
+            serde_json::from_str(json).unwrap()
+        };
+        let imagenet = names(&card(Vec::new()), 1000);
+        assert_eq!(imagenet, crate::infer::default_names(1000));
+        assert_eq!(imagenet.len(), 1000);
+        assert_eq!(
+            names(&card(Vec::new()), 3),
+            ["class 0", "class 1", "class 2"]
+        );
+        let own = vec!["cat".to_string(), "dog".to_string()];
+        assert_eq!(names(&card(own.clone()), 2), own);
+    }
 }

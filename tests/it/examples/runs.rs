@@ -79,7 +79,9 @@ fn a_resume_with_another_recipe_is_refused_naming_every_change() {
         "`plateau_factor` saved 0.1, given 0.5".into(),
         "`plateau_patience` saved 1, given 2".into(),
         "`patience` saved none, given 2".into(),
-        "`restore_best_weights` saved unused (no patience), given false".into(),
+        "`restore_best_weights` saved unused (no patience), given false (the last epoch's: \
+         --keep-last-weights)"
+            .into(),
         "`augment` saved false, given true".into(),
         "`stage_lr_decay` saved 1, given 0.5".into(),
         "`optimizer` saved adam, given sgd".into(),
