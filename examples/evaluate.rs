@@ -102,15 +102,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // memory does not grow with their number.
         Some(dir) => {
             let files = list_image_folder(dir)?.with_classes(&names)?;
-            if !files.left_out.is_empty() {
-                let counts: Vec<String> = (files.left_out.iter())
-                    .map(|(e, n)| format!("{n} {e}"))
-                    .collect();
-                eprintln!(
-                    "left out {} files that are not photos this crate reads ({})",
-                    files.left_out.values().sum::<usize>(),
-                    counts.join(", ")
-                );
+            if let Some(line) = files.left_out_line() {
+                eprintln!("{line}");
             }
             let parts = files
                 .chunks(size, args.batch_size, args.skip_bad)

@@ -197,15 +197,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ("--test", test_files.as_ref()),
     ];
     for (option, files) in lists {
-        if let Some(files) = files.filter(|f| !f.left_out.is_empty()) {
-            let counts: Vec<String> = (files.left_out.iter())
-                .map(|(e, n)| format!("{n} {e}"))
-                .collect();
+        if let Some(line) = files.and_then(ImageFiles::left_out_line) {
             eprintln!(
-                "{option}: left out {} files that are not photos this crate reads ({}); \
-                 convert photos in other formats (HEIC, AVIF) to JPEG or PNG to train on them",
-                files.left_out.values().sum::<usize>(),
-                counts.join(", ")
+                "{option}: {line}; convert photos in other formats (HEIC, AVIF) to JPEG or PNG \
+                 to train on them"
             );
         }
     }

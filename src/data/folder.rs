@@ -170,6 +170,25 @@ pub fn list_image_folder(root: &Path) -> Result<ImageFiles> {
 }
 
 impl ImageFiles {
+    /// What the listing left out, for its user: `left out 3 files that are not photos this crate
+    /// reads (2 .HEIC, 1 .txt)`, or `None` where it left nothing out.
+    pub fn left_out_line(&self) -> Option<String> {
+        if self.left_out.is_empty() {
+            return None;
+        }
+        let counts: Vec<String> = (self.left_out.iter())
+            .map(|(e, n)| format!("{n} {e}"))
+            .collect();
+        let what = match self.left_out.values().sum::<usize>() {
+            1 => "1 file that is not a photo".to_string(),
+            n => format!("{n} files that are not photos"),
+        };
+        Some(format!(
+            "left out {what} this crate reads ({})",
+            counts.join(", ")
+        ))
+    }
+
     /// Number of photo files.
     pub fn len(&self) -> usize {
         self.files.len()
@@ -589,6 +608,10 @@ mod tests {
         assert_eq!(listed.labels, [0, 0, 1, 1, 1]);
         // What was left out is counted for the user (hidden files aside).
         assert_eq!(listed.left_out, BTreeMap::from([(".txt".to_string(), 1)]));
+        assert_eq!(
+            listed.left_out_line().unwrap(),
+            "left out 1 file that is not a photo this crate reads (1 .txt)"
+        );
     }
 
     #[cfg(unix)]
