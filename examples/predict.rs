@@ -86,6 +86,14 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Sizes of 0 fail before the weights are read (and before the preprocessing line says them).
+    use resnet_transfer::Error;
+    if args.batch_size == 0 {
+        return Err(Error::invalid_config("batch_size", "at least 1", 0).into());
+    }
+    if args.input_size == Some(0) {
+        return Err(Error::invalid_config("input_size", "at least 1", 0).into());
+    }
     // A mistyped name fails now, not after the photos before it have been classified.
     for path in &args.images {
         std::fs::metadata(path).map_err(|e| resnet_transfer::Error::io(path, e))?;
@@ -118,9 +126,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         chosen(args.input_size.is_some()),
         s = classifier.input_size,
     );
-    if args.batch_size == 0 {
-        return Err(resnet_transfer::Error::invalid_config("batch_size", "at least 1", 0).into());
-    }
     classifier.batch_size = args.batch_size;
     if let Some(dir) = &args.explain {
         // A size with no map to show, or a folder that cannot be written, fails before any photo.

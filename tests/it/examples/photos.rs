@@ -245,6 +245,29 @@ fn predict_and_evaluate_run_photos_in_batches_and_refuse_names_that_do_not_fit()
         }
     }
 
+    // Sizes of 0 refused by name before anything runs: predict's batch and input side, and
+    // evaluate's batch (which ran as 1).
+    let zero_side = predict("5").args(["--input-size", "0"]).output().unwrap();
+    let zero_batch = predict("0").output().unwrap();
+    let mut evaluate_zero = Command::new(example("evaluate"));
+    evaluate_zero
+        .arg("--model")
+        .arg(weights())
+        .arg("--images")
+        .arg(&photos);
+    let evaluate_zero = evaluate_zero.args(["--batch-size", "0"]).output().unwrap();
+    for (out, want) in [
+        (zero_side, "`input_size` is 0, expected at least 1"),
+        (zero_batch, "`batch_size` is 0, expected at least 1"),
+        (evaluate_zero, "`batch_size` is 0, expected at least 1"),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(want) && !stderr.contains("pixels"),
+            "{stderr}"
+        );
+    }
+
     // Three names for a model of ten classes: refused, naming the file and both counts.
     let names = tmp.path().join("names.txt");
     std::fs::write(&names, "cat\ndog\nship\n").unwrap();
