@@ -166,10 +166,14 @@ fn read(
     Ok(folder)
 }
 
+/// The share of each class held out for validation when neither --valid-share nor --valid is
+/// given.
+const DEFAULT_VALID_SHARE: f64 = 0.2;
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.job.check_options(args.input_size)?;
     // Validation is how the jump at the unfreeze point is measured: fine_tune holds some out.
-    let valid_share = args.valid_share.unwrap_or(0.2);
+    let valid_share = args.valid_share.unwrap_or(DEFAULT_VALID_SHARE);
     if !(valid_share > 0.0 && valid_share < 1.0) {
         return Err(resnet_transfer::Error::invalid_config(
             "valid_share",
@@ -286,7 +290,7 @@ fn recipe_options(args: &Args) -> Vec<(String, String)> {
     };
     let valid_share = match args.valid {
         Some(_) => "-".to_string(),
-        None => args.valid_share.unwrap_or(0.2).to_string(),
+        None => args.valid_share.unwrap_or(DEFAULT_VALID_SHARE).to_string(),
     };
     vec![
         ("images".to_string(), folder(&args.images)),

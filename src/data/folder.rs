@@ -176,16 +176,13 @@ impl ImageFiles {
         if self.left_out.is_empty() {
             return None;
         }
-        let counts: Vec<String> = (self.left_out.iter())
-            .map(|(e, n)| format!("{n} {e}"))
-            .collect();
         let what = match self.left_out.values().sum::<usize>() {
             1 => "1 file that is not a photo".to_string(),
             n => format!("{n} files that are not photos"),
         };
         Some(format!(
             "left out {what} this crate reads ({})",
-            counts.join(", ")
+            by_ending(&self.left_out)
         ))
     }
 
@@ -519,12 +516,17 @@ fn check_one_class_each(files: &[PathBuf], labels: &[usize], classes: &[PathBuf]
     Ok(())
 }
 
+/// Files counted by ending, as a person reads them: `2 .HEIC, 1 .txt`.
+fn by_ending(counts: &BTreeMap<String, usize>) -> String {
+    let counts: Vec<String> = counts.iter().map(|(e, n)| format!("{n} {e}")).collect();
+    counts.join(", ")
+}
+
 fn empty_class(dir: &Path, others: &BTreeMap<String, usize>) -> Error {
     let held = if others.is_empty() {
         "it holds no files (hidden ones aside)".to_string()
     } else {
-        let counts: Vec<String> = others.iter().map(|(e, n)| format!("{n} {e}")).collect();
-        format!("it holds only other files: {}", counts.join(", "))
+        format!("it holds only other files: {}", by_ending(others))
     };
     Error::NotFound {
         what: format!("photos of class `{}`", file_name(dir)),
