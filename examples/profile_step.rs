@@ -101,7 +101,10 @@ fn run(args: &Args) -> resnet_transfer::Result<()> {
     let mut optim = FusedAdamConfig::new().init();
     for step in 0..=args.steps {
         let times;
-        (model, times) = timed_step(model, backbone.as_ref(), &mut optim, &images, replicas)?;
+        // As the learner runs a step on a CPU backend: the pool's other workers held awake.
+        (model, times) = resnet_transfer::device::keep_pool_awake(|| {
+            timed_step(model, backbone.as_ref(), &mut optim, &images, replicas)
+        })?;
         if step > 0 {
             totals.iter_mut().zip(times).for_each(|(t, x)| *t += x);
         }

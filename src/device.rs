@@ -18,7 +18,9 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 
-pub use crate::cpu::tuning::{on_pool_worker, pack_skinny_products, tune_host_allocator};
+pub use crate::cpu::tuning::{
+    keep_pool_awake, on_pool_worker, pack_skinny_products, tune_host_allocator,
+};
 
 /// The backends this crate knows about, whether or not this build compiles them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

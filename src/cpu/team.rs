@@ -210,6 +210,54 @@ pub(crate) fn with_team<R>(work: impl FnOnce() -> R) -> R {
     })
 }
 
+/// Runs `work` on this thread, a worker of rayon's pool, with the pool's other workers kept
+/// awake until it returns: see [`keep_pool_awake`](super::tuning::keep_pool_awake).
+pub(crate) fn with_pool_awake<R>(work: impl FnOnce() -> R) -> R {
+    let threads = threads();
+    if threads < 2 || rayon::current_thread_index().is_none() {
+        return work();
+    }
+    let stop = AtomicBool::new(false);
+    let leader = std::thread::current().id();
+    /// Ends the helpers' loops, also when `work` panics.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Release);
+        }
+    }
+    rayon::in_place_scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|_| awake(&stop, leader));
+        }
+        let _stop = Stop(&stop);
+        work()
+    })
+}
+
+/// A kept-awake worker's loop ([`with_pool_awake`]): runs the pool's pending jobs as they come,
+/// spinning between them, yielding its core after [`SPIN`] without any.
+fn awake(stop: &AtomicBool, leader: std::thread::ThreadId) {
+    // The leader, waiting for work of its own, may pop this job itself: it must not loop here.
+    if std::thread::current().id() == leader {
+        return;
+    }
+    let mut idle = Instant::now();
+    let mut spins = 0u32;
+    while !stop.load(Acquire) {
+        if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+            idle = Instant::now();
+            continue;
+        }
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(64) && idle.elapsed() > SPIN {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// `f(item)` for each of `items`, on the pool's threads: by the team this thread leads, if any
 /// ([`with_team`]), else by rayon.
 pub(crate) fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Send + Sync) {
@@ -302,6 +350,41 @@ mod tests {
         assert!(caught.is_err());
         // The pool is free again: the helper left.
         assert_eq!(pool.install(|| with_team(|| 7)), 7);
+    }
+
+    #[test]
+    fn work_under_an_awake_pool_runs_whole_and_the_pool_is_free_after() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let threads = Mutex::new(std::collections::HashSet::new());
+            let sum: usize = with_pool_awake(|| {
+                (0..64usize)
+                    .into_par_iter()
+                    .map(|i| {
+                        threads.lock().unwrap().insert(std::thread::current().id());
+                        std::thread::sleep(Duration::from_micros(200));
+                        i
+                    })
+                    .sum()
+            });
+            assert_eq!(sum, 63 * 64 / 2);
+            if cores() > 1 {
+                assert_eq!(
+                    threads.lock().unwrap().len(),
+                    2,
+                    "the awake worker took none"
+                );
+            }
+            // A panic inside still stops the helper, and the pool serves the next call.
+            let caught = std::panic::catch_unwind(|| with_pool_awake(|| panic!("inside")));
+            assert!(caught.is_err());
+            assert_eq!(with_pool_awake(|| rayon::join(|| 3, || 4)), (3, 4));
+        });
+        // Outside the pool, the work runs as it is.
+        assert_eq!(with_pool_awake(|| 5), 5);
     }
 
     #[test]

@@ -71,6 +71,34 @@ pub fn on_pool_worker<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
 
+/// Runs `work` with the other workers of the CPU backends' thread pool kept awake until it
+/// returns, each running whatever parallel work `work`'s operations hand to rayon as it comes,
+/// spinning between them ([`rayon::yield_now`]), rather than falling asleep after each one and
+/// being woken by the next.
+///
+/// A ResNet training step on small images is hundreds of short parallel operations; between
+/// them rayon's idle workers sleep, and waking one is a system call and a context switch on
+/// each side (about 500 context switches a step at 32x32 pixels, batch 32, on 2 cores). Held
+/// awake through the step, that step ran 6-23% faster (paired steps in one process, a ResNet50
+/// at 32x32, batch 32; 224x224 and the head-only step unmoved; docs/PERFORMANCE.md). The
+/// awake workers spin for at most 2 ms without work before they start yielding their cores
+/// between checks.
+///
+/// Call it from a worker of the pool ([`on_pool_worker`]); elsewhere, or with one thread, it
+/// runs `work` as it is. [`TwoPhase::fit`](crate::train::TwoPhase::fit) runs each training step
+/// of a CPU backend under it.
+///
+/// ```
+/// use resnet_transfer::device::{keep_pool_awake, on_pool_worker};
+/// use rayon::prelude::*;
+///
+/// let sum: u64 = on_pool_worker(|| keep_pool_awake(|| (1..=100u64).into_par_iter().sum()));
+/// assert_eq!(sum, 5050);
+/// ```
+pub fn keep_pool_awake<R>(work: impl FnOnce() -> R) -> R {
+    super::team::with_pool_awake(work)
+}
+
 /// Makes glibc's `malloc` keep the memory a training step frees, for the next step to reuse.
 ///
 /// A ResNet step on the CPU backends allocates and frees hundreds of tensors of a few megabytes.

@@ -181,29 +181,42 @@ impl TwoPhase {
         let ahead = if train.is_streamed() { PREFETCH } else { 0 };
         model = prefetched(batch_list, ahead, |batch_list| -> Result<ResNet> {
             let mut model = model;
+            // On a CPU backend each step runs with the pool's other worker held awake: a step
+            // at 32x32 pixels is hundreds of short parallel operations, each of which would
+            // otherwise wake it (`keep_pool_awake`).
+            let host = crate::device::is_host(device);
             for (step, batch) in batch_list.enumerate() {
                 let batch = batch?;
                 let n = batch.targets.dims()[0];
-                let (grads, batch_loss, batch_right) =
-                    data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
-                        let images = batch.images.clone().narrow(0, share.start, share.len());
-                        let targets = batch.targets.clone().narrow(0, share.start, share.len());
-                        let (images, targets) = (images.to_device(on), targets.to_device(on));
-                        let logits = match (frozen_backbone, &replica.head) {
-                            (Some(backbone), Some(head)) => {
-                                match backbone.features(images.clone()) {
-                                    Ok(features) => head.forward(features),
-                                    Err(_) => replica.forward(images),
+                let mut train_step = |model: ResNet| {
+                    let (grads, batch_loss, batch_right) =
+                        data_parallel(&model, loss, device, replicas, n, |replica, share, on| {
+                            let images = batch.images.clone().narrow(0, share.start, share.len());
+                            let targets = batch.targets.clone().narrow(0, share.start, share.len());
+                            let (images, targets) = (images.to_device(on), targets.to_device(on));
+                            let logits = match (frozen_backbone, &replica.head) {
+                                (Some(backbone), Some(head)) => {
+                                    match backbone.features(images.clone()) {
+                                        Ok(features) => head.forward(features),
+                                        Err(_) => replica.forward(images),
+                                    }
                                 }
-                            }
-                            _ => replica.forward(images),
-                        };
-                        (logits, targets)
-                    });
+                                _ => replica.forward(images),
+                            };
+                            (logits, targets)
+                        });
+                    let model = optim.step(rates.at(step, batches), model, grads);
+                    (model, batch_loss, batch_right)
+                };
+                let (stepped, batch_loss, batch_right) = if host {
+                    crate::device::keep_pool_awake(|| train_step(model))
+                } else {
+                    train_step(model)
+                };
+                model = stepped;
                 right += batch_right;
                 loss_sum += batch_loss;
                 seen += n;
-                model = optim.step(rates.at(step, batches), model, grads);
                 bar.inc(1);
                 bar.set_message(format!("loss {:.4}", loss_sum / seen as f64));
             }
