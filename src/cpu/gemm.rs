@@ -14,7 +14,7 @@ pub(crate) const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 /// costs more than the multiply-adds: stage 4's `[32, 2048] · [2048, 512]` ran at 15 GMAC/s.
 /// There the product is made column-major, packing `lhs` instead, and transposed into place:
 /// the same product at 119 GMAC/s, and a ResNet50 training step at 32x32 pixels, batch 32,
-/// 13-17% faster (docs/PERFORMANCE.md).
+/// 11-17% faster (docs/PERFORMANCE.md).
 pub(crate) fn product(
     [m, k, n]: [usize; 3],
     (lhs, [lhs_rs, lhs_cs]): (&[f32], [usize; 2]),
@@ -95,17 +95,41 @@ fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// `lhs · rhs` by a plain triple loop in f64, row-major.
-    fn reference(m: usize, k: usize, n: usize, lhs: &[f32], rhs_t: &[f32]) -> Vec<f64> {
+    /// `lhs · rhs` by a plain triple loop in f64, each operand with its `[row, column]` strides.
+    fn reference(
+        [m, k, n]: [usize; 3],
+        (lhs, [lhs_rs, lhs_cs]): (&[f32], [usize; 2]),
+        (rhs, [rhs_rs, rhs_cs]): (&[f32], [usize; 2]),
+    ) -> Vec<f64> {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
                 out[i * n + j] = (0..k)
-                    .map(|p| f64::from(lhs[i * k + p]) * f64::from(rhs_t[j * k + p]))
+                    .map(|p| {
+                        f64::from(lhs[i * lhs_rs + p * lhs_cs])
+                            * f64::from(rhs[p * rhs_rs + j * rhs_cs])
+                    })
                     .sum();
             }
         }
         out
+    }
+
+    /// Checks [`product`] against [`reference`] on values made from a salt.
+    fn check(dims: [usize; 3], lhs_strides: [usize; 2], rhs_strides: [usize; 2]) {
+        let [m, k, n] = dims;
+        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
+        let lhs: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|i| value(i, 2)).collect();
+        let got = product(dims, (&lhs, lhs_strides), (&rhs, rhs_strides), true);
+        let want = reference(dims, (&lhs, lhs_strides), (&rhs, rhs_strides));
+        let scale = want.iter().fold(0f64, |a, b| a.max(b.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= 1e-5 * scale,
+                "{dims:?} at {i}: {g} against {w}"
+            );
+        }
     }
 
     #[test]
@@ -113,18 +137,20 @@ mod tests {
         // An input gradient `dY · Wᵀ` with few rows (run column-major, then transposed) and
         // with many (run as it is), `W` stored `[n, k]`, and odd sizes that leave partial blocks.
         for [m, k, n] in [[32, 2048, 512], [5, 67, 19], [512, 128, 1152], [33, 17, 9]] {
-            let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
-            let lhs: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
-            let weight: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
-            let got = product([m, k, n], (&lhs, [k, 1]), (&weight, [1, k]), true);
-            let want = reference(m, k, n, &lhs, &weight);
-            let scale = want.iter().fold(0f64, |a, b| a.max(b.abs()));
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (f64::from(*g) - w).abs() <= 1e-5 * scale,
-                    "[{m}, {k}, {n}] at {i}: {g} against {w}"
-                );
-            }
+            check([m, k, n], [k, 1], [1, k]);
+        }
+    }
+
+    #[test]
+    fn weight_gradients_match_the_textbook() {
+        // `xᵀ · dY` with `x` stored `[k, m]` and `dY` `[k, n]`, over many rows and over few.
+        for [m, k, n] in [
+            [64, 4096, 256],
+            [7, 613, 29],
+            [256, 128, 1024],
+            [30, 50, 40],
+        ] {
+            check([m, k, n], [1, m], [n, 1]);
         }
     }
 
