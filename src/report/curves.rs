@@ -185,14 +185,21 @@ fn draw_panel(
         )
         .map_err(err)?;
     }
-    // Gradual unfreezing: each later release, lighter, labelled lower than the unfreeze point.
-    for (epoch, stage) in history.releases() {
+    // Gradual unfreezing: each later release, lighter, labelled lower than the unfreeze point,
+    // each label a line above the one before: releases an epoch apart (`--unfreeze-every 1`)
+    // had their labels printed over each other.
+    let line = {
+        let (_, height) = chart.plotting_area().dim_in_pixel();
+        18.0 * (hi - lo + 2.0 * pad) / f64::from(height.max(1))
+    };
+    for (k, (epoch, stage)) in history.releases().into_iter().enumerate() {
         let label = match stage {
             1 => "+ stage 1, stem".to_string(),
             s => format!("+ stage {s}"),
         };
         let at = (epoch as f64 - 0.5, RELEASE_MARKER);
-        draw_marker(&mut chart, at, [lo - pad, hi + pad, lo + pad * 0.2], label).map_err(err)?;
+        let label_y = lo + pad * 0.2 + k as f64 * line;
+        draw_marker(&mut chart, at, [lo - pad, hi + pad, label_y], label).map_err(err)?;
     }
     chart
         .configure_series_labels()
@@ -310,6 +317,25 @@ mod tests {
         assert!(
             !marker_columns(&png).is_empty(),
             "the unfreeze point is still marked"
+        );
+        // The three labels, one per release an epoch apart, stand on three lines, not on one:
+        // the dark text in the loss panel's lowest 40%, below the legend and right of epoch 3,
+        // spans three lines.
+        let columns = epoch_x[2] as u32 + 4..epoch_x[5] as u32;
+        let dark_rows: Vec<u32> = (png.height() * 6 / 10..png.height())
+            .filter(|&y| {
+                let dark = (columns.clone())
+                    .filter(|&x| png.get_pixel(x, y).0.iter().all(|&c| c < 80))
+                    .count();
+                // Text, not the axis line under the chart.
+                dark > 0 && dark < columns.len() / 2
+            })
+            .take_while(|&y| y < png.height() - 48)
+            .collect();
+        let extent = dark_rows.last().zip(dark_rows.first()).map(|(b, t)| b - t);
+        assert!(
+            extent.is_some_and(|e| e >= 30),
+            "release labels on rows {dark_rows:?}"
         );
         draw_curves(&path, &history(&[1, 1, 2, 2])).unwrap();
         assert!(columns_of(&decode(&path), RELEASE_MARKER).is_empty());
