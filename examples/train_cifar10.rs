@@ -30,8 +30,9 @@ struct Args {
     #[arg(long)]
     train_samples: Option<usize>,
     /// Validation images, stratified, from the rest of the training set [default: a fifth of
-    /// the images used, at most 2,000]. 0 trains without validation (no early stopping, no
-    /// plateau schedule, no jump).
+    /// the images used, at most 2,000; beside --train-samples, at most what is left, and a
+    /// --train-samples that leaves none is refused]. 0 trains without validation (no early
+    /// stopping, no plateau schedule, no jump).
     #[arg(long)]
     valid_samples: Option<usize>,
     /// Test images, stratified (default: the whole test set).

@@ -117,7 +117,9 @@ pub const DEFAULT_VALID_CAP: usize = 2_000;
 /// there are enough images, and validation [`DEFAULT_VALID_SHARE`] of the images used, at most
 /// [`DEFAULT_VALID_CAP`] (CIFAR-10: 10,000 and 2,000; a set of 500: 400 and 100). Sizes that do
 /// not fit give an [`Error::InvalidConfig`] naming `train_samples` or `valid_samples` and the
-/// largest value that would.
+/// largest value that would. Given a training size, the default validation size shrinks to
+/// what is left beside it; a training size that leaves none is refused (a run without
+/// validation is asked for with `valid` 0).
 ///
 /// ```
 /// use resnet_transfer::data::sample_sizes;
@@ -128,6 +130,10 @@ pub const DEFAULT_VALID_CAP: usize = 2_000;
 /// assert_eq!(sample_sizes(&labels, 10, Some(450), None).unwrap(), (450, 50));
 /// let err = sample_sizes(&labels, 10, Some(450), Some(100)).unwrap_err().to_string();
 /// assert!(err.contains("valid_samples") && err.contains("at most 50"), "{err}");
+/// // Every image for training leaves none for validation: refused, unless asked for.
+/// let err = sample_sizes(&labels, 10, Some(500), None).unwrap_err().to_string();
+/// assert!(err.contains("train_samples") && err.contains("at most 400"), "{err}");
+/// assert_eq!(sample_sizes(&labels, 10, Some(500), Some(0)).unwrap(), (500, 0));
 /// ```
 pub fn sample_sizes(
     labels: &[usize],
@@ -161,7 +167,27 @@ pub fn sample_sizes(
     }
     let valid = match valid {
         Some(v) => v,
-        None => default_valid(train).min(max_valid(&by_class, train)),
+        None => {
+            let v = default_valid(train).min(max_valid(&by_class, train));
+            if v == 0 && default_valid(train) > 0 {
+                // A training size that leaves no image for validation: a run without
+                // validation (no early stopping, no jump to show) only where asked for.
+                let most = (0..=train)
+                    .rev()
+                    .find(|&t| fits(&by_class, t, default_valid(t)))
+                    .unwrap_or(0);
+                return Err(Error::invalid_config(
+                    "train_samples",
+                    format!(
+                        "at most {most}, which leaves the default validation images beside \
+                         them (a fifth of those used; no image is left beside {train}), or \
+                         valid_samples 0 to train without validation"
+                    ),
+                    train,
+                ));
+            }
+            v
+        }
     };
     if fits(&by_class, train, valid) {
         return Ok((train, valid));
