@@ -16,7 +16,7 @@ pub struct Tile {
     pub height: usize,
     /// Width in pixels.
     pub width: usize,
-    /// Text under the image.
+    /// Text under the image; each line (`\n`) under the one before.
     pub caption: String,
     /// Colour of the caption (e.g. green for a right prediction, red for a wrong one).
     pub color: RGBColor,
@@ -33,7 +33,8 @@ pub struct GridRow {
     pub tiles: Vec<Tile>,
 }
 
-const CAPTION: usize = 20;
+/// Height of a caption's line, in pixels.
+pub(crate) const CAPTION: usize = 20;
 const GAP: usize = 6;
 const TITLE: usize = 34;
 /// Width of a tile's frame, in pixels.
@@ -54,6 +55,15 @@ fn display_size(tile: &Tile) -> (usize, usize) {
     (scale(tile.width), scale(tile.height))
 }
 
+/// The most lines any caption of `rows` has (at least one).
+fn caption_lines(rows: &[GridRow]) -> usize {
+    (rows.iter().flat_map(|r| &r.tiles))
+        .map(|t| t.caption.lines().count())
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Where things go in a grid.
 pub(crate) struct Layout {
     cell_w: usize,
@@ -68,7 +78,8 @@ impl Layout {
     pub(crate) fn new(title: bool, rows: &[GridRow]) -> Self {
         let sizes = || rows.iter().flat_map(|r| &r.tiles).map(display_size);
         let cell_w = sizes().map(|s| s.0).max().unwrap_or(96).max(80) + 2 * FRAME;
-        let cell_h = sizes().map(|s| s.1).max().unwrap_or(96) + 2 * FRAME + CAPTION;
+        let cell_h =
+            sizes().map(|s| s.1).max().unwrap_or(96) + 2 * FRAME + caption_lines(rows) * CAPTION;
         let label_w = if rows.iter().any(|r| r.label.is_some()) {
             110
         } else {
@@ -89,7 +100,12 @@ impl Layout {
         }
     }
 
-    fn cell(&self, r: usize, c: usize) -> (usize, usize) {
+    /// Where captions start, below a cell's top.
+    pub(crate) fn caption_y(&self, rows: &[GridRow]) -> usize {
+        self.cell_h - caption_lines(rows) * CAPTION + 2
+    }
+
+    pub(crate) fn cell(&self, r: usize, c: usize) -> (usize, usize) {
         (
             self.label_w + GAP + c * (self.cell_w + GAP),
             self.top + r * (self.cell_h + GAP),
@@ -138,7 +154,7 @@ pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<(
             blit(&mut buf, width, tile, rect);
         }
     }
-    let caption_y = (layout.cell_h - CAPTION) as i32 + 2;
+    let caption_y = layout.caption_y(rows) as i32;
     {
         let backend = BitMapBackend::with_buffer(&mut buf, (width as u32, height as u32));
         let root = backend.into_drawing_area();
@@ -159,8 +175,10 @@ pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<(
             for (c, tile) in row.tiles.iter().enumerate() {
                 let x0 = layout.cell(r, c).0 as i32;
                 let style = (FONT, 15).into_font().color(&tile.color);
-                root.draw_text(&tile.caption, &style, (x0 + 2, y0 + caption_y))
-                    .map_err(err)?;
+                for (i, line) in tile.caption.lines().enumerate() {
+                    let y = y0 + caption_y + (i * CAPTION) as i32;
+                    root.draw_text(line, &style, (x0 + 2, y)).map_err(err)?;
+                }
             }
         }
         root.present().map_err(err)?;

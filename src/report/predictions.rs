@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::report::{GridRow, Tile, class_name, draw_grid};
 
 /// A grid of test images, each framed and captioned with its predicted class: green when right,
-/// red when wrong. Takes up to `count` images, a third of them mistakes where there are any, so
+/// red when wrong, with the true class on a second line (`true: dog`). Takes up to `count` images, a third of them mistakes where there are any, so
 /// mistakes show; returns the indices shown, row by row, 8 to a row.
 pub fn draw_predictions(
     path: &Path,
@@ -68,7 +68,11 @@ fn prediction_rows(
             rgb: set.image(i)?.into_owned(),
             height: set.height(),
             width: set.width(),
-            caption: name(predictions[i]),
+            caption: if predictions[i] == set.label(i) {
+                name(predictions[i])
+            } else {
+                format!("{}\ntrue: {}", name(predictions[i]), name(set.label(i)))
+            },
             color: if predictions[i] == set.label(i) {
                 RIGHT
             } else {
@@ -99,7 +103,7 @@ pub(crate) const WRONG: RGBColor = RGBColor(220, 0, 0);
 mod tests {
     use super::*;
     use crate::report::decode_png as decode;
-    use crate::report::grid::{FRAME, Layout};
+    use crate::report::grid::{CAPTION, FRAME, Layout};
 
     #[test]
     fn exactly_the_wrong_predictions_have_red_frames() {
@@ -140,6 +144,29 @@ mod tests {
             let first = set.image(i).unwrap();
             assert_eq!(inside, [first[0], first[plane], first[2 * plane]]);
             let _ = w;
+            // A mistake's caption names the prediction, then the true class on a second line,
+            // drawn in its red; a right one names the class alone.
+            let caption = &rows[r].tiles[c].caption;
+            let (predicted, truth) = (&names[predictions[i]], &names[labels[i]]);
+            let red_in_line = |line: usize| {
+                let (x0, y0) = layout.cell(r, c);
+                let top = y0 + layout.caption_y(&rows) + line * CAPTION;
+                (top..top + CAPTION - 4).any(|yy| {
+                    (x0..x0 + 60).any(|xx| {
+                        let p = png.get_pixel(xx as u32, yy as u32).0;
+                        p[0] > 150 && p[1] < 110 && p[2] < 110
+                    })
+                })
+            };
+            if wrong.contains(&i) {
+                assert_eq!(caption, &format!("{predicted}\ntrue: {truth}"));
+                assert!(
+                    red_in_line(0) && red_in_line(1),
+                    "image {i}'s two red lines"
+                );
+            } else {
+                assert_eq!(caption, predicted);
+            }
         }
     }
 }
