@@ -199,7 +199,7 @@ impl FineTuneJob {
         self.say(&format!(
             "ResNet{} on {} ({} training, {} validation, {} test images of {} classes, {}x{} px, preprocessing {})",
             card.config.depth,
-            self.backend,
+            self.backend_sentence(),
             data.train.len(),
             data.valid.len(),
             data.test.len(),

@@ -133,7 +133,7 @@ impl FineTuneJob {
         let mut extra = vec![
             ("weights".to_string(), self.weights.clone()),
             ("data".to_string(), data.source.clone()),
-            ("backend".to_string(), self.backend.clone()),
+            ("backend".to_string(), self.backend_sentence()),
             ("training loss".to_string(), self.loss_sentence()),
             ("learning rates".to_string(), self.rates_sentence()),
             ("optimizer".to_string(), self.optimizer_sentence()),
@@ -153,6 +153,25 @@ impl FineTuneJob {
             &card.class_names,
             &extra,
         )
+    }
+
+    /// The backend, and the devices where several were given: on a CPU backend, its one device
+    /// taking turns as the replicas (a new user's `--devices 0,1` on flex ran so without a word).
+    pub(super) fn backend_sentence(&self) -> String {
+        let host = (self.backend.parse::<crate::device::BackendKind>()).is_ok_and(|b| b.is_host());
+        match self.devices.as_slice() {
+            [] | [_] => self.backend.clone(),
+            devices if host => format!(
+                "{}, devices {devices:?}: {} replicas taking turns on its one CPU device \
+                 (data parallel as on GPUs, the same numbers as one device, no faster)",
+                self.backend,
+                devices.len()
+            ),
+            devices => format!(
+                "{}, devices {devices:?}, every batch split between them",
+                self.backend
+            ),
+        }
     }
 
     /// Both phases' rates as the summary names them, and which a sweep suggested.

@@ -14,6 +14,12 @@ fn a_two_device_main_job_ends_with_the_one_device_history() {
     let (two, restored_two) = history_of(&out);
     assert_same_history(&one, &two);
     assert_eq!(restored_one, restored_two);
+    // The summary says the replicas took turns on the one CPU device.
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("devices [0, 1]: 2 replicas taking turns"),
+        "{summary}"
+    );
     // An index given twice is refused, named.
     let failed = main_job(tmp.path(), &tmp.path().join("twice"))
         .args(["--devices", "1,1"])
