@@ -215,28 +215,34 @@ fn draw_panel(
 }
 
 /// A release's marker: a grey line at `x` from `bottom` to `top` in `colour`, its label at
-/// `label_y` just beside it, on the side with room.
+/// `label_y` just beside it, on the side with room, on a white box: the lines of releases an
+/// epoch apart and the curves ran through the labels' text.
 fn draw_marker<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     (x, colour): (f64, [u8; 3]),
     [bottom, top, label_y]: [f64; 3],
     label: String,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
-    use plotters::style::text_anchor::{HPos, Pos, VPos};
     let grey = RGBColor(colour[0], colour[1], colour[2]);
     let line = PathElement::new(vec![(x, bottom), (x, top)], grey.stroke_width(2));
     chart.draw_series(std::iter::once(line))?;
+    let font = (FONT, 15).into_font();
+    let (w, h) = font
+        .box_size(&label)
+        .map_or((8 * label.len() as u32, 15), |s| s);
+    let (w, h) = (w as i32 + 6, h as i32 + 4);
     // Right of the line in the chart's left half, else left of it: a phase 2 that starts near
     // the last epoch (phase 1 stopped early) had its "jump" cut off at the right edge.
     let epochs = chart.x_range();
-    let (anchor, at) = if x <= (epochs.start + epochs.end) / 2.0 {
-        (HPos::Left, x + 0.05)
+    let left = if x <= (epochs.start + epochs.end) / 2.0 {
+        3
     } else {
-        (HPos::Right, x - 0.05)
+        -3 - w
     };
-    let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(anchor, VPos::Top));
-    let text = Text::new(label, (at, label_y), style);
-    chart.draw_series(std::iter::once(text))?;
+    let label = EmptyElement::at((x, label_y))
+        + Rectangle::new([(left, 0), (left + w, h)], WHITE.mix(0.9).filled())
+        + Text::new(label, (left + 3, 2), font.color(&BLACK));
+    chart.draw_series(std::iter::once(label))?;
     Ok(())
 }
 
