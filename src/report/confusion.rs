@@ -5,6 +5,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use crate::error::Result;
+use crate::report::grid::fit_width;
 use crate::report::{FONT, drawing_error, register_font, save_png};
 
 /// Side of a confusion-matrix cell, and the matrix's offset from the picture's left and top.
@@ -65,19 +66,24 @@ pub fn draw_confusion(path: &Path, confusion: &[Vec<usize>], names: &[String]) -
                 )
                 .map_err(err)?;
             }
+            // Long names shortened in the middle to their margin: they ran over the cells.
             let name = names.get(r).map(String::as_str).unwrap_or("");
+            let font = (FONT, 15).into_font();
+            let name = fit_width(name, &font, (left - 14) as u32);
             let y = (top + r * cell + 18) as i32;
-            root.draw_text(name, &(FONT, 15).into_font().color(&BLACK), (8, y))
+            root.draw_text(&name, &font.color(&BLACK), (8, y))
                 .map_err(err)?;
         }
         for c in 0..n {
             let name = names.get(c).map(String::as_str).unwrap_or("");
+            // Below the title.
+            let name = fit_width(name, &(FONT, 14).into_font(), (top - 40) as u32);
             let style = (FONT, 14)
                 .into_font()
                 .transform(FontTransform::Rotate270)
                 .color(&BLACK);
             root.draw_text(
-                name,
+                &name,
                 &style,
                 ((left + c * cell + 18) as i32, top as i32 - 6),
             )
@@ -120,5 +126,39 @@ mod tests {
         let (many, few) = (cell(1, 2), cell(2, 1));
         assert!(many[0] == 255 && many[1] < few[1] && few[1] < 255);
         assert_eq!(cell(0, 1), [255, 255, 255], "no count, no colour");
+    }
+
+    #[test]
+    fn long_class_names_stay_in_their_margins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confusion.png");
+        let names: Vec<String> = [
+            "a_very_long_class_name_number_one",
+            "a_very_long_class_name_number_two",
+            "automobile",
+        ]
+        .map(String::from)
+        .to_vec();
+        let confusion = vec![vec![1, 0, 0], vec![0, 1, 0], vec![0, 0, 1]];
+        draw_confusion(&path, &confusion, &names).unwrap();
+        let png = decode(&path);
+        if let Ok(keep) = std::env::var("RESNET_TRANSFER_KEEP_CONFUSION") {
+            png.save(keep).unwrap();
+        }
+        let dark = |x: u32, y: u32| png.get_pixel(x, y).0.iter().all(|&v| v < 100);
+        // No text between the row names' margin and the first cell's edge: a name that ran
+        // over would darken it.
+        let gap = CONFUSION_LEFT as u32 - 5..CONFUSION_LEFT as u32;
+        let rows = CONFUSION_TOP as u32..(CONFUSION_TOP + 3 * CONFUSION_CELL) as u32;
+        assert!(
+            !gap.clone().any(|x| rows.clone().any(|y| dark(x, y))),
+            "row names run over"
+        );
+        // Column names stay below the title's line.
+        let columns = CONFUSION_LEFT as u32..(CONFUSION_LEFT + 3 * CONFUSION_CELL) as u32;
+        assert!(
+            !columns.clone().any(|x| (30..36).any(|y| dark(x, y))),
+            "column names reach the title"
+        );
     }
 }

@@ -55,6 +55,29 @@ fn display_size(tile: &Tile) -> (usize, usize) {
     (scale(tile.width), scale(tile.height))
 }
 
+/// `text`, shortened in the middle (`a_very_lo…ber_one`) to at most `max` pixels in `font`:
+/// long class names ran over their neighbours' captions. The middle goes, so that names that
+/// differ only at their ends stay apart.
+pub(crate) fn fit_width(text: &str, font: &FontDesc<'_>, max: u32) -> String {
+    let width = |t: &str| font.box_size(t).map_or(0, |(w, _)| w);
+    if width(text) <= max {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    for keep in (0..chars.len()).rev() {
+        let head = keep.div_ceil(2);
+        let tail = keep - head;
+        let short: String = (chars[..head].iter())
+            .chain(std::iter::once(&'…'))
+            .chain(&chars[chars.len() - tail..])
+            .collect();
+        if width(&short) <= max {
+            return short;
+        }
+    }
+    "…".to_string()
+}
+
 /// The most lines any caption of `rows` has (at least one).
 fn caption_lines(rows: &[GridRow]) -> usize {
     (rows.iter().flat_map(|r| &r.tiles))
@@ -174,10 +197,12 @@ pub fn draw_grid(path: &Path, title: Option<&str>, rows: &[GridRow]) -> Result<(
             }
             for (c, tile) in row.tiles.iter().enumerate() {
                 let x0 = layout.cell(r, c).0 as i32;
-                let style = (FONT, 15).into_font().color(&tile.color);
+                let font = (FONT, 15).into_font();
+                let style = font.color(&tile.color);
                 for (i, line) in tile.caption.lines().enumerate() {
                     let y = y0 + caption_y + (i * CAPTION) as i32;
-                    root.draw_text(line, &style, (x0 + 2, y)).map_err(err)?;
+                    let line = fit_width(line, &font, (layout.cell_w - 4) as u32);
+                    root.draw_text(&line, &style, (x0 + 2, y)).map_err(err)?;
                 }
             }
         }
@@ -222,6 +247,55 @@ fn blit(buf: &mut [u8], stride: usize, tile: &Tile, [x0, y0, w, h]: [usize; 4]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_captions_are_shortened_in_the_middle_to_their_cell() {
+        register_font();
+        let font = (FONT, 15).into_font();
+        let width = |t: &str| font.box_size(t).unwrap().0;
+        assert_eq!(fit_width("cat", &font, 80), "cat");
+        for name in [
+            "a_very_long_class_name_number_one",
+            "Straßenbahn mit sehr langem Namen und Ümlauten",
+        ] {
+            let short = fit_width(name, &font, 90);
+            assert!(width(&short) <= 90, "{short}: {} px", width(&short));
+            assert!(short.contains('…') && short.len() > 6, "{short}");
+            // Both ends kept: names differing only at their ends stay apart.
+            assert_eq!(short.chars().next(), name.chars().next());
+            assert_eq!(short.chars().last(), name.chars().last());
+        }
+        // A red caption far wider than its cell draws no red beyond the cell.
+        let long = "a_very_long_class_name_number_one\ntrue: a_very_long_class_name_number_two";
+        let tile = |caption: &str| Tile {
+            rgb: vec![90; 3 * 4 * 4],
+            height: 4,
+            width: 4,
+            caption: caption.into(),
+            color: RED,
+            framed: false,
+        };
+        let rows = vec![GridRow {
+            label: None,
+            tiles: vec![tile(long), tile("x")],
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        draw_grid(&path, None, &rows).unwrap();
+        let png = image::open(&path).unwrap().to_rgb8();
+        let layout = Layout::new(false, &rows);
+        let (second, top) = layout.cell(0, 1);
+        let caption_top = (top + layout.caption_y(&rows)) as u32;
+        // The second cell's caption is one "x"; anything red right of its first 12 pixels is
+        // the first caption running over.
+        let over = (second as u32 + 14..png.width()).any(|x| {
+            (caption_top..png.height()).any(|y| {
+                let p = png.get_pixel(x, y).0;
+                p[0] > 200 && p[1] < 80 && p[2] < 80
+            })
+        });
+        assert!(!over, "the long caption runs into its neighbour");
+    }
 
     #[test]
     fn grid_png_has_the_images_and_the_text() {
