@@ -132,7 +132,7 @@ pub const DEFAULT_VALID_CAP: usize = 2_000;
 /// assert!(err.contains("valid_samples") && err.contains("at most 50"), "{err}");
 /// // Every image for training leaves none for validation: refused, unless asked for.
 /// let err = sample_sizes(&labels, 10, Some(500), None).unwrap_err().to_string();
-/// assert!(err.contains("train_samples") && err.contains("at most 400"), "{err}");
+/// assert!(err.contains("train_samples") && err.contains("at most 400 keeps"), "{err}");
 /// assert_eq!(sample_sizes(&labels, 10, Some(500), Some(0)).unwrap(), (500, 0));
 /// ```
 pub fn sample_sizes(
@@ -176,12 +176,17 @@ pub fn sample_sizes(
                     .rev()
                     .find(|&t| fits(&by_class, t, default_valid(t)))
                     .unwrap_or(0);
+                let some = (0..=train)
+                    .rev()
+                    .find(|&t| max_valid(&by_class, t) > 0)
+                    .unwrap_or(0);
                 return Err(Error::invalid_config(
                     "train_samples",
                     format!(
-                        "at most {most}, which leaves the default validation images beside \
-                         them (a fifth of those used; no image is left beside {train}), or \
-                         valid_samples 0 to train without validation"
+                        "a size that leaves validation images beside it, and {train} leaves \
+                         none that fits every class: at most {most} keeps the default fifth of \
+                         the images used for validation, up to {some} keeps fewer; or \
+                         `valid_samples` 0 (--valid-samples 0) trains without validation"
                     ),
                     train,
                 ));

@@ -163,7 +163,8 @@ impl FineTuneJob {
             [] | [_] => self.backend.clone(),
             devices if host => format!(
                 "{}, devices {devices:?}: {} replicas taking turns on its one CPU device \
-                 (data parallel as on GPUs, the same numbers as one device, no faster)",
+                 (data parallel as on GPUs: one device's numbers to float rounding, dropout \
+                 drawn share by share; no faster)",
                 self.backend,
                 devices.len()
             ),
