@@ -220,6 +220,17 @@ impl FoldedConv {
     /// enough for a tile size to pay; the transforms are made the first time a size is chosen.
     /// Returns the output and the tile's output side.
     #[cfg(target_arch = "x86_64")]
+    /// How many of Winograd's transforms (one per tile size) this convolution holds ready.
+    #[cfg(test)]
+    pub(super) fn transforms_made(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        return (self.winograd.iter().flat_map(|cells| cells.iter()))
+            .filter(|cell| cell.get().is_some())
+            .count();
+        #[cfg(not(target_arch = "x86_64"))]
+        0
+    }
+
     fn winograd_forward(
         &self,
         x: &Maps,

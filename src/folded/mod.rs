@@ -163,6 +163,17 @@ pub(crate) fn folded_on(model: &ResNet, device: &burn::tensor::Device) -> Option
 }
 
 impl FoldedResNet {
+    /// How many Winograd transforms the model's convolutions hold ready, summed.
+    #[cfg(test)]
+    pub(crate) fn transforms_made(&self) -> usize {
+        let convs =
+            (self.blocks.iter()).flat_map(|block| block.convs.iter().chain(&block.shortcut));
+        std::iter::once(&self.stem)
+            .chain(convs)
+            .map(FoldedConv::transforms_made)
+            .sum()
+    }
+
     /// Logits `[N, classes]` for images `[N, 3, H, W]` (the pooled features when there is no
     /// head), on the images' device: [`ResNet::forward`] in inference mode.
     ///
