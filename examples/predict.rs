@@ -3,7 +3,7 @@
 //! ```sh
 //! cargo run --release --example predict -- --weights NAME|FILE [--preprocess caffe|torch|unit]
 //!     [--input-size N] [--classes imagenet|cifar10|FILE] [--top-k K] [--json] [--logits]
-//!     [--batch-size N] [--explain DIR] IMAGE...
+//!     [--batch-size N] [--explain DIR] [--skip-bad] IMAGE...
 //! ```
 //! `--explain DIR` also writes `DIR/<photo>-cam.png` for each photo: the photo beside itself under
 //! the Grad-CAM heat map of its top class (where the model looked for it), the class and its score
@@ -61,6 +61,10 @@ struct Args {
     /// pixels (a last stage of 2x2 or more).
     #[arg(long, value_name = "DIR")]
     explain: Option<PathBuf>,
+    /// Leave out photos that cannot be read (missing, empty, cut short, not a photo, broken
+    /// links), each listed on stderr with its reason, instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
     /// Never download catalog weights.
     #[arg(long)]
     offline: bool,
@@ -95,8 +99,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err(Error::invalid_config("input_size", "at least 1", 0).into());
     }
     // A mistyped name fails now, not after the photos before it have been classified.
-    for path in &args.images {
-        std::fs::metadata(path).map_err(|e| resnet_transfer::Error::io(path, e))?;
+    if !args.skip_bad {
+        for path in &args.images {
+            std::fs::metadata(path).map_err(|e| resnet_transfer::Error::io(path, e))?;
+        }
     }
     let device = resnet_transfer::device::device(&args.backend)?;
     let saved = weights::load_named(&args.weights, &device, !args.offline, !args.json)?;
@@ -126,58 +132,89 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         chosen(args.input_size.is_some()),
         s = classifier.input_size,
     );
-    classifier.batch_size = args.batch_size;
     if let Some(dir) = &args.explain {
         // A size with no map to show, or a folder that cannot be written, fails before any photo.
         classifier.map_size()?;
         resnet_transfer::files::check_output_folder("--explain", dir)?;
         std::fs::create_dir_all(dir).map_err(|e| resnet_transfer::Error::io(dir, e))?;
-        return explain(&classifier, &args, dir);
     }
-    let batches = classifier.classify_batches(&args.images, args.top_k);
-    for (paths, predictions) in args.images.chunks(args.batch_size).zip(batches) {
-        for (path, prediction) in paths.iter().zip(predictions?) {
-            print(path, &prediction, None, &args);
+    // Each batch's answers printed before the next batch is read.
+    // Photos of one name from different folders (cat/1.jpg, dog/1.jpg) get 1-cam.png, 1-2-cam.png.
+    let mut taken = std::collections::HashMap::<String, usize>::new();
+    let mut answered = 0;
+    for chunk in args.images.chunks(args.batch_size) {
+        let (paths, images) = read_batch(chunk, classifier.input_size, args.skip_bad)?;
+        if images.is_empty() {
+            continue;
         }
+        let predictions = classifier.classify_pixels(&images, args.top_k)?;
+        answered += predictions.len();
+        let batch = (paths.as_slice(), images.as_slice(), predictions.as_slice());
+        match &args.explain {
+            Some(dir) => explain(&classifier, &args, dir, batch, &mut taken)?,
+            None => (paths.iter().zip(&predictions)).for_each(|(p, a)| print(p, a, None, &args)),
+        }
+    }
+    if answered == 0 {
+        let count = args.images.len();
+        return Err(format!("none of the {count} photos could be read (each listed above)").into());
     }
     Ok(())
 }
 
-/// Classifies and explains the photos a batch at a time: each photo's top class, its Grad-CAM
-/// map, the explained photo written to `dir`.
+/// One batch's photos, read in parallel (decoding is a good share of the time), with their
+/// paths. With `skip_bad`, a photo that cannot be read is listed on stderr with its reason and
+/// left out; without, the first is the error.
+fn read_batch(
+    paths: &[PathBuf],
+    side: usize,
+    skip_bad: bool,
+) -> resnet_transfer::Result<(Vec<&Path>, Vec<Vec<u8>>)> {
+    use rayon::prelude::*;
+    let read: Vec<_> = paths.par_iter().map(|p| read_image(p, side)).collect();
+    let (mut kept, mut images) = (Vec::new(), Vec::new());
+    for (path, result) in paths.iter().zip(read) {
+        match result {
+            Ok(image) => {
+                kept.push(path.as_path());
+                images.push(image);
+            }
+            Err(e) => match e.unreadable_file() {
+                Some((_, reason)) if skip_bad => eprintln!("skipped {}: {reason}", path.display()),
+                _ => return Err(e),
+            },
+        }
+    }
+    Ok((kept, images))
+}
+
+/// Explains one batch's photos: each photo's Grad-CAM map for its top class, the explained
+/// photo written to `dir`.
 fn explain(
     classifier: &Classifier,
     args: &Args,
     dir: &Path,
+    (paths, images, predictions): (&[&Path], &[Vec<u8>], &[Prediction]),
+    taken: &mut std::collections::HashMap<String, usize>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let side = classifier.input_size;
-    // Photos of one name from different folders (cat/1.jpg, dog/1.jpg) get 1-cam.png, 1-2-cam.png.
-    let mut taken = std::collections::HashMap::<String, usize>::new();
-    for paths in args.images.chunks(args.batch_size) {
-        let images = (paths.iter())
-            .map(|p| read_image(p, side))
-            .collect::<Result<Vec<_>, _>>()?;
-        let predictions = classifier.classify_pixels(&images, args.top_k)?;
-        let top = predictions.iter().map(|p| p.top_k[0].index).collect();
-        let maps = classifier.explain_pixels(&images, &CamTarget::PerImage(top))?;
-        for (((path, image), prediction), map) in
-            paths.iter().zip(&images).zip(&predictions).zip(&maps)
-        {
-            let stem = path
-                .file_stem()
-                .unwrap_or(path.as_os_str())
-                .to_string_lossy();
-            let seen = taken.entry(stem.to_string()).or_default();
-            *seen += 1;
-            let out = match *seen {
-                1 => dir.join(format!("{stem}-cam.png")),
-                k => dir.join(format!("{stem}-{k}-cam.png")),
-            };
-            let best = &prediction.top_k[0];
-            let caption = format!("{} {:.1}%", best.label, 100.0 * best.prob);
-            draw_explained_photo(&out, image, side, side, map, &caption)?;
-            print(path, prediction, Some((map, &out)), args);
-        }
+    let top = predictions.iter().map(|p| p.top_k[0].index).collect();
+    let maps = classifier.explain_pixels(images, &CamTarget::PerImage(top))?;
+    for (((path, image), prediction), map) in paths.iter().zip(images).zip(predictions).zip(&maps) {
+        let stem = path
+            .file_stem()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy();
+        let seen = taken.entry(stem.to_string()).or_default();
+        *seen += 1;
+        let out = match *seen {
+            1 => dir.join(format!("{stem}-cam.png")),
+            k => dir.join(format!("{stem}-{k}-cam.png")),
+        };
+        let best = &prediction.top_k[0];
+        let caption = format!("{} {:.1}%", best.label, 100.0 * best.prob);
+        draw_explained_photo(&out, image, side, side, map, &caption)?;
+        print(path, prediction, Some((map, &out)), args);
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! Every variant carries what a user needs to fix the problem: the file, the tensor or node, the
 //! value that was expected and the value that was found.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +302,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// The file and the reason, where this error is about one file that could not be read as a
+    /// photo: its content ([`Error::Image`]) or reading it ([`Error::Io`]: missing, a broken
+    /// link, no permission). What `--skip-bad` leaves out and lists.
+    ///
+    /// ```
+    /// use resnet_transfer::data::read_image;
+    ///
+    /// let error = read_image("no-such-photo.jpg".as_ref(), 224).unwrap_err();
+    /// let (file, reason) = error.unreadable_file().unwrap();
+    /// assert_eq!(file, std::path::Path::new("no-such-photo.jpg"));
+    /// assert!(!reason.is_empty());
+    /// ```
+    pub fn unreadable_file(&self) -> Option<(&Path, String)> {
+        match self {
+            Error::Image { path, reason } => Some((path, reason.clone())),
+            Error::Io { path, source } => Some((path, source.to_string())),
+            _ => None,
+        }
+    }
+
     /// A configuration field outside what it allows.
     pub fn invalid_config(
         field: &'static str,

@@ -439,11 +439,8 @@ impl Iterator for ImageChunks<'_> {
 /// The reason to give for skipping `file`, when `error` is about that file's content or about
 /// reading it (a broken link, a permission), not about anything else.
 fn skippable(error: &Error, file: &Path) -> Option<String> {
-    match error {
-        Error::Image { path, reason } if path == file => Some(reason.clone()),
-        Error::Io { path, source } if path == file => Some(source.to_string()),
-        _ => None,
-    }
+    let (path, reason) = error.unreadable_file()?;
+    (path == file).then_some(reason)
 }
 
 /// Adds the photo files under `dir` to `found`, through every sub-folder and link but hidden

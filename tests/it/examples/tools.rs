@@ -97,3 +97,52 @@ fn dataset_prints_json_and_draws_the_grid() {
         );
     }
 }
+
+/// `predict --skip-bad`: unreadable photos (not a photo, missing) are listed with their reason
+/// and the rest answered in order, across batches; without it the first stops the run, named;
+/// with nothing readable the run fails.
+#[test]
+fn predict_skip_bad_lists_unreadable_photos_and_answers_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let path = tmp.path().join(format!("good{i}.png"));
+            photo(i, 24, 20, 0).save(&path).unwrap();
+            path
+        })
+        .collect();
+    let bad = tmp.path().join("notes.jpg");
+    std::fs::write(&bad, "not a photo").unwrap();
+    let missing = tmp.path().join("missing.png");
+    let predict = || {
+        let mut predict = Command::new(example("predict"));
+        predict
+            .arg("--weights")
+            .arg(weights())
+            .args(["--json", "--batch-size", "2"]);
+        predict
+    };
+    let stderr = run_err(predict().arg(&good[0]).arg(&bad));
+    assert!(stderr.contains("notes.jpg"), "{stderr}");
+
+    let out = predict()
+        .arg("--skip-bad")
+        .args([&bad, &good[0], &missing, &good[1]])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let answered: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["image"].to_string())
+        .collect();
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    assert!(answered[0].contains("good0") && answered[1].contains("good1"));
+    for file in [&bad, &missing] {
+        let line = format!("skipped {}: ", file.display());
+        assert!(stderr.contains(&line), "{line} not in {stderr}");
+    }
+
+    let stderr = run_err(predict().arg("--skip-bad").args([&bad, &missing]));
+    assert!(stderr.contains("none of the 2 photos"), "{stderr}");
+}
