@@ -69,10 +69,12 @@ echo "widest vector set: $(if grep -qw avx512f "$OUT/cpu.txt"; then echo AVX-512
     elif grep -qw avx2 "$OUT/cpu.txt" && grep -qw fma "$OUT/cpu.txt"; then echo AVX2+FMA;
     else echo "below AVX2 (gemm crate path)"; fi)$no512"
 
-cargo build --release --example profile_step >/dev/null 2>&1
+# shellcheck source=benches/quietly.sh
+. "$(dirname "$0")/quietly.sh"
+quietly "building profile_step" cargo build --release --example profile_step
 OURS="$TARGET/release/examples/profile_step"
 ONNX="$OUT/resnet50-$SIZE.onnx"
-[ -f "$ONNX" ] || "$TORCH" benches/export_peer_onnx.py "$ONNX" --size "$SIZE" >/dev/null 2>&1
+[ -f "$ONNX" ] || quietly "exporting torchvision's ResNet50 for onnxruntime" "$TORCH" benches/export_peer_onnx.py "$ONNX" --size "$SIZE"
 
 peer() {  # peer NAME CASE
     case "$1" in

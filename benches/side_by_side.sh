@@ -16,7 +16,9 @@ mkdir -p "$OUT"
 
 echo "== ours: cargo bench --bench model (flex)"
 RESNET_BENCH_BACKENDS=flex RESNET_BENCH_SIZES=32 cargo bench --bench model -- --noplot >"$OUT/ours.log" 2>&1
-cargo build --release --example profile_step >/dev/null 2>&1
+# shellcheck source=benches/quietly.sh
+. "$(dirname "$0")/quietly.sh"
+quietly "building profile_step" cargo build --release --example profile_step
 /usr/bin/time -f '{"peak_rss_mb": %M}' -o "$OUT/ours_memory.json" \
     target/release/examples/profile_step --steps 3 >"$OUT/ours_profile.txt"
 
@@ -26,7 +28,7 @@ OMP_WAIT_POLICY=PASSIVE "$TORCH" benches/peak_memory_torch.py >"$OUT/torch_memor
 echo "== Keras"
 TF_ENABLE_ONEDNN_OPTS=1 "$TF" "$PEERS/bench_keras.py" 2>/dev/null | tail -1 >"$OUT/keras.json"
 echo "== onnxruntime"
-[ -f "$OUT/resnet50-32.onnx" ] || "$TORCH" benches/export_peer_onnx.py "$OUT/resnet50-32.onnx" >/dev/null 2>&1
+[ -f "$OUT/resnet50-32.onnx" ] || quietly "exporting torchvision's ResNet50 for onnxruntime" "$TORCH" benches/export_peer_onnx.py "$OUT/resnet50-32.onnx"
 "$TORCH" "$PEERS/bench_ort.py" --onnx "$OUT/resnet50-32.onnx" >"$OUT/ort.json"
 
 "$TORCH" - "$OUT" "${CARGO_TARGET_DIR:-target}/criterion" <<'EOF'
