@@ -127,10 +127,18 @@ log, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rates = {}  # (round, case) -> {peer: img/s}
 for line in open(log):
     rnd, who, case, rest = line.split(" ", 3)
-    if who == "ours":
-        value = float(re.search(r"\(([\d.]+) img/s\)", rest).group(1))
-    else:
-        value = json.loads(rest)["img_s_median"]
+    try:
+        if who == "ours":
+            value = float(re.search(r"\(([\d.]+) img/s\)", rest).group(1))
+        else:
+            value = json.loads(rest)["img_s_median"]
+    except (AttributeError, ValueError, KeyError):
+        # A peer that failed (a missing environment) prints nothing the table can use: say which,
+        # and leave it out rather than end the script on a traceback.
+        print(f"round {rnd}: {who} gave no result for {case} (its line: {rest.strip()!r}); "
+              f"left out. Run it alone to see why, e.g. benches/peer_case.py --peer {who}",
+              file=sys.stderr)
+        continue
     rates.setdefault((int(rnd), case), {})[who] = value
 cases = {"infer": "inference", "train": "training step", "head": "head-only step"}
 ratios = {c: [] for c in cases}
