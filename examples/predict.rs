@@ -62,7 +62,8 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     explain: Option<PathBuf>,
     /// Leave out photos that cannot be read (missing, empty, cut short, not a photo, broken
-    /// links), each listed on stderr with its reason, instead of stopping at the first.
+    /// links), each listed on stderr with its reason, instead of stopping at the first; the run
+    /// fails only when none could be read.
     #[arg(long)]
     skip_bad: bool,
     /// Never download catalog weights.
